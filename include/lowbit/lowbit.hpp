@@ -6,6 +6,7 @@
 
 #include "lowbit/core/bitplane_weights.hpp"
 #include "lowbit/core/calibration.hpp"
+#include "lowbit/core/channel_scaling.hpp"
 #include "lowbit/core/column_order.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/half.hpp"
@@ -15,4 +16,5 @@
 #include "lowbit/core/uniform_grid.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/quant/absmax.hpp"
+#include "lowbit/quant/awq.hpp"
 #include "lowbit/quant/rtn.hpp"
