@@ -11,6 +11,7 @@
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/half.hpp"
 #include "lowbit/core/hessian.hpp"
+#include "lowbit/core/int8_weights.hpp"
 #include "lowbit/core/sparse_outliers.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_grid.hpp"
