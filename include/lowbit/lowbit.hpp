@@ -19,3 +19,4 @@
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/awq.hpp"
 #include "lowbit/quant/rtn.hpp"
+#include "lowbit/quant/smoothquant.hpp"

@@ -17,12 +17,19 @@ import os
 import struct
 import sys
 
+SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_smoothed",
+                     "ln_bias_smoothed"]
+
 # file pattern -> tensors to keep (None keeps every tensor)
 RULES = [
     ("inputs_64x256.*", None),
     ("rtn_*", ["qint", "scale", "zero"]),
     ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
                "ln_weight_scaled", "ln_bias_scaled"]),
+    # The f64 variants keep only the small tensors; their matrices are checked
+    # against the full directory.
+    ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
+    ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
 ]
 SHARED_INPUTS = ["W", "W2", "X"]
 
