@@ -149,18 +149,27 @@ TEST(Int8Gemm, RowRangesComposeToTheWholeProduct) {
 }
 
 TEST(Int8Gemm, LongRowsAtTheInt32Limit) {
-  // 127 * 127 * depth stays below 2^31 up to kInt8GemmMaxDepth.
-  const Index depth = 20000;
-  const Problem p(4, 2, depth, 0, true, 701);
-  Problem::Output expected;
-  p.run(detail::int8_gemm_rows_scalar, expected, 0, 4);
-  for (const auto& [name, kernel] : simd_variants()) {
-    Problem::Output got;
-    p.run(kernel, got, 0, 4);
-    EXPECT_EQ(got.dots, expected.dots) << name;
-  }
+  // 127 * 127 * depth stays below 2^31 up to kInt8GemmMaxDepth; the u8-offset
+  // kernels' intermediate sums (x + 128)·w pass 2^31 long before that.
   EXPECT_LE(std::int64_t{kInt8GemmMaxDepth} * 127 * 127, std::int64_t{INT32_MAX});
   EXPECT_GT(std::int64_t{kInt8GemmMaxDepth + 1} * 127 * 127, std::int64_t{INT32_MAX});
+  for (bool all_max : {false, true}) {
+    Problem p(3, 2, kInt8GemmMaxDepth, 0, true, 701);
+    if (all_max) {  // every product +127·127: the largest dot product there is
+      std::fill(p.w.storage.begin(), p.w.storage.end(), std::int8_t{127});
+      std::fill(p.x.storage.begin(), p.x.storage.end(), std::int8_t{127});
+    }
+    Problem::Output expected;
+    p.run(detail::int8_gemm_rows_scalar, expected, 0, 3);
+    if (all_max) {
+      EXPECT_EQ(expected.dots[0], kInt8GemmMaxDepth * 127 * 127);
+    }
+    for (const auto& [name, kernel] : simd_variants()) {
+      Problem::Output got;
+      p.run(kernel, got, 0, 3);
+      EXPECT_EQ(got.dots, expected.dots) << name;
+    }
+  }
 }
 
 TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {

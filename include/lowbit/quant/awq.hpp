@@ -84,7 +84,8 @@ template <class Scalar>
 struct AwqResult {
   VectorT<Scalar> scales;  // s: the linears were quantized as W·diag(s)
   // Per linear: the quantized clip(W·diag(s)) (AWQ grid, contiguous groups),
-  // acting on X·diag(1/s).
+  // acting on X·diag(1/s). Codes are exact in either precision; scale and
+  // zero are stored in float, the format engines keep.
   std::vector<UniformWeights> weights;
   // Per linear: the clip threshold per (row, group), out x groups (the
   // reference's [out, groups] layout); empty for a linear not clipped.

@@ -85,9 +85,9 @@ inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   std::int32_t dots[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    const std::int32_t correction = 128 * int8_hsum_avx2(row_sum[r]);
+    const std::int32_t sum_w = int8_hsum_avx2(row_sum[r]);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) dots[r][t] = int8_hsum_avx2(acc[r][t]) - correction;
+    for (int t = 0; t < T; ++t) dots[r][t] = int8_remove_offset(int8_hsum_avx2(acc[r][t]), sum_w);
   }
   int8_store_tile<R, T>(a, r0, t0, dots, body);
 }

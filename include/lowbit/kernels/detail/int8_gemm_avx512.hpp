@@ -16,6 +16,16 @@ namespace lowbit::detail {
 
 inline constexpr const char* kInt8Avx512Variant = "avx512-vnni";
 
+// Sum of the 16 lanes modulo 2^32 (GCC's _mm512_reduce_add_epi32 finishes in
+// signed int arithmetic, which must not overflow; the offset sums may).
+inline std::int32_t int8_hsum_avx512(__m512i v) noexcept {
+  __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(h);
+}
+
 template <int R, int T>
 inline void int8_tile_avx512(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   const std::int8_t* w[R];
@@ -50,9 +60,9 @@ inline void int8_tile_avx512(const Int8GemmArgs& a, Index r0, Index t0) noexcept
   std::int32_t dots[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    const std::int32_t correction = 128 * _mm512_reduce_add_epi32(row_sum[r]);
+    const std::int32_t sum_w = int8_hsum_avx512(row_sum[r]);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) dots[r][t] = _mm512_reduce_add_epi32(acc[r][t]) - correction;
+    for (int t = 0; t < T; ++t) dots[r][t] = int8_remove_offset(int8_hsum_avx512(acc[r][t]), sum_w);
   }
   int8_store_tile<R, T>(a, r0, t0, dots, a.depth);
 }

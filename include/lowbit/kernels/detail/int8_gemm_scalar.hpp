@@ -39,6 +39,14 @@ inline std::int32_t int8_dot_scalar(const std::int8_t* w, const std::int8_t* x, 
   return sum;
 }
 
+// sum (x + 128)·w minus 128·sum w, for the kernels that offset activations to
+// u8. The offset sums can pass 2^31 where the dot product fits, so this is
+// computed modulo 2^32 (as the vector lanes already are) without signed overflow.
+inline std::int32_t int8_remove_offset(std::int32_t offset_dot, std::int32_t row_sum) noexcept {
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(offset_dot) -
+                                   128u * static_cast<std::uint32_t>(row_sum));
+}
+
 // The SIMD tiles' epilogue: dots[r][t] holds the products over the first
 // `done` features of row r0 + r and token t0 + t; the scalar loop adds the rest.
 // (The tiles keep their accumulators in registers only when every loop over
