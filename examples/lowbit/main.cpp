@@ -2,6 +2,7 @@
 //
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
 //   lowbit demo [--size small|large] [--threads N]
+//   lowbit quantize-model --model CKPT.bin --out OUT.safetensors [options]
 //
 // Exit codes: 0 success, 1 failure (bad file, numerical error), 2 misuse
 // (unknown option, missing tensor, bad option value).
@@ -13,6 +14,7 @@
 #include "demo.hpp"
 #include "methods.hpp"
 #include "options.hpp"
+#include "quantize_model.hpp"
 
 namespace lowbit::cli {
 namespace {
@@ -23,6 +25,8 @@ std::string help_text() {
          "Usage:\n"
          "  lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]\n"
          "  lowbit demo [--size small|large] [--threads N]\n"
+         "  lowbit quantize-model --model CKPT.bin --out OUT.safetensors [--method rtn|gptq|bpdq]\n"
+         "      [--bits B] [--group-size G] [--format gptq|bpdq] [--act-order] [--calibration N]\n"
          "  lowbit --help\n\n"
          "Input tensors (any float dtype), by name:\n"
          "  W          out x in weight (required)\n"
@@ -105,6 +109,7 @@ int run(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "quantize") return quantize(args);
+  if (command == "quantize-model") return quantize_model_command(args);
   if (command == "demo") return run_demo(Options(args, {"size", "threads"}, "demo"));
   throw UsageError("unknown command '" + command + "' (see lowbit --help)");
 }
