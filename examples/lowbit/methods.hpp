@@ -66,5 +66,6 @@ std::string format_bool(bool value);
 // Method factories, one per source file.
 Method rtn_method();
 Method absmax_method();
+Method gptq_method();
 
 }  // namespace lowbit::cli
