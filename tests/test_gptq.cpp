@@ -406,6 +406,43 @@ TEST(GptqKept, KeptValuesAbsorbTheFeedback) {
   }
 }
 
+TEST(GptqKept, KeptWeightsHaveZeroErrorAndPropagateNothing) {
+  // Whatever values the kept weights hold, the quantized part is the same bit
+  // for bit: they neither stretch a grid nor feed any error forward (their
+  // error is zero), and each kept value moves by exactly its own change.
+  const Index out = 16, in = 128;
+  const MatrixF w = test::random_weights(out, in, 411);
+  const MatrixD h = correlated_hessian(in, 412);
+  CodeMatrix keep = CodeMatrix::Zero(out, in);
+  for (Index r = 0; r < out; ++r) keep(r, (r * 29 + 3) % in) = keep(r, (r * 7 + 64) % in) = 1;
+  keep.col(5).setOnes();  // a whole column, processed early
+  MatrixF changed = w;
+  for (Index r = 0; r < out; ++r)
+    for (Index c = 0; c < in; ++c)
+      if (keep(r, c)) changed(r, c) = (r + c) % 2 ? 4.0f : -0.75f;
+  for (bool act_order : {false, true})
+    for (int group_size : {-1, 32}) {
+      SCOPED_TRACE(testing::Message() << "act_order " << act_order << " group_size " << group_size);
+      GptqConfig config;
+      config.act_order = act_order;
+      config.group_size = group_size;
+      const GptqResult a = quantize_gptq(w, h, config, keep), b = quantize_gptq(changed, h, config, keep);
+      EXPECT_EQ(a.weights.codes, b.weights.codes);
+      EXPECT_EQ(a.weights.scale, b.weights.scale);
+      EXPECT_EQ(a.weights.zero, b.weights.zero);
+      EXPECT_EQ(a.report.loss, b.report.loss);
+      ASSERT_EQ(a.kept.col, b.kept.col);
+      const MatrixF qa = a.dequantize(), qb = b.dequantize();
+      for (Index r = 0; r < out; ++r)
+        for (Index c = 0; c < in; ++c)
+          if (keep(r, c)) {
+            EXPECT_NEAR(qb(r, c) - qa(r, c), changed(r, c) - w(r, c), 1e-5f) << r << ", " << c;
+          } else {
+            EXPECT_EQ(qa(r, c), qb(r, c));
+          }
+    }
+}
+
 // ------------------------------------------------------------ robustness and misuse
 
 TEST(Gptq, AnIndefiniteHessianRaisesTheDamping) {
