@@ -1,7 +1,6 @@
 // lowbit quantize gptq: GPTQ as IST-DASLab fasterquant runs it (quant/gptq.hpp),
 // on H when the input has it, else on H = 2/N X^T X.
 #include <iostream>
-#include <sstream>
 
 #include "methods.hpp"
 
@@ -41,10 +40,6 @@ Method gptq_method() {
     result.bits_per_weight = bits_per_weight(gptq.weights);
     add_uniform_tensors(result, gptq.weights);
     if (config.act_order) result.tensors.add_vector("perm", gptq.perm, io::Dtype::I32);
-    std::ostringstream loss, damp_used;
-    loss.precision(17);
-    loss << gptq.report.loss;
-    damp_used << gptq.report.percdamp;
     result.metadata = {{"bits", std::to_string(config.grid.bits)},
                        {"group_size", std::to_string(config.group_size)},
                        {"sym", format_bool(config.grid.sym)},
@@ -54,15 +49,11 @@ Method gptq_method() {
                        {"fresh_group_params", format_bool(config.fresh_group_params)},
                        {"block_size", std::to_string(config.block_size)},
                        {"calibration", in.h ? "H" : "X"},
-                       {"loss", loss.str()},
-                       {"damp_used", damp_used.str()},
+                       {"loss", format_double(gptq.report.loss)},
+                       {"damp_used", format_double(gptq.report.percdamp)},
                        {"failed_factorizations", std::to_string(gptq.report.failed_factorizations)},
                        {"dead_columns", std::to_string(gptq.report.dead_columns.size())}};
-    if (gptq.report.diagonal_floor > 0) {
-      std::ostringstream floor;
-      floor << gptq.report.diagonal_floor;
-      result.metadata["diagonal_floor"] = floor.str();
-    }
+    if (gptq.report.diagonal_floor > 0) result.metadata["diagonal_floor"] = format_double(gptq.report.diagonal_floor);
     return result;
   };
   return m;
