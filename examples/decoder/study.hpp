@@ -15,6 +15,7 @@
 #include <lowbit/core/channel_scaling.hpp>
 #include <lowbit/quant/absmax.hpp>
 #include <lowbit/quant/awq.hpp>
+#include <lowbit/quant/gptq.hpp>
 #include <lowbit/quant/rtn.hpp>
 #include <lowbit/quant/smoothquant.hpp>
 #include <string>
@@ -102,6 +103,29 @@ inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   return out;
 }
 
+inline lowbit::MatrixD hessian(const MatrixF& x) {
+  lowbit::Calibration calibration(x.cols());
+  calibration.add(x);
+  return calibration.hessian();
+}
+
+inline lowbit::GptqConfig gptq_config(const QuantSpec& spec) {
+  lowbit::GptqConfig config;
+  config.grid.bits = spec.bits;
+  config.group_size = spec.group_size;
+  config.act_order = spec.act_order;
+  return config;
+}
+
+// One Hessian for the linears sharing an input, each quantized on it.
+inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
+  const lowbit::MatrixD h = hessian(in.x);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights)
+    out.push_back(bitplane_linear(lowbit::quantize_gptq(*w, h, gptq_config(in.spec)).weights));
+  return out;
+}
+
 // llm-awq's recipe: one scale search per group, no clipping search for q and
 // k (their product inside attention makes either's output error misleading).
 inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
@@ -152,6 +176,7 @@ struct MethodEntry {
 inline const std::vector<MethodEntry>& methods() {
   static const std::vector<MethodEntry> table{
       {"rtn", rtn, false},
+      {"gptq", gptq, false},
       {"awq", awq, false},
       {"absmax-w8a8", absmax_w8a8, true},
       {"smoothquant-w8a8", smoothquant_w8a8, true},
@@ -196,7 +221,7 @@ inline bool is_w8a8(const std::string& method) { return study_detail::method(met
 // The methods whose results are plain uniform / bit-plane linears (no input
 // scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
 inline const std::vector<std::string>& checkpoint_methods() {
-  static const std::vector<std::string> names{"rtn"};
+  static const std::vector<std::string> names{"rtn", "gptq"};
   return names;
 }
 
