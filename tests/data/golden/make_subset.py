@@ -18,6 +18,7 @@ import sys
 RULES = [
     ("inputs_64x256", None),
     ("rtn_", ["qint", "scale", "zero"]),
+    ("bpdq_", ["B_packed", "c"]),
 ]
 
 
