@@ -2,7 +2,7 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken as two halves of 32 rows (one 32-byte load of
-// plane bytes per pair). int8 inner loop, per load (32 rows x one pair of
+// plane bytes per pair), half after half within each segment. int8 inner loop, per load (32 rows x one pair of
 // chunks): split the nibbles (and, shift, and), look both chunks up with
 // vpshufb in tables broadcast to both lanes, interleave the two results
 // bytewise (unpacklo/hi) and add each row's two entries into int16 with
@@ -100,65 +100,73 @@ inline void widen(__m256i lo, __m256i hi, __m256 f[4]) {
   f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi, 1)));
 }
 
-// Half h of one block, tokens t0..t0+T-1, int8 tables: out[t][row].
+// One block, tokens t0..t0+T-1, int8 tables: out[t][row]. Each segment is
+// taken half by half while its bytes are in L1.
 template <class Coeff, int T>
-void half_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, int h, Index t0,
-               float (*out)[kBlockRows]) {
+void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index t0, float (*out)[kBlockRows]) {
   const __m256i nibble = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi8(1);
-  __m256 acc[T][4];
-  for (auto& a : acc)
-    for (auto& v : a) v = _mm256_setzero_ps();
+  __m256 acc[2][T][4];
+  for (auto& half : acc)
+    for (auto& a : half)
+      for (auto& v : a) v = _mm256_setzero_ps();
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
-    const std::uint8_t* bytes = group + l.coeff_bytes + 32 * h;
+    prefetch_ahead(group, l.group_bytes);
+    const std::uint8_t* segment_bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const std::int8_t* table[T];
       for (int t = 0; t < T; ++t) table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
-      __m256 part[T][4];
-      for (auto& a : part)
-        for (auto& v : a) v = _mm256_setzero_ps();
-      for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
-        __m256i lo[T], hi[T];
-        for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
-        for (Index q = 0; q < pairs; ++q) {
-          const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes + q * kPairBytes));
-          const __m256i first = _mm256_and_si256(w, nibble);
-          const __m256i second = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+      for (int h = 0; h < 2; ++h) {
+        const std::uint8_t* bytes = segment_bytes + 32 * h;
+        __m256 part[T][4];
+        for (auto& a : part)
+          for (auto& v : a) v = _mm256_setzero_ps();
+        for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
+          __m256i lo[T], hi[T];
+          for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
+          for (Index q = 0; q < pairs; ++q) {
+            const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes + q * kPairBytes));
+            const __m256i first = _mm256_and_si256(w, nibble);
+            const __m256i second = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+            for (int t = 0; t < T; ++t) {
+              const std::int8_t* at = table[t] + 2 * kTableEntries * q;
+              const __m256i ta = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
+              const __m256i tb2 = _mm256_broadcastsi128_si256(
+                  _mm_load_si128(reinterpret_cast<const __m128i*>(at + kTableEntries)));
+              const __m256i a = _mm256_shuffle_epi8(ta, first);
+              const __m256i b = _mm256_shuffle_epi8(tb2, second);
+              lo[t] = _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(a, b)));
+              hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(a, b)));
+            }
+          }
+          __m256 c[4];
+          for (int i = 0; i < 4; ++i) c[i] = coefficients<Coeff>(group, p, h, i);
           for (int t = 0; t < T; ++t) {
-            const std::int8_t* at = table[t] + 2 * kTableEntries * q;
-            const __m256i ta = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
-            const __m256i tb2 = _mm256_broadcastsi128_si256(
-                _mm_load_si128(reinterpret_cast<const __m128i*>(at + kTableEntries)));
-            const __m256i a = _mm256_shuffle_epi8(ta, first);
-            const __m256i b = _mm256_shuffle_epi8(tb2, second);
-            lo[t] = _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(a, b)));
-            hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(a, b)));
+            __m256 f[4];
+            widen(lo[t], hi[t], f);
+            for (int i = 0; i < 4; ++i) part[t][i] = _mm256_fmadd_ps(f[i], c[i], part[t][i]);
           }
         }
-        __m256 c[4];
-        for (int i = 0; i < 4; ++i) c[i] = coefficients<Coeff>(group, p, h, i);
         for (int t = 0; t < T; ++t) {
-          __m256 f[4];
-          widen(lo[t], hi[t], f);
-          for (int i = 0; i < 4; ++i) part[t][i] = _mm256_fmadd_ps(f[i], c[i], part[t][i]);
+          const __m256 scale = _mm256_set1_ps(tb.scale[(t0 + t) * l.segments() + segment]);
+          for (int i = 0; i < 4; ++i) acc[h][t][i] = _mm256_fmadd_ps(part[t][i], scale, acc[h][t][i]);
         }
       }
-      for (int t = 0; t < T; ++t) {
-        const __m256 scale = _mm256_set1_ps(tb.scale[(t0 + t) * l.segments() + segment]);
-        for (int i = 0; i < 4; ++i) acc[t][i] = _mm256_fmadd_ps(part[t][i], scale, acc[t][i]);
-      }
+      segment_bytes += l.planes * pairs * kPairBytes;
       pair += pairs;
     }
-    for (int i = 0; i < 4; ++i) {
-      const __m256 bias = coefficients<Coeff>(group, l.planes, h, i);
-      for (int t = 0; t < T; ++t)
-        acc[t][i] = _mm256_fmadd_ps(bias, _mm256_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[t][i]);
-    }
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 4; ++i) {
+        const __m256 bias = coefficients<Coeff>(group, l.planes, h, i);
+        for (int t = 0; t < T; ++t)
+          acc[h][t][i] = _mm256_fmadd_ps(bias, _mm256_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[h][t][i]);
+      }
   }
-  for (int t = 0; t < T; ++t)
-    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out[t] + 32 * h + 8 * i, acc[t][i]);
+  for (int h = 0; h < 2; ++h)
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out[t] + 32 * h + 8 * i, acc[h][t][i]);
 }
 
 // Entry table[index] of a 16-float table held as two halves, for 8 indices.
@@ -168,45 +176,53 @@ inline __m256 lookup16(__m256 low_half, __m256 high_half, __m256i index) {
   return _mm256_blendv_ps(from_low, from_high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
 }
 
-// Half h of one block, one token, exact float tables.
+// One block, one token, exact float tables.
 template <class Coeff>
-void half_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int h, Index token,
-              float* out) {
+void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index token, float* out) {
   const __m256i nibble = _mm256_set1_epi32(15);
-  __m256 acc[4];
-  for (auto& v : acc) v = _mm256_setzero_ps();
+  __m256 acc[2][4];
+  for (auto& half : acc)
+    for (auto& v : half) v = _mm256_setzero_ps();
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
-    const std::uint8_t* bytes = group + l.coeff_bytes + 32 * h;
+    prefetch_ahead(group, l.group_bytes);
+    const std::uint8_t* segment_bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const float* table = tb.f + (token * tb.chunks + 2 * pair) * kTableEntries;
-      __m256 part[4];
-      for (auto& v : part) v = _mm256_setzero_ps();
-      for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
-        __m256 sum[4];
-        for (auto& v : sum) v = _mm256_setzero_ps();
-        for (Index q = 0; q < pairs; ++q) {
-          const float* at = table + 2 * kTableEntries * q;
-          const __m256 a0 = _mm256_loadu_ps(at), a1 = _mm256_loadu_ps(at + 8);
-          const __m256 b0 = _mm256_loadu_ps(at + 16), b1 = _mm256_loadu_ps(at + 24);
-          for (int i = 0; i < 4; ++i) {
-            const __m256i v = _mm256_cvtepu8_epi32(
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + q * kPairBytes + 8 * i)));
-            sum[i] = _mm256_add_ps(sum[i], lookup16(a0, a1, _mm256_and_si256(v, nibble)));
-            sum[i] = _mm256_add_ps(sum[i], lookup16(b0, b1, _mm256_srli_epi32(v, 4)));
+      for (int h = 0; h < 2; ++h) {
+        const std::uint8_t* bytes = segment_bytes + 32 * h;
+        __m256 part[4];
+        for (auto& v : part) v = _mm256_setzero_ps();
+        for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
+          __m256 sum[4];
+          for (auto& v : sum) v = _mm256_setzero_ps();
+          for (Index q = 0; q < pairs; ++q) {
+            const float* at = table + 2 * kTableEntries * q;
+            const __m256 a0 = _mm256_loadu_ps(at), a1 = _mm256_loadu_ps(at + 8);
+            const __m256 b0 = _mm256_loadu_ps(at + 16), b1 = _mm256_loadu_ps(at + 24);
+            for (int i = 0; i < 4; ++i) {
+              const __m256i v = _mm256_cvtepu8_epi32(
+                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + q * kPairBytes + 8 * i)));
+              sum[i] = _mm256_add_ps(sum[i], lookup16(a0, a1, _mm256_and_si256(v, nibble)));
+              sum[i] = _mm256_add_ps(sum[i], lookup16(b0, b1, _mm256_srli_epi32(v, 4)));
+            }
           }
+          for (int i = 0; i < 4; ++i) part[i] = _mm256_fmadd_ps(sum[i], coefficients<Coeff>(group, p, h, i), part[i]);
         }
-        for (int i = 0; i < 4; ++i) part[i] = _mm256_fmadd_ps(sum[i], coefficients<Coeff>(group, p, h, i), part[i]);
+        const __m256 scale = _mm256_set1_ps(tb.scale[token * l.segments() + segment]);
+        for (int i = 0; i < 4; ++i) acc[h][i] = _mm256_fmadd_ps(part[i], scale, acc[h][i]);
       }
-      const __m256 scale = _mm256_set1_ps(tb.scale[token * l.segments() + segment]);
-      for (int i = 0; i < 4; ++i) acc[i] = _mm256_fmadd_ps(part[i], scale, acc[i]);
+      segment_bytes += l.planes * pairs * kPairBytes;
       pair += pairs;
     }
     const __m256 xsum = _mm256_set1_ps(tb.xsum[token * l.groups + g]);
-    for (int i = 0; i < 4; ++i) acc[i] = _mm256_fmadd_ps(coefficients<Coeff>(group, l.planes, h, i), xsum, acc[i]);
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 4; ++i)
+        acc[h][i] = _mm256_fmadd_ps(coefficients<Coeff>(group, l.planes, h, i), xsum, acc[h][i]);
   }
-  for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 32 * h + 8 * i, acc[i]);
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 32 * h + 8 * i, acc[h][i]);
 }
 
 template <class Coeff>
@@ -220,16 +236,14 @@ void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, In
     const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
     for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
       const Index n = std::min<Index>(kTile, tb.tokens - t0);
-      for (int h = 0; h < 2; ++h) {
-        if (tb.type == TableType::f32) {
-          for (Index t = 0; t < n; ++t) half_f32<Coeff>(l, tb, group, h, t0 + t, out[t]);
-          continue;
-        }
+      if (tb.type == TableType::f32) {
+        for (Index t = 0; t < n; ++t) block_f32<Coeff>(l, tb, group, t0 + t, out[t]);
+      } else {
         switch (n) {
-          case 1: half_int8<Coeff, 1>(l, tb, group, h, t0, out); break;
-          case 2: half_int8<Coeff, 2>(l, tb, group, h, t0, out); break;
-          case 3: half_int8<Coeff, 3>(l, tb, group, h, t0, out); break;
-          default: half_int8<Coeff, 4>(l, tb, group, h, t0, out); break;
+          case 1: block_int8<Coeff, 1>(l, tb, group, t0, out); break;
+          case 2: block_int8<Coeff, 2>(l, tb, group, t0, out); break;
+          case 3: block_int8<Coeff, 3>(l, tb, group, t0, out); break;
+          default: block_int8<Coeff, 4>(l, tb, group, t0, out); break;
         }
       }
       for (Index t = 0; t < n; ++t)

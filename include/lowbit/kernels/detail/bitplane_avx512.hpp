@@ -59,6 +59,7 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
     for (auto& v : a) v = _mm512_setzero_ps();
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
+    prefetch_ahead(group, l.group_bytes);
     const std::uint8_t* bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
@@ -118,6 +119,7 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
   for (auto& v : acc) v = _mm512_setzero_ps();
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
+    prefetch_ahead(group, l.group_bytes);
     const std::uint8_t* bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);

@@ -67,6 +67,19 @@ constexpr Index kMaxSegmentPairs = 16;            // 128 columns: one int8 table
 constexpr Index kMaxSegmentChunks = 2 * kMaxSegmentPairs;
 constexpr std::size_t kAlignment = 64;
 
+// Kernels prefetch each group's bytes this far ahead: the hardware
+// prefetchers alone leave a stream from memory at about half the bandwidth.
+constexpr std::size_t kPrefetchDistance = 4096;
+
+inline void prefetch_ahead(const std::uint8_t* group, std::size_t bytes) {
+#if defined(__GNUC__)
+  for (std::size_t i = 0; i < bytes; i += 64) __builtin_prefetch(group + kPrefetchDistance + i);
+#else
+  (void)group;
+  (void)bytes;
+#endif
+}
+
 // Where row r of a block sits in a coefficient slot (chunk order above; the
 // permutation is its own inverse).
 constexpr Index coefficient_position(Index r) {

@@ -2,7 +2,7 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken in four quarters of 16 rows (one 16-byte load
-// of plane bytes per pair). int8 inner loop, per load: split the nibbles
+// of plane bytes per pair), quarter after quarter within each segment. int8 inner loop, per load: split the nibbles
 // (and, shift), look both chunks up with vqtbl1q_s8, and add each row's two
 // entries into int16 with vaddl_s8 / vaddl_high_s8. Float tables (64 bytes)
 // are looked up with vqtbl4q_u8 on byte indices 4i..4i+3.
@@ -73,62 +73,71 @@ inline float32x4_t coefficients(const std::uint8_t* group, int slot, int u, int 
                                                                     coefficient_position(16 * u + 4 * i)));
 }
 
-// Quarter u of one block, tokens t0..t0+T-1, int8 tables: out[t][row].
+// Quarters u0..u1-1 of one block, tokens t0..t0+T-1, int8 tables: out[t][row].
+// Each segment is taken quarter by quarter while its bytes are in L1.
 template <class Coeff, int T>
-void quarter_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, int u, Index t0,
-                  float (*out)[kBlockRows]) {
+void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1, Index t0,
+                float (*out)[kBlockRows]) {
   const uint8x16_t nibble = vdupq_n_u8(0x0f);
-  float32x4_t acc[T][4];
-  for (auto& a : acc)
-    for (auto& v : a) v = vdupq_n_f32(0.0f);
+  float32x4_t acc[4][T][4];
+  for (auto& quarter : acc)
+    for (auto& a : quarter)
+      for (auto& v : a) v = vdupq_n_f32(0.0f);
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
-    const std::uint8_t* bytes = group + l.coeff_bytes + 16 * u;
+    prefetch_ahead(group, l.group_bytes);
+    const std::uint8_t* segment_bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const std::int8_t* table[T];
       for (int t = 0; t < T; ++t) table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
-      float32x4_t part[T][4];
-      for (auto& a : part)
-        for (auto& v : a) v = vdupq_n_f32(0.0f);
-      for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
-        int16x8_t lo[T], hi[T];
-        for (int t = 0; t < T; ++t) lo[t] = hi[t] = vdupq_n_s16(0);
-        for (Index q = 0; q < pairs; ++q) {
-          const uint8x16_t w = vld1q_u8(bytes + q * kPairBytes);
-          const uint8x16_t first = vandq_u8(w, nibble);
-          const uint8x16_t second = vshrq_n_u8(w, 4);
+      for (int u = u0; u < u1; ++u) {
+        const std::uint8_t* bytes = segment_bytes + 16 * u;
+        float32x4_t part[T][4];
+        for (auto& a : part)
+          for (auto& v : a) v = vdupq_n_f32(0.0f);
+        for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
+          int16x8_t lo[T], hi[T];
+          for (int t = 0; t < T; ++t) lo[t] = hi[t] = vdupq_n_s16(0);
+          for (Index q = 0; q < pairs; ++q) {
+            const uint8x16_t w = vld1q_u8(bytes + q * kPairBytes);
+            const uint8x16_t first = vandq_u8(w, nibble);
+            const uint8x16_t second = vshrq_n_u8(w, 4);
+            for (int t = 0; t < T; ++t) {
+              const std::int8_t* at = table[t] + 2 * kTableEntries * q;
+              const int8x16_t a = vqtbl1q_s8(vld1q_s8(at), first);
+              const int8x16_t b = vqtbl1q_s8(vld1q_s8(at + kTableEntries), second);
+              lo[t] = vaddq_s16(lo[t], vaddl_s8(vget_low_s8(a), vget_low_s8(b)));
+              hi[t] = vaddq_s16(hi[t], vaddl_high_s8(a, b));
+            }
+          }
+          float32x4_t c[4];
+          for (int i = 0; i < 4; ++i) c[i] = coefficients<Coeff>(group, p, u, i);
           for (int t = 0; t < T; ++t) {
-            const std::int8_t* at = table[t] + 2 * kTableEntries * q;
-            const int8x16_t a = vqtbl1q_s8(vld1q_s8(at), first);
-            const int8x16_t b = vqtbl1q_s8(vld1q_s8(at + kTableEntries), second);
-            lo[t] = vaddq_s16(lo[t], vaddl_s8(vget_low_s8(a), vget_low_s8(b)));
-            hi[t] = vaddq_s16(hi[t], vaddl_high_s8(a, b));
+            const float32x4_t f[4] = {vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo[t]))),
+                                      vcvtq_f32_s32(vmovl_high_s16(lo[t])),
+                                      vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi[t]))),
+                                      vcvtq_f32_s32(vmovl_high_s16(hi[t]))};
+            for (int i = 0; i < 4; ++i) part[t][i] = vfmaq_f32(part[t][i], f[i], c[i]);
           }
         }
-        float32x4_t c[4];
-        for (int i = 0; i < 4; ++i) c[i] = coefficients<Coeff>(group, p, u, i);
         for (int t = 0; t < T; ++t) {
-          const float32x4_t f[4] = {vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo[t]))),
-                                    vcvtq_f32_s32(vmovl_high_s16(lo[t])),
-                                    vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi[t]))),
-                                    vcvtq_f32_s32(vmovl_high_s16(hi[t]))};
-          for (int i = 0; i < 4; ++i) part[t][i] = vfmaq_f32(part[t][i], f[i], c[i]);
+          const float scale = tb.scale[(t0 + t) * l.segments() + segment];
+          for (int i = 0; i < 4; ++i) acc[u][t][i] = vfmaq_n_f32(acc[u][t][i], part[t][i], scale);
         }
       }
-      for (int t = 0; t < T; ++t) {
-        const float scale = tb.scale[(t0 + t) * l.segments() + segment];
-        for (int i = 0; i < 4; ++i) acc[t][i] = vfmaq_n_f32(acc[t][i], part[t][i], scale);
-      }
+      segment_bytes += l.planes * pairs * kPairBytes;
       pair += pairs;
     }
-    for (int i = 0; i < 4; ++i) {
-      const float32x4_t bias = coefficients<Coeff>(group, l.planes, u, i);
-      for (int t = 0; t < T; ++t) acc[t][i] = vfmaq_n_f32(acc[t][i], bias, tb.xsum[(t0 + t) * l.groups + g]);
-    }
+    for (int u = u0; u < u1; ++u)
+      for (int i = 0; i < 4; ++i) {
+        const float32x4_t bias = coefficients<Coeff>(group, l.planes, u, i);
+        for (int t = 0; t < T; ++t) acc[u][t][i] = vfmaq_n_f32(acc[u][t][i], bias, tb.xsum[(t0 + t) * l.groups + g]);
+      }
   }
-  for (int t = 0; t < T; ++t)
-    for (int i = 0; i < 4; ++i) vst1q_f32(out[t] + 16 * u + 4 * i, acc[t][i]);
+  for (int u = u0; u < u1; ++u)
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < 4; ++i) vst1q_f32(out[t] + 16 * u + 4 * i, acc[u][t][i]);
 }
 
 // Entries table[index] for 4 rows: byte indices 4 * index + 0..3 into the 64-byte table.
@@ -139,44 +148,54 @@ inline float32x4_t lookup16(const uint8x16x4_t& table, uint8x16_t index, int i) 
   return vreinterpretq_f32_u8(vqtbl4q_u8(table, vaddq_u8(vshlq_n_u8(rows, 2), lanes)));
 }
 
-// Quarter u of one block, one token, exact float tables.
+// Quarters u0..u1-1 of one block, one token, exact float tables.
 template <class Coeff>
-void quarter_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int u, Index token, float* out) {
+void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1, Index token,
+               float* out) {
   const uint8x16_t nibble = vdupq_n_u8(0x0f);
-  float32x4_t acc[4];
-  for (auto& v : acc) v = vdupq_n_f32(0.0f);
+  float32x4_t acc[4][4];
+  for (auto& quarter : acc)
+    for (auto& v : quarter) v = vdupq_n_f32(0.0f);
   Index pair = 0, segment = 0;
   for (Index g = 0; g < l.groups; ++g, group += l.group_bytes) {
-    const std::uint8_t* bytes = group + l.coeff_bytes + 16 * u;
+    prefetch_ahead(group, l.group_bytes);
+    const std::uint8_t* segment_bytes = group + l.coeff_bytes;
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const float* table = tb.f + (token * tb.chunks + 2 * pair) * kTableEntries;
-      float32x4_t part[4];
-      for (auto& v : part) v = vdupq_n_f32(0.0f);
-      for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
-        float32x4_t sum[4];
-        for (auto& v : sum) v = vdupq_n_f32(0.0f);
-        for (Index q = 0; q < pairs; ++q) {
-          const auto* at = reinterpret_cast<const std::uint8_t*>(table + 2 * kTableEntries * q);
-          const uint8x16x4_t ta = vld1q_u8_x4(at);
-          const uint8x16x4_t tb2 = vld1q_u8_x4(at + sizeof(float) * kTableEntries);
-          const uint8x16_t w = vld1q_u8(bytes + q * kPairBytes);
-          const uint8x16_t first = vandq_u8(w, nibble), second = vshrq_n_u8(w, 4);
-          for (int i = 0; i < 4; ++i) {
-            sum[i] = vaddq_f32(sum[i], lookup16(ta, first, i));
-            sum[i] = vaddq_f32(sum[i], lookup16(tb2, second, i));
+      for (int u = u0; u < u1; ++u) {
+        const std::uint8_t* bytes = segment_bytes + 16 * u;
+        float32x4_t part[4];
+        for (auto& v : part) v = vdupq_n_f32(0.0f);
+        for (int p = 0; p < l.planes; ++p, bytes += pairs * kPairBytes) {
+          float32x4_t sum[4];
+          for (auto& v : sum) v = vdupq_n_f32(0.0f);
+          for (Index q = 0; q < pairs; ++q) {
+            const auto* at = reinterpret_cast<const std::uint8_t*>(table + 2 * kTableEntries * q);
+            const uint8x16x4_t ta = vld1q_u8_x4(at);
+            const uint8x16x4_t tb2 = vld1q_u8_x4(at + sizeof(float) * kTableEntries);
+            const uint8x16_t w = vld1q_u8(bytes + q * kPairBytes);
+            const uint8x16_t first = vandq_u8(w, nibble), second = vshrq_n_u8(w, 4);
+            for (int i = 0; i < 4; ++i) {
+              sum[i] = vaddq_f32(sum[i], lookup16(ta, first, i));
+              sum[i] = vaddq_f32(sum[i], lookup16(tb2, second, i));
+            }
           }
+          for (int i = 0; i < 4; ++i) part[i] = vfmaq_f32(part[i], sum[i], coefficients<Coeff>(group, p, u, i));
         }
-        for (int i = 0; i < 4; ++i) part[i] = vfmaq_f32(part[i], sum[i], coefficients<Coeff>(group, p, u, i));
+        const float scale = tb.scale[token * l.segments() + segment];
+        for (int i = 0; i < 4; ++i) acc[u][i] = vfmaq_n_f32(acc[u][i], part[i], scale);
       }
-      const float scale = tb.scale[token * l.segments() + segment];
-      for (int i = 0; i < 4; ++i) acc[i] = vfmaq_n_f32(acc[i], part[i], scale);
+      segment_bytes += l.planes * pairs * kPairBytes;
       pair += pairs;
     }
     const float xsum = tb.xsum[token * l.groups + g];
-    for (int i = 0; i < 4; ++i) acc[i] = vfmaq_n_f32(acc[i], coefficients<Coeff>(group, l.planes, u, i), xsum);
+    for (int u = u0; u < u1; ++u)
+      for (int i = 0; i < 4; ++i)
+        acc[u][i] = vfmaq_n_f32(acc[u][i], coefficients<Coeff>(group, l.planes, u, i), xsum);
   }
-  for (int i = 0; i < 4; ++i) vst1q_f32(out + 16 * u + 4 * i, acc[i]);
+  for (int u = u0; u < u1; ++u)
+    for (int i = 0; i < 4; ++i) vst1q_f32(out + 16 * u + 4 * i, acc[u][i]);
 }
 
 template <class Coeff>
@@ -189,17 +208,15 @@ void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, In
     const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
     for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
       const Index n = std::min<Index>(kTile, tb.tokens - t0);
-      for (int u = 0; u < 4; ++u) {
-        if (16 * u >= last || 16 * (u + 1) <= first) continue;  // rows not requested
-        if (tb.type == TableType::f32) {
-          for (Index t = 0; t < n; ++t) quarter_f32<Coeff>(l, tb, group, u, t0 + t, out[t]);
-          continue;
-        }
+      const int u0 = static_cast<int>(first / 16), u1 = static_cast<int>((last + 15) / 16);  // requested quarters
+      if (tb.type == TableType::f32) {
+        for (Index t = 0; t < n; ++t) block_f32<Coeff>(l, tb, group, u0, u1, t0 + t, out[t]);
+      } else {
         switch (n) {
-          case 1: quarter_int8<Coeff, 1>(l, tb, group, u, t0, out); break;
-          case 2: quarter_int8<Coeff, 2>(l, tb, group, u, t0, out); break;
-          case 3: quarter_int8<Coeff, 3>(l, tb, group, u, t0, out); break;
-          default: quarter_int8<Coeff, 4>(l, tb, group, u, t0, out); break;
+          case 1: block_int8<Coeff, 1>(l, tb, group, u0, u1, t0, out); break;
+          case 2: block_int8<Coeff, 2>(l, tb, group, u0, u1, t0, out); break;
+          case 3: block_int8<Coeff, 3>(l, tb, group, u0, u1, t0, out); break;
+          default: block_int8<Coeff, 4>(l, tb, group, u0, u1, t0, out); break;
         }
       }
       for (Index t = 0; t < n; ++t)
