@@ -26,6 +26,8 @@ const std::vector<OptionSpec>& option_specs() {
       {"alpha", "F", "SmoothQuant migration strength"},
       {"grid", "N", "AWQ: grid points of the scale search"},
       {"fraction", "F", "TACQ: fraction of weights kept in full precision"},
+      {"x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"},
+      {"exact", "", "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"},
       {"threads", "N", "worker threads"},
       {"size", "NAME", "demo: layer size, small (default) or large"},
   };
