@@ -3,23 +3,36 @@
 
     python3 tests/data/golden/make_subset.py ../shared/golden tests/data/golden
 
-Each rule keeps the tensors a test reads from the files whose name starts with
-its prefix; everything else (inputs stored once in inputs_*.safetensors, large
-intermediates) is dropped. Integer tensors whose values fit in 0..255 are
-stored as U8 (lossless). Metadata is kept, with a note of what was kept.
-Standard library only.
+Each rule keeps the tensors a test reads from the files whose name matches
+its pattern (the first matching rule applies); everything else (inputs stored
+once in inputs_*.safetensors, large intermediates) is dropped. Inputs a case
+holds itself (W, W2, X) are dropped only after checking that they equal the
+shared inputs file of its shape, which the case then names in `inputs_file`.
+Integer tensors whose values fit in 0..255 are stored as U8 (lossless).
+Metadata is kept, with a note of what was kept. Standard library only.
 """
+import fnmatch
 import json
 import os
 import struct
 import sys
 
-# prefix -> tensors to keep (None keeps every tensor)
+SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_smoothed",
+                     "ln_bias_smoothed"]
+
+# file pattern -> tensors to keep (None keeps every tensor)
 RULES = [
-    ("inputs_64x256", None),
-    ("rtn_", ["qint", "scale", "zero"]),
-    ("bpdq_", ["B_packed", "c"]),
+    ("inputs_64x256.*", None),
+    ("rtn_*", ["qint", "scale", "zero"]),
+    ("bpdq_*", ["B_packed", "c"]),
+    ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
+               "ln_weight_scaled", "ln_bias_scaled"]),
+    # The f64 variants keep only the small tensors; their matrices are checked
+    # against the full directory.
+    ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
+    ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
 ]
+SHARED_INPUTS = ["W", "W2", "X"]
 
 
 def read(path):
@@ -33,6 +46,27 @@ def read(path):
         begin, end = entry["data_offsets"]
         tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
     return meta, tensors
+
+
+def values(dtype, raw):
+    """The numbers in a raw tensor, as Python floats or ints."""
+    fmt = {"F64": "d", "F32": "f", "I32": "i", "U8": "B"}[dtype]
+    return struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw)
+
+
+def check_shared_inputs(source, meta, tensors):
+    """Names the shared inputs file when the case's own W/W2/X equal its tensors."""
+    present = [k for k in SHARED_INPUTS if k in tensors]
+    if not present or "inputs_file" in meta:
+        return
+    inputs_name = "inputs_%s.safetensors" % meta["shape"]
+    _, inputs = read(os.path.join(source, inputs_name))
+    for k in present:
+        dtype, shape, raw = tensors[k]
+        idtype, ishape, iraw = inputs[k]
+        if shape != ishape or values(dtype, raw) != values(idtype, iraw):
+            sys.exit("%s: tensor %s differs from %s; keep it in the rule" % (meta["case"], k, inputs_name))
+    meta["inputs_file"] = inputs_name
 
 
 def narrow(dtype, raw):
@@ -64,10 +98,12 @@ def main(source, target):
     for name in sorted(os.listdir(source)):
         if not name.endswith(".safetensors"):
             continue
-        rule = next((keep for prefix, keep in RULES if name.startswith(prefix)), False)
+        rule = next((keep for pattern, keep in RULES if fnmatch.fnmatch(name, pattern)), False)
         if rule is False:
             continue
         meta, tensors = read(os.path.join(source, name))
+        if rule is not None:
+            check_shared_inputs(source, meta, tensors)
         kept = {k: v for k, v in tensors.items() if rule is None or k in rule}
         kept = {k: (*narrow(d, r)[:1], s, narrow(d, r)[1]) for k, (d, s, r) in kept.items()}
         meta.pop("tensors", None)

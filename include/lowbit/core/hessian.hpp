@@ -1,0 +1,107 @@
+// The inverse-Hessian machinery GPTQ, BPDQ and TACQ share: dead input
+// columns, damping with the escalation GPTQModel applies when the Cholesky
+// factorization fails, and the upper Cholesky factor U of the damped inverse
+// (H + damp * mean(diag H) * I)^-1 = U^T U that drives the column-by-column
+// error feedback.
+#pragma once
+
+#include <Eigen/Cholesky>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "lowbit/core/error.hpp"
+#include "lowbit/core/types.hpp"
+
+namespace lowbit {
+
+struct DampingConfig {
+  double percdamp = 0.01;   // fraction of mean(diag H) added to the diagonal
+  double increment = 0.01;  // after a failed factorization raise percdamp by this while < 1
+                            // (GPTQModel's damp_auto_increment; 0 fails at once)
+  int floor_attempts = 6;   // then floor the diagonal at 1e-6 * max|diag| * 10^k, k = 0..5
+};
+
+struct InverseHessian {
+  MatrixD factor;               // U, upper triangular, U^T U = (H + damp * mean(diag) * I)^-1
+  double percdamp = 0;          // the damping fraction that succeeded
+  double diagonal_floor = 0;    // 0 unless the diagonal had to be floored
+  int failed_factorizations = 0;
+};
+
+// Input columns that never saw a non-zero activation: diag(H) == 0.
+inline std::vector<Index> dead_columns(const MatrixDRef& h) {
+  std::vector<Index> dead;
+  for (Index i = 0; i < h.rows(); ++i)
+    if (h(i, i) == 0) dead.push_back(i);
+  return dead;
+}
+
+// The references set H[d, d] = 1 for dead columns (their weights are zeroed
+// by the caller), which keeps H positive definite without touching the rest.
+inline void set_dead_diagonal(MatrixD& h, const std::vector<Index>& dead) {
+  for (Index d : dead) h(d, d) = 1;
+}
+
+namespace detail {
+
+// Upper Cholesky factor of h^-1 from one Cholesky of the reversed matrix:
+// with J the reversal, J h J = L L^T gives h^-1 = (J L^-T J)(J L^-1 J), and
+// J L^-1 J is upper triangular with a positive diagonal, hence the factor.
+// Returns false when h is not numerically positive definite.
+inline bool inverse_upper_factor(const MatrixD& h, MatrixD& factor) {
+  const Index n = h.rows();
+  const MatrixD reversed = h.reverse();
+  const Eigen::LLT<MatrixD> llt(reversed);
+  if (llt.info() != Eigen::Success) return false;
+  MatrixD inverse_lower = MatrixD::Identity(n, n);
+  llt.matrixL().solveInPlace(inverse_lower);
+  factor = inverse_lower.reverse();
+  return factor.allFinite() && (factor.diagonal().array() > 0).all();
+}
+
+}  // namespace detail
+
+// Damps H and returns the upper factor of its inverse. On failure the damping
+// rises by `increment` while it stays below 1; if that is not enough, the
+// diagonal is floored (GPTQModel's recovery), and the report says what was
+// needed. Throws lowbit::Error when nothing recovers a factorization.
+inline InverseHessian inverse_hessian_factor(const MatrixDRef& h, const DampingConfig& config = {}) {
+  detail::require(h.rows() > 0 && h.rows() == h.cols(), "inverse_hessian_factor: H must be square and non-empty, got ",
+                  h.rows(), " x ", h.cols());
+  detail::require_finite(h, "inverse_hessian_factor: H");
+  detail::require(config.percdamp > 0 && config.percdamp < 1,
+                  "DampingConfig::percdamp: expected a fraction in (0, 1), got ", config.percdamp);
+  detail::require(config.increment >= 0, "DampingConfig::increment: expected >= 0, got ", config.increment);
+  detail::require(config.floor_attempts >= 0, "DampingConfig::floor_attempts: expected >= 0, got ",
+                  config.floor_attempts);
+
+  const VectorD original_diag = h.diagonal();
+  double floor_base = original_diag.cwiseAbs().maxCoeff();
+  if (!(floor_base > 0)) floor_base = 1;
+  floor_base *= 1e-6;
+
+  InverseHessian result;
+  MatrixD damped = h;
+  for (int attempt = 0; attempt <= config.floor_attempts; ++attempt) {
+    const double floor = attempt == 0 ? 0.0 : floor_base * std::pow(10.0, attempt - 1);
+    const VectorD diag = attempt == 0 ? original_diag
+                                      : (original_diag.array() + floor).max(floor).matrix().eval();
+    const double mean = diag.mean();
+    for (double damp = config.percdamp; damp > 0 && damp < 1; damp += config.increment) {
+      damped.diagonal() = diag.array() + damp * mean;
+      if (detail::inverse_upper_factor(damped, result.factor)) {
+        result.percdamp = damp;
+        result.diagonal_floor = floor;
+        return result;
+      }
+      ++result.failed_factorizations;
+      if (config.increment == 0) break;
+    }
+  }
+  detail::fail("inverse_hessian_factor: H is not positive definite even with damping up to 1 and "
+               "diagonal floors up to ", floor_base * std::pow(10.0, config.floor_attempts - 1),
+               " (", result.failed_factorizations, " failed factorizations)");
+}
+
+}  // namespace lowbit

@@ -1,0 +1,134 @@
+// core/hessian.hpp: the damped inverse-Hessian factor against the reference
+// Hinv stored in the golden GPTQ and BPDQ files, its defining property, and
+// the damping escalation.
+#include <lowbit/core/column_order.hpp>
+#include <lowbit/core/hessian.hpp>
+
+#include "test_support.hpp"
+
+namespace lowbit {
+namespace {
+
+void check_reference_hinv(const io::SafetensorsReader& f, double percdamp) {
+  MatrixD h = f.matrix_d("H");
+  set_dead_diagonal(h, dead_columns(h));
+  if (f.contains("perm")) h = permute_symmetric(h, f.ints("perm"));
+  if (f.contains("final_perm")) h = permute_symmetric(h, f.ints("final_perm"));
+  DampingConfig config;
+  config.percdamp = percdamp;
+  const InverseHessian inverse = inverse_hessian_factor(h, config);
+  EXPECT_EQ(inverse.failed_factorizations, 0);
+  EXPECT_EQ(inverse.percdamp, percdamp);
+  const MatrixD expected = f.matrix_d("Hinv");
+  EXPECT_LE(test::max_rel_diff(inverse.factor, expected), 1e-5);
+}
+
+TEST(HessianGolden, GptqHinvMatchesTheReference) {
+  test::for_each_golden("gptq_", true, [](const io::SafetensorsReader& f, const std::string&) {
+    check_reference_hinv(f, test::meta_double(f, "percdamp"));
+  });
+}
+
+TEST(HessianGolden, BpdqHinvMatchesTheReference) {
+  test::for_each_golden("bpdq_", true, [](const io::SafetensorsReader& f, const std::string&) {
+    check_reference_hinv(f, test::meta_double(f, "damp_used"));
+  });
+}
+
+MatrixD random_hessian(Index n, unsigned seed) {
+  const MatrixD x = test::random_activations(4 * n, n, seed).cast<double>();
+  return 2.0 / static_cast<double>(x.rows()) * x.transpose() * x;
+}
+
+TEST(Hessian, FactorIsTheUpperCholeskyFactorOfTheDampedInverse) {
+  for (Index n : {1, 2, 7, 64, 129}) {
+    const MatrixD h = random_hessian(n, 81 + static_cast<unsigned>(n));
+    const InverseHessian inverse = inverse_hessian_factor(h);
+    const MatrixD& u = inverse.factor;
+    EXPECT_TRUE(u.isUpperTriangular(0)) << n;
+    EXPECT_TRUE((u.diagonal().array() > 0).all()) << n;
+    MatrixD damped = h;
+    damped.diagonal().array() += 0.01 * h.diagonal().mean();
+    EXPECT_LE((u.transpose() * u * damped - MatrixD::Identity(n, n)).cwiseAbs().maxCoeff(), 1e-9) << n;
+  }
+}
+
+TEST(Hessian, DeadColumnsGetAUnitDiagonal) {
+  MatrixD h = random_hessian(6, 82);
+  h.row(2).setZero();
+  h.col(2).setZero();
+  EXPECT_EQ(dead_columns(h), (std::vector<Index>{2}));
+  set_dead_diagonal(h, dead_columns(h));
+  EXPECT_EQ(h(2, 2), 1.0);
+  EXPECT_NO_THROW(inverse_hessian_factor(h));
+}
+
+TEST(Hessian, DampingRisesUntilTheFactorizationSucceeds) {
+  // Eigenvalues 3.01 and -0.51 on a diagonal of 1.25: needs damping > 0.408 of the mean,
+  // reached at the 41st step 0.01, 0.02, ..., 0.41.
+  MatrixD h(2, 2);
+  h << 1.25, 1.76,
+       1.76, 1.25;
+  const InverseHessian inverse = inverse_hessian_factor(h);
+  EXPECT_GT(inverse.percdamp, 0.408);
+  EXPECT_LT(inverse.percdamp, 0.42);
+  EXPECT_EQ(inverse.failed_factorizations, 40);
+  EXPECT_EQ(inverse.diagonal_floor, 0.0);
+  // Without escalation it fails straight away and falls through to diagonal floors,
+  // which cannot fix an indefinite off-diagonal structure of this size.
+  DampingConfig strict;
+  strict.increment = 0;
+  EXPECT_THROW(inverse_hessian_factor(h, strict), Error);
+}
+
+TEST(Hessian, NegativeDiagonalIsRescuedByAFloor) {
+  const MatrixD h = -MatrixD::Identity(3, 3);
+  const InverseHessian inverse = inverse_hessian_factor(h);
+  EXPECT_EQ(inverse.diagonal_floor, 1e-6);
+  EXPECT_GT(inverse.failed_factorizations, 0);
+}
+
+TEST(Hessian, RejectsBadInput) {
+  EXPECT_THROW(inverse_hessian_factor(MatrixD(2, 3)), Error);
+  MatrixD h = MatrixD::Identity(3, 3);
+  h(1, 1) = NAN;
+  EXPECT_THROW(inverse_hessian_factor(h), Error);
+  DampingConfig config;
+  config.percdamp = 0;
+  EXPECT_THROW(inverse_hessian_factor(MatrixD::Identity(2, 2), config), Error);
+  MatrixD hopeless(2, 2);
+  hopeless << 1, 3, 3, 1;
+  try {
+    inverse_hessian_factor(hopeless);
+    FAIL() << "an indefinite H was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not positive definite"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ColumnOrder, ArgsortDescendingAndPermutations) {
+  EXPECT_EQ(torch_argsort_descending({0.5f, 2.0f, 1.0f}), (Permutation{1, 2, 0}));
+  const Permutation perm{2, 0, 3, 1};
+  EXPECT_EQ(inverse_permutation(perm), (Permutation{1, 3, 0, 2}));
+  EXPECT_THROW(inverse_permutation({0, 0}), Error);
+  MatrixF w(1, 4);
+  w << 10, 11, 12, 13;
+  EXPECT_EQ(permute_columns(w, perm), (MatrixF(1, 4) << 12, 10, 13, 11).finished());
+  MatrixD h = MatrixD::Zero(4, 4);
+  for (Index i = 0; i < 4; ++i) h(i, i) = static_cast<double>(i);
+  const MatrixD p = permute_symmetric(h, perm);
+  for (Index i = 0; i < 4; ++i) EXPECT_EQ(p(i, i), perm[static_cast<std::size_t>(i)]);
+  EXPECT_EQ(act_order_permutation(h), (Permutation{3, 2, 1, 0}));
+}
+
+TEST(ColumnOrder, ActOrderMatchesTheGoldenPermutations) {
+  test::for_each_golden("gptq_", true, [](const io::SafetensorsReader& f, const std::string&) {
+    if (!f.contains("perm")) return;
+    MatrixD h = f.matrix_d("H");
+    set_dead_diagonal(h, dead_columns(h));
+    EXPECT_EQ(act_order_permutation(h), f.ints("perm"));
+  });
+}
+
+}  // namespace
+}  // namespace lowbit
