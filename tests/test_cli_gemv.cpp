@@ -111,6 +111,22 @@ TEST_F(CliGemv, UniformOutputOfQuantizeRtn) {
   }
 }
 
+// AWQ stores the codes of W diag(s): the tool divides x by s, so y = x Q^T.
+TEST_F(CliGemv, AwqResultsActOnScaledActivations) {
+  const std::string q_file = dir.file("awq.safetensors");
+  const test::CommandResult r = lowbit("quantize awq --in " + inputs() + " --out " + q_file + " --bits 4 --group-size 64 --grid 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const io::SafetensorsReader result(q_file);
+  const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(24);
+  io::SafetensorsWriter xs;
+  xs.add_matrix("x", x, io::Dtype::F32);
+  xs.write(dir.file("x.safetensors"));
+  const MatrixD reference = x.cast<double>() * result.matrix_d("Q").transpose();
+  // Q = Wq / s rounded to float, x / s rounded to float: a few 2^-24 per term.
+  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5);
+  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
+}
+
 // Act-order groups, outliers, an F16 input named X, and threads.
 TEST_F(CliGemv, ActOrderOutliersAndThreads) {
   const MatrixF wf = test::random_weights(70, 96, 5);

@@ -3,6 +3,7 @@
 #include "gemv.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
@@ -87,6 +88,23 @@ std::optional<SparseOutliers> read_outliers(const io::SafetensorsReader& file, I
   return s;
 }
 
+// AWQ results (`lowbit quantize awq`) store the codes of W diag(s), which act
+// on x / s (an engine folds 1/s into the preceding norm): the tool applies the
+// input-channel scales `scales` ([in]) to x so that y = x Q^T.
+void apply_awq_scales(const io::SafetensorsReader& file, MatrixF& x) {
+  if (!file.contains("scales") || !file.contains("qint")) return;
+  const io::TensorInfo& info = file.require_rank("scales", 1);
+  detail::require(info.shape[0] == x.cols(), file.source(), ": tensor 'scales' (AWQ input-channel scales) has ",
+                  info.shape[0], " entries, expected in_features = ", x.cols());
+  const std::vector<double> s = file.doubles("scales");
+  for (Index j = 0; j < x.cols(); ++j) {
+    const double scale = s[static_cast<std::size_t>(j)];
+    detail::require(std::isfinite(scale) && scale > 0, file.source(), ": tensor 'scales' element ", j, " = ", scale,
+                    " is not a positive finite scale");
+    x.col(j) = (x.col(j).cast<double>() / scale).cast<float>();
+  }
+}
+
 }  // namespace
 
 int run_gemv(const Options& options) {
@@ -99,7 +117,7 @@ int run_gemv(const Options& options) {
   const char* x_name = x_file.contains("x") ? "x" : "X";
   if (!x_file.contains(x_name))
     throw UsageError(x_file.source() + ": tensor 'x' (or 'X'), tokens x in_features, is missing");
-  const MatrixF x = x_file.matrix(x_name);
+  MatrixF x = x_file.matrix(x_name);
 
   const bool bitplane = weights_file.contains("B_packed") || weights_file.contains("c");
   if (!bitplane && !weights_file.contains("qint"))
@@ -107,6 +125,7 @@ int run_gemv(const Options& options) {
                      ": holds neither bit-plane tensors (B_packed, c) nor uniform tensors (qint, scale, zero)");
   const BitPlaneWeights planes = bitplane ? read_bitplanes(weights_file, x.cols()) : read_uniform(weights_file, x.cols());
   const std::optional<SparseOutliers> outliers = read_outliers(weights_file, planes.rows(), planes.cols());
+  if (!bitplane) apply_awq_scales(weights_file, x);
 
   const auto start = std::chrono::steady_clock::now();
   const BitplanePackConfig config{exact ? CoefficientStorage::f32 : CoefficientStorage::f16};

@@ -52,6 +52,7 @@ std::string help_text() {
          "  writes: bit-plane tensors B_packed and c (+ g_idx), or uniform qint, scale, zero (+ g_idx),\n"
          "  plus outlier_rowptr (I32 [out+1]), outlier_col (I32), outlier_val (F16/F32) when present.\n"
          "  --x holds x or X ([tokens, in], any float dtype); the output holds y ([tokens, out], F32).\n"
+         "  AWQ results: x is divided by their input-channel 'scales' first (their codes act on x / s).\n"
          "  Default: int8 tables and f16 coefficients (error bound in kernels/bitplane_lut_gemm.hpp);\n"
          "  --exact: float tables and f32 coefficients.\n\n"
          "Methods:\n";
