@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lowbit/core/error.hpp"
+#include "lowbit/core/parallel.hpp"
 #include "lowbit/core/types.hpp"
 
 namespace lowbit {
@@ -45,18 +46,46 @@ inline void set_dead_diagonal(MatrixD& h, const std::vector<Index>& dead) {
 
 namespace detail {
 
+// In place: `l` (lower triangular with a positive diagonal and a zero strict
+// upper triangle) becomes its inverse. Recursively,
+// [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]: the work becomes
+// triangular matrix products, n^3/3 flops instead of the n^3 of solving
+// against the identity, run over fixed chunks of B in parallel.
+inline void invert_lower_triangular(Eigen::Ref<MatrixD> l) {
+  const Index n = l.rows();
+  if (n <= 64) {
+    MatrixD inverse = MatrixD::Identity(n, n);
+    l.triangularView<Eigen::Lower>().solveInPlace(inverse);
+    l = inverse;
+    return;
+  }
+  const Index half = n / 2, rest = n - half;
+  invert_lower_triangular(l.topLeftCorner(half, half));
+  invert_lower_triangular(l.bottomRightCorner(rest, rest));
+  constexpr Index chunk = 256;
+  MatrixD b_times_a(rest, half);
+  parallel_chunks(rest, chunk, [&](Index first, Index rows) {
+    b_times_a.middleRows(first, rows).noalias() =
+        l.block(half + first, 0, rows, half) * l.topLeftCorner(half, half).triangularView<Eigen::Lower>();
+  });
+  parallel_chunks(half, chunk, [&](Index first, Index cols) {
+    l.block(half, first, rest, cols).noalias() =
+        -(l.bottomRightCorner(rest, rest).triangularView<Eigen::Lower>() * b_times_a.middleCols(first, cols));
+  });
+}
+
 // Upper Cholesky factor of h^-1 from one Cholesky of the reversed matrix:
 // with J the reversal, J h J = L L^T gives h^-1 = (J L^-T J)(J L^-1 J), and
 // J L^-1 J is upper triangular with a positive diagonal, hence the factor.
 // Returns false when h is not numerically positive definite.
 inline bool inverse_upper_factor(const MatrixD& h, MatrixD& factor) {
   const Index n = h.rows();
-  const MatrixD reversed = h.reverse();
-  const Eigen::LLT<MatrixD> llt(reversed);
+  factor = h.reverse();
+  const Eigen::LLT<Eigen::Ref<MatrixD>> llt(factor);  // in place: L in the lower triangle
   if (llt.info() != Eigen::Success) return false;
-  MatrixD inverse_lower = MatrixD::Identity(n, n);
-  llt.matrixL().solveInPlace(inverse_lower);
-  factor = inverse_lower.reverse();
+  for (Index i = 0; i + 1 < n; ++i) factor.row(i).tail(n - 1 - i).setZero();
+  invert_lower_triangular(factor);
+  factor.reverseInPlace();
   return factor.allFinite() && (factor.diagonal().array() > 0).all();
 }
 
