@@ -127,6 +127,22 @@ TEST_F(CliGemv, AwqResultsActOnScaledActivations) {
   EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
 }
 
+// GPTQ with act-order: codes in the original column order, groups through g_idx.
+TEST_F(CliGemv, GptqActOrderResults) {
+  const std::string q_file = dir.file("gptq.safetensors");
+  const test::CommandResult r = lowbit("quantize gptq --in " + inputs() + " --out " + q_file +
+                                       " --bits 3 --group-size 64 --act-order");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const io::SafetensorsReader result(q_file);
+  const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(24);
+  io::SafetensorsWriter xs;
+  xs.add_matrix("x", x, io::Dtype::F32);
+  xs.write(dir.file("x.safetensors"));
+  const MatrixD reference = x.cast<double>() * result.matrix_d("Q").transpose();
+  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5);
+  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
+}
+
 // Act-order groups, outliers, an F16 input named X, and threads.
 TEST_F(CliGemv, ActOrderOutliersAndThreads) {
   const MatrixF wf = test::random_weights(70, 96, 5);
