@@ -1,6 +1,7 @@
 // lowbit: the command-line tool.
 //
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
+//   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [--exact] [--threads N]
 //   lowbit demo [--size small|large] [--threads N]
 //   lowbit quantize-model --model CKPT.bin --out OUT.safetensors [options]
 //
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "demo.hpp"
+#include "gemv.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 #include "quantize_model.hpp"
@@ -24,6 +26,7 @@ std::string help_text() {
   out << "lowbit: low-bit quantization of LLM weight matrices\n\n"
          "Usage:\n"
          "  lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]\n"
+         "  lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [--exact] [--threads N]\n"
          "  lowbit demo [--size small|large] [--threads N]\n"
          "  lowbit quantize-model --model CKPT.bin --out OUT.safetensors [--method rtn|gptq|bpdq]\n"
          "      [--bits B] [--group-size G] [--format gptq|bpdq] [--act-order] [--calibration N]\n"
@@ -49,6 +52,13 @@ std::string help_text() {
          "  further linears: W2_smoothed...; other per-linear outputs get a suffix: Q_2, Wq_2, W8_2...\n"
          "Metadata: method, the effective options, seconds, and rel_out_err =\n"
          "  ||(W-Q) X^T|| / ||W X^T|| when X is given (the same through H otherwise).\n\n"
+         "gemv: y = x W^T with the bit-plane lookup-table kernel. --in is any file lowbit quantize\n"
+         "  writes: bit-plane tensors B_packed and c (+ g_idx), or uniform qint, scale, zero (+ g_idx),\n"
+         "  plus outlier_rowptr (I32 [out+1]), outlier_col (I32), outlier_val (F16/F32) when present.\n"
+         "  --x holds x or X ([tokens, in], any float dtype); the output holds y ([tokens, out], F32).\n"
+         "  AWQ results: x is divided by their input-channel 'scales' first (their codes act on x / s).\n"
+         "  Default: int8 tables and f16 coefficients (error bound in kernels/bitplane_lut_gemm.hpp);\n"
+         "  --exact: float tables and f32 coefficients.\n\n"
          "Methods:\n";
   for (const Method& m : all_methods()) {
     out << "  " << m.name << std::string(m.name.size() < 12 ? 12 - m.name.size() : 1, ' ')
@@ -110,6 +120,7 @@ int run(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "quantize") return quantize(args);
   if (command == "quantize-model") return quantize_model_command(args);
+  if (command == "gemv") return run_gemv(Options(args, {"in", "x", "out", "exact", "threads"}, "gemv"));
   if (command == "demo") return run_demo(Options(args, {"size", "threads"}, "demo"));
   throw UsageError("unknown command '" + command + "' (see lowbit --help)");
 }

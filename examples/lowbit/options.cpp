@@ -28,6 +28,8 @@ const std::vector<OptionSpec>& option_specs() {
       {"alpha", "F", "SmoothQuant migration strength in [0, 1] (default 0.5)"},
       {"grid", "N", "AWQ: ratios of the scale search, i/N for i < N (default 20)"},
       {"fraction", "F", "TACQ: fraction of weights kept in full precision"},
+      {"x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"},
+      {"exact", "", "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"},
       {"threads", "N", "worker threads"},
       {"size", "NAME", "demo: layer size, small (default) or large"},
       {"model", "FILE", "quantize-model: llama2.c checkpoint"},

@@ -26,6 +26,7 @@ SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_
 RULES = [
     ("inputs_64x256.*", None),
     ("rtn_*", ["qint", "scale", "zero"]),
+    ("bpdq_*", ["B_packed", "c"]),
     ("gptq_*", ["qint", "scale", "zero", "g_idx", "perm"]),
     ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
                "ln_weight_scaled", "ln_bias_scaled"]),

@@ -1,0 +1,189 @@
+// The packed layout of the bit-plane lookup-table kernel, shared by every ISA.
+//
+// Columns. The input columns are put in an order where every group is
+// contiguous (the identity without g_idx), and each group is padded with
+// zero columns to a multiple of 8. One call gathers x into that order once
+// ("packed columns"). A chunk is 4 consecutive packed columns; its lookup
+// table holds the 16 partial sums of those 4 activations. Two chunks (8
+// columns) make a pair: one byte of a plane holds the pair's two 4-bit
+// indices for one row, the first chunk in the low nibble. Bit b of a nibble
+// is the plane bit of the chunk's column b.
+//
+// Centred tables. Entry i of a chunk's table is
+//   e[i] = 0.5 * (±x0 ± x1 ± x2 ± x3),  sign + where bit b of i is set,
+// i.e. the planes are read as b - 1/2 in {-1/2, +1/2}. The range is half that
+// of the plain 0/1 sums (so int8 tables lose half as much), the table is
+// antisymmetric (e[15 - i] = -e[i]), and the 1/2 moves into the bias at
+// packing: bias' = bias + 1/2 sum_p c_p. Then for row r and group g
+//   sum_j w[r, j] x_j = sum_p c_p * (sum_chunks e[index_p]) + bias' * sum_{j in g} x_j.
+//
+// Rows come in blocks of 64: one 64-byte unit of plane bytes covers the
+// block (byte i is row i), so one zmm vpshufb looks up 64 rows with a table
+// broadcast by a plain load; AVX2 takes it in two 32-byte halves, NEON in
+// four 16-byte quarters. Rows of the last block beyond `rows` are zero.
+//
+// Memory, one block after another (each block_bytes long); inside a block,
+// one group after another (group_bytes each):
+//   coefficients  (planes + 1) slots of 64 values (f16 or f32), bias' last;
+//                 in each slot the 8-row chunks are stored in the order
+//                 0, 2, 1, 3, 4, 6, 5, 7: the order in which the AVX-512
+//                 kernel widens its int16 sums (others load 8 rows or fewer
+//                 at a time, so any chunk order costs them nothing)
+//   segments      for each segment of the group (column runs of at most 128:
+//                 its int8 tables share one scale and its int16 sums cannot
+//                 overflow): for each plane: for each pair: 64 plane bytes.
+// Every piece is a multiple of 64 bytes and the buffer is 64-byte aligned,
+// so all packed loads are aligned. The stream is read strictly in order.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "lowbit/core/types.hpp"
+
+namespace lowbit {
+
+// How the kernel turns activations into lookup tables.
+//   int8: each table quantized to int8 with one scale per segment (fast path);
+//   f32:  exact float tables (the reference path).
+enum class TableType { int8, f32 };
+
+// How packed coefficients are stored: f16 halves the bytes streamed per
+// group (checkpoints store them in 16 bits too); f32 keeps them exactly.
+enum class CoefficientStorage { f16, f32 };
+
+namespace detail::bitplane {
+
+constexpr Index kBlockRows = 64;
+constexpr Index kChunkCols = 4;
+constexpr Index kPairCols = 8;
+constexpr Index kTableEntries = 16;
+constexpr Index kPairBytes = kBlockRows;          // plane bytes of one pair for one block
+constexpr Index kMaxSegmentPairs = 16;            // 128 columns: one int8 table scale, |int16 sum| <= 16 * 254
+constexpr Index kMaxSegmentChunks = 2 * kMaxSegmentPairs;
+constexpr std::size_t kAlignment = 64;
+
+// Kernels prefetch each group's bytes this far ahead: the hardware
+// prefetchers alone leave a stream from memory at about half the bandwidth.
+constexpr std::size_t kPrefetchDistance = 4096;
+
+inline void prefetch_ahead(const std::uint8_t* group, std::size_t bytes) {
+#if defined(__GNUC__)
+  for (std::size_t i = 0; i < bytes; i += 64) __builtin_prefetch(group + kPrefetchDistance + i);
+#else
+  (void)group;
+  (void)bytes;
+#endif
+}
+
+// Where row r of a block sits in a coefficient slot (chunk order above; the
+// permutation is its own inverse).
+constexpr Index coefficient_position(Index r) {
+  constexpr Index order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  return 8 * order[r / 8] + r % 8;
+}
+
+// What every kernel needs to walk a packed matrix. Plain data, no ownership.
+struct Layout {
+  Index rows = 0;
+  Index blocks = 0;
+  int planes = 0;
+  Index groups = 0;
+  Index group_pairs = 0;         // pairs per (padded) group
+  Index segments_per_group = 0;
+  CoefficientStorage coefficients = CoefficientStorage::f16;
+  std::size_t coeff_bytes = 0;   // per group and block
+  std::size_t group_bytes = 0;
+  std::size_t block_bytes = 0;
+  const std::uint8_t* data = nullptr;
+
+  Index padded_cols() const { return groups * group_pairs * kPairCols; }
+  Index chunks() const { return padded_cols() / kChunkCols; }
+  Index segments() const { return groups * segments_per_group; }
+  // Pairs in segment s (0-based within its group): full segments, then the rest.
+  Index segment_pairs(Index s) const {
+    return s + 1 < segments_per_group ? kMaxSegmentPairs
+                                      : group_pairs - kMaxSegmentPairs * (segments_per_group - 1);
+  }
+};
+
+// The tables of one call (read-only for the kernels). Token t's tables start
+// at t * chunks entries; scales and activation sums are per token too.
+struct Tables {
+  TableType type = TableType::int8;
+  Index tokens = 0;
+  Index chunks = 0;                  // per token
+  const std::int8_t* q = nullptr;    // int8: [token][chunk][16]
+  const float* f = nullptr;          // f32:  [token][chunk][16]
+  const float* scale = nullptr;      // [token][segment]: int8 table scale (1 for f32)
+  const float* xsum = nullptr;       // [token][group]: sum of the group's activations
+  const float* x = nullptr;          // [token][packed column]: the gathered activations
+  Index padded_cols = 0;
+};
+
+// Fused multiply-add when the hardware has it (every SIMD build does, and
+// the SIMD kernels use it), so the scalar reference rounds exactly as they do.
+inline float fmadd(float a, float b, float c) {
+#ifdef FP_FAST_FMAF
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// Entry i of a chunk's centred table (see the top of this file). Every ISA
+// computes these exact operations in this order, so tables agree bit for bit.
+inline float table_entry(const float* x, int i) {
+  const float s0 = (i & 1) ? x[0] : -x[0];
+  const float s1 = (i & 2) ? x[1] : -x[1];
+  const float s2 = (i & 4) ? x[2] : -x[2];
+  const float s3 = (i & 8) ? x[3] : -x[3];
+  return 0.5f * (((s0 + s1) + s2) + s3);
+}
+
+// int8 quantization of a table entry, round half to even like cvtps2dq / vcvtnq.
+inline std::int8_t quantize_entry(float entry, float inverse_scale) {
+  return static_cast<std::int8_t>(std::nearbyint(entry * inverse_scale));
+}
+
+// A 64-byte aligned array of trivially copyable values (no value-initialization
+// cost beyond the explicit zero fill).
+template <class T>
+class AlignedArray {
+ public:
+  AlignedArray() = default;
+  explicit AlignedArray(std::size_t n) : size_(n) {
+    if (n == 0) return;
+    data_ = static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kAlignment)));
+    std::memset(static_cast<void*>(data_), 0, n * sizeof(T));
+  }
+  AlignedArray(const AlignedArray& other) : AlignedArray(other.size_) {
+    if (size_) std::memcpy(static_cast<void*>(data_), other.data_, size_ * sizeof(T));
+  }
+  AlignedArray(AlignedArray&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  AlignedArray& operator=(AlignedArray other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~AlignedArray() {
+    if (data_) ::operator delete(data_, std::align_val_t(kAlignment));
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  T& operator[](std::size_t i) { return data_[i]; }
+  const T& operator[](std::size_t i) const { return data_[i]; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail::bitplane
+}  // namespace lowbit
