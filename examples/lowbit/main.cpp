@@ -36,6 +36,9 @@ std::string help_text() {
          "                   perm (I32 [in]) with --act-order\n"
          "  bit-plane results: B (U8 [k, out, in]), c ([groups, k+1, out]),\n"
          "                     B_packed (I32 [in/32, k, out]; bit j of a word is column 32t+j)\n"
+         "  sparse kept weights (tacq): mask (U8 out x in), outlier_rowptr (I32 [out+1]),\n"
+         "                     outlier_col (I32 [nnz]), outlier_val (F16 or F32 [nnz]);\n"
+         "                     Q = the dense part with these values written at their positions\n"
          "Metadata: method, the effective options, seconds, and rel_out_err =\n"
          "  ||(W-Q) X^T|| / ||W X^T|| when X is given (the same through H otherwise).\n\n"
          "Methods:\n";

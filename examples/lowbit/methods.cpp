@@ -1,6 +1,7 @@
 #include "methods.hpp"
 
 #include <lowbit/io/bpdq_format.hpp>
+#include <sstream>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -9,7 +10,7 @@
 namespace lowbit::cli {
 
 const std::vector<Method>& all_methods() {
-  static const std::vector<Method> methods{rtn_method(), absmax_method()};
+  static const std::vector<Method> methods{rtn_method(), absmax_method(), tacq_method()};
   return methods;
 }
 
@@ -125,5 +126,16 @@ void apply_threads(const Options& options) {
 }
 
 std::string format_bool(bool value) { return value ? "true" : "false"; }
+
+std::string format_double(double value) {
+  std::ostringstream text;
+  for (int digits = 6; digits <= 17; ++digits) {
+    text.str("");
+    text.precision(digits);
+    text << value;
+    if (std::stod(text.str()) == value) break;
+  }
+  return text.str();
+}
 
 }  // namespace lowbit::cli

@@ -62,9 +62,12 @@ std::optional<double> relative_output_error(const LayerInputs& inputs, const Mat
 void apply_threads(const Options& options);
 
 std::string format_bool(bool value);
+// The shortest decimal text that reads back as exactly `value`.
+std::string format_double(double value);
 
 // Method factories, one per source file.
 Method rtn_method();
 Method absmax_method();
+Method tacq_method();
 
 }  // namespace lowbit::cli

@@ -25,7 +25,9 @@ const std::vector<OptionSpec>& option_specs() {
       {"no-gar", "", "BPDQ: disable group-aware reordering"},
       {"alpha", "F", "SmoothQuant migration strength"},
       {"grid", "N", "AWQ: grid points of the scale search"},
-      {"fraction", "F", "TACQ: fraction of weights kept in full precision"},
+      {"fraction", "F", "TACQ: fraction of weights kept in full precision, in [0, 1) (default 0.0035)"},
+      {"outlier-dtype", "T", "TACQ: storage of the kept weights, f16 (default) or f32"},
+      {"saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq (default) or rtn"},
       {"threads", "N", "worker threads"},
       {"size", "NAME", "demo: layer size, small (default) or large"},
   };

@@ -19,3 +19,4 @@
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/gptq.hpp"
 #include "lowbit/quant/rtn.hpp"
+#include "lowbit/quant/tacq.hpp"
