@@ -249,8 +249,8 @@ inline SparseOutliers stored_outliers(SparseOutliers kept, OutlierPrecision prec
   return kept;
 }
 
-inline TacqResult quantize_tacq(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
-                                const TacqConfig& config, bool gradient_free) {
+inline TacqResult run_tacq(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
+                           const TacqConfig& config, bool gradient_free) {
   const auto start = std::chrono::steady_clock::now();
   validate_tacq_inputs(weights, gradients, config);
   TacqResult result;
@@ -285,7 +285,7 @@ inline CodeMatrix tacq_mask(const MatrixFRef& weights, const MatrixDRef& hessian
 // quantize_gptq) and the accumulated gradient magnitudes G (out x in).
 inline TacqResult quantize_tacq(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
                                 const TacqConfig& config = {}) {
-  return detail::quantize_tacq(weights, hessian, gradients, config, false);
+  return detail::run_tacq(weights, hessian, gradients, config, false);
 }
 
 inline TacqResult quantize_tacq(const MatrixFRef& weights, const Calibration& calibration,
@@ -301,7 +301,7 @@ inline TacqResult quantize_tacq_without_gradients(const MatrixFRef& weights, con
                                                   const TacqConfig& config = {}) {
   detail::require_nonempty(weights, "quantize_tacq_without_gradients: weights");
   detail::require_shape(hessian, weights.cols(), weights.cols(), "quantize_tacq_without_gradients: H (in x in)");
-  return detail::quantize_tacq(weights, hessian, activation_energy_proxy(hessian, weights.rows()), config, true);
+  return detail::run_tacq(weights, hessian, activation_energy_proxy(hessian, weights.rows()), config, true);
 }
 
 }  // namespace lowbit
