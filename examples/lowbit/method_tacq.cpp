@@ -10,15 +10,7 @@ namespace {
 
 TacqConfig tacq_config(const Options& options) {
   TacqConfig config;
-  GptqConfig& gptq = config.gptq;
-  gptq.grid.bits = options.integer("bits", 2);
-  gptq.grid.sym = options.flag("sym");
-  gptq.grid.mse = options.flag("mse");
-  gptq.group_size = options.integer("group-size", -1);
-  gptq.act_order = options.flag("act-order");
-  gptq.static_groups = options.flag("static-groups");
-  gptq.damping.percdamp = options.real("damp", gptq.damping.percdamp);
-  gptq.block_size = options.integer("block-size", gptq.block_size);
+  config.gptq = gptq_config(options, 2, "tacq");
   config.fraction = options.real("fraction", config.fraction);
   const std::string dtype = options.text("outlier-dtype", "f16");
   if (dtype != "f16" && dtype != "f32") throw UsageError("option --outlier-dtype: expected f16 or f32, got '" + dtype + "'");
@@ -45,8 +37,8 @@ Method tacq_method() {
   m.name = "tacq";
   m.summary = "TACQ (Xiao et al. 2025): GPTQ keeping the top --fraction of |G*(W-Q)*W| exact (CSR), needs H or X, "
               "and G (else a diag(H) fallback)";
-  m.options = {"bits", "group-size",    "sym",           "mse",      "act-order",     "static-groups",
-               "damp", "block-size",    "fraction",      "outlier-dtype", "saliency-from", "threads"};
+  m.options = gptq_option_names();
+  m.options.insert(m.options.end(), {"fraction", "outlier-dtype", "saliency-from", "threads"});
   m.demo_runs = {{"--bits", "2", "--group-size", "64", "--fraction", "0.0035"},
                  {"--bits", "3", "--group-size", "128", "--fraction", "0.0035"}};
   m.run = [](const LayerInputs& in, const Options& options) {
@@ -59,32 +51,22 @@ Method tacq_method() {
     const MatrixD h = in.hessian();
     const TacqResult tacq =
         gradient_free ? quantize_tacq_without_gradients(in.w, h, config) : quantize_tacq(in.w, h, *in.g, config);
+    announce_damping("tacq", config.gptq, tacq.report.gptq);
     MethodResult result;
     result.q = tacq.dequantize();
     result.bits_per_weight = tacq.report.bits_per_weight;
     add_uniform_tensors(result, tacq.weights);
     if (config.gptq.act_order) result.tensors.add_vector("perm", tacq.perm, io::Dtype::I32);
     add_outlier_tensors(result, tacq);
-    result.metadata = {
-        {"bits", std::to_string(config.gptq.grid.bits)},
-        {"group_size", std::to_string(config.gptq.group_size)},
-        {"sym", format_bool(config.gptq.grid.sym)},
-        {"mse", format_bool(config.gptq.grid.mse)},
-        {"act_order", format_bool(config.gptq.act_order)},
-        {"static_groups", format_bool(config.gptq.static_groups)},
-        {"block_size", std::to_string(config.gptq.block_size)},
-        {"calibration", in.h ? "H" : "X"},
-        {"fraction", format_double(config.fraction)},
-        {"outliers", std::to_string(tacq.report.outliers)},
-        {"outlier_dtype", config.precision == OutlierPrecision::f16 ? "F16" : "F32"},
-        {"saliency_from", config.reference == SaliencyReference::gptq ? "gptq" : "rtn"},
-        {"gradients", gradient_free ? "diag(H) proxy (gradient-free fallback, not the paper's method)" : "G"},
-        {"dense_bits_per_weight", format_double(tacq.report.dense_bits_per_weight)},
-        {"sparse_bits_per_weight", format_double(tacq.report.sparse_bits_per_weight)},
-        {"loss", format_double(tacq.report.gptq.loss)},
-        {"damp_used", format_double(tacq.report.gptq.percdamp)},
-        {"failed_factorizations", std::to_string(tacq.report.gptq.failed_factorizations)},
-        {"dead_columns", std::to_string(tacq.report.gptq.dead_columns.size())}};
+    result.metadata = gptq_metadata(in, config.gptq, tacq.report.gptq);
+    result.metadata.insert(
+        {{"fraction", format_double(config.fraction)},
+         {"outliers", std::to_string(tacq.report.outliers)},
+         {"outlier_dtype", config.precision == OutlierPrecision::f16 ? "F16" : "F32"},
+         {"saliency_from", config.reference == SaliencyReference::gptq ? "gptq" : "rtn"},
+         {"gradients", gradient_free ? "diag(H) proxy (gradient-free fallback, not the paper's method)" : "G"},
+         {"dense_bits_per_weight", format_double(tacq.report.dense_bits_per_weight)},
+         {"sparse_bits_per_weight", format_double(tacq.report.sparse_bits_per_weight)}});
     return result;
   };
   return m;
