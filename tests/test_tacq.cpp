@@ -271,6 +271,24 @@ TEST(Tacq, GradientFreeFallbackUsesTheDiagonalOfH) {
   EXPECT_EQ(fallback.dequantize(), explicit_g.dequantize());
 }
 
+TEST(Tacq, StreamingStatisticsGiveTheSameLayer) {
+  const Index out = 16, in = 64;
+  const MatrixF w = test::random_weights(out, in, 81);
+  const MatrixF x = test::random_activations(200, in, 82);
+  Calibration calibration(in);
+  GradientMagnitudes g(out, in);
+  for (Index s = 0; s < 4; ++s) {
+    calibration.add(x.middleRows(s * 50, 50));
+    g.add_linear(random_gaussian(50, out, 83 + static_cast<unsigned>(s)), x.middleRows(s * 50, 50));
+  }
+  TacqConfig config = two_bit();
+  config.fraction = 0.02;
+  EXPECT_EQ(quantize_tacq(w, calibration, g, config).dequantize(),
+            quantize_tacq(w, calibration.hessian(), g.sum(), config).dequantize());
+  EXPECT_THROW(quantize_tacq(w, Calibration(in + 1), g, config), Error);
+  EXPECT_THROW(quantize_tacq(w, calibration, GradientMagnitudes(out, in), config), Error);  // no samples
+}
+
 TEST(Tacq, DeterministicAcrossRuns) {
   const MatrixF w = test::random_weights(24, 64, 61);
   const MatrixD h = hessian_of(test::random_activations(100, 64, 62));
