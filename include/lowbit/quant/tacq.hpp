@@ -185,7 +185,9 @@ enum class SaliencyReference {
 };
 
 struct TacqConfig {
-  GptqConfig gptq;               // the dense part; Q(W) for the saliency uses the same grid
+  // The dense part; Q(W) for the saliency uses the same configuration. Its
+  // progress callback runs through both GPTQ passes (Q(W), then the masked one).
+  GptqConfig gptq;
   double fraction = 0.0035;      // kept in full precision, of all out x in weights; [0, 1)
   SaliencyReference reference = SaliencyReference::gptq;
   OutlierPrecision precision = OutlierPrecision::f16;  // storage of the kept values
