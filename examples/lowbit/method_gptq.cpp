@@ -2,7 +2,6 @@
 // on H when the input has it, else on H = 2/N X^T X. The option handling is
 // shared with tacq, which runs GPTQ with a mask.
 #include <iostream>
-#include <sstream>
 
 #include "methods.hpp"
 
@@ -39,10 +38,6 @@ void announce_damping(const std::string& method, const GptqConfig& config, const
 
 std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
                                                  const GptqReport& report) {
-  std::ostringstream loss, damp_used;
-  loss.precision(17);
-  loss << report.loss;
-  damp_used << report.percdamp;
   std::map<std::string, std::string> metadata{
       {"bits", std::to_string(config.grid.bits)},
       {"group_size", std::to_string(config.group_size)},
@@ -53,15 +48,11 @@ std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, cons
       {"fresh_group_params", format_bool(config.fresh_group_params)},
       {"block_size", std::to_string(config.block_size)},
       {"calibration", inputs.h ? "H" : "X"},
-      {"loss", loss.str()},
-      {"damp_used", damp_used.str()},
+      {"loss", format_double(report.loss)},
+      {"damp_used", format_double(report.percdamp)},
       {"failed_factorizations", std::to_string(report.failed_factorizations)},
       {"dead_columns", std::to_string(report.dead_columns.size())}};
-  if (report.diagonal_floor > 0) {
-    std::ostringstream floor;
-    floor << report.diagonal_floor;
-    metadata["diagonal_floor"] = floor.str();
-  }
+  if (report.diagonal_floor > 0) metadata["diagonal_floor"] = format_double(report.diagonal_floor);
   return metadata;
 }
 

@@ -10,8 +10,8 @@
 namespace lowbit::cli {
 
 const std::vector<Method>& all_methods() {
-  static const std::vector<Method> methods{rtn_method(),  absmax_method(),      gptq_method(),
-                                           awq_method(),  smoothquant_method(), tacq_method()};
+  static const std::vector<Method> methods{rtn_method(), absmax_method(), gptq_method(), awq_method(),
+                                           smoothquant_method(), tacq_method()};
   return methods;
 }
 

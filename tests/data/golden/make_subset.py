@@ -10,8 +10,7 @@ holds itself (W, W2, X) are dropped only after checking that they equal the
 shared inputs file of its shape, which the case then names in `inputs_file`.
 A hoisted tensor that every matching case shares byte for byte (the GPTQ
 Hessian) is stored once in the case's inputs file under a new name; a case
-without an inputs file keeps its own W and that tensor.
-Integer tensors whose values fit in 0..255 are stored as U8 (lossless).
+without an inputs file keeps its own W and that tensor. Integer tensors whose values fit in 0..255 are stored as U8 (lossless).
 Metadata is kept, with a note of what was kept. Standard library only.
 """
 import fnmatch
@@ -35,12 +34,12 @@ RULES = [
     ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
     ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
 ]
+SHARED_INPUTS = ["W", "W2", "X"]
 
 # file pattern -> (tensor, name in the inputs file)
 HOISTED = [
     ("gptq_*", "H", "H_gptq"),
 ]
-SHARED_INPUTS = ["W", "W2", "X"]
 
 
 def read(path):
