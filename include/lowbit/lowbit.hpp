@@ -23,3 +23,4 @@
 #include "lowbit/quant/gptq.hpp"
 #include "lowbit/quant/rtn.hpp"
 #include "lowbit/quant/smoothquant.hpp"
+#include "lowbit/quant/tacq.hpp"
