@@ -53,6 +53,20 @@ TEST(Hessian, FactorIsTheUpperCholeskyFactorOfTheDampedInverse) {
   }
 }
 
+TEST(Hessian, TriangularInverseInChunks) {
+  for (Index n : {1, 64, 65, 600}) {  // 600: products split into chunks of 256
+    MatrixD l = test::random_weights(n, n, 83, 0.1f).cast<double>().triangularView<Eigen::Lower>();
+    l.diagonal().array() = 1.0 + l.diagonal().array().abs();
+    MatrixD inverse = l;
+    const int saved = Eigen::nbThreads();
+    Eigen::setNbThreads(2);
+    detail::invert_lower_triangular(inverse);
+    Eigen::setNbThreads(saved);
+    EXPECT_TRUE(inverse.isLowerTriangular(0)) << n;
+    EXPECT_LE((l * inverse - MatrixD::Identity(n, n)).cwiseAbs().maxCoeff(), 1e-12) << n;
+  }
+}
+
 TEST(Hessian, DeadColumnsGetAUnitDiagonal) {
   MatrixD h = random_hessian(6, 82);
   h.row(2).setZero();

@@ -96,7 +96,7 @@ permute_columns(const Eigen::MatrixBase<Derived>& m, const Permutation& perm) {
   detail::require(static_cast<Index>(perm.size()) == m.cols(), "permute_columns: permutation of ",
                   perm.size(), " columns for a matrix with ", m.cols());
   Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(m.rows(), m.cols());
-  for (Index r = 0; r < m.rows(); ++r)  // row by row: contiguous in the row-major result
+  for (Index r = 0; r < m.rows(); ++r)  // row by row: a gather within each contiguous row
     for (Index i = 0; i < m.cols(); ++i) out(r, i) = m(r, perm[static_cast<std::size_t>(i)]);
   return out;
 }

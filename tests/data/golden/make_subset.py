@@ -5,8 +5,11 @@
 
 Each rule keeps the tensors a test reads from the files whose name starts with
 its prefix; everything else (inputs stored once in inputs_*.safetensors, large
-intermediates) is dropped. Integer tensors whose values fit in 0..255 are
-stored as U8 (lossless). Metadata is kept, with a note of what was kept.
+intermediates) is dropped. A hoisted tensor that every matching case shares
+byte for byte (the GPTQ Hessian) is stored once in the case's inputs file
+under a new name; a case without an inputs file keeps its own W and that
+tensor. Integer tensors whose values fit in 0..255 are stored as U8
+(lossless). Metadata is kept, with a note of what was kept.
 Standard library only.
 """
 import json
@@ -18,6 +21,12 @@ import sys
 RULES = [
     ("inputs_64x256", None),
     ("rtn_", ["qint", "scale", "zero"]),
+    ("gptq_", ["qint", "scale", "zero", "g_idx", "perm"]),
+]
+
+# prefix -> (tensor, name in the inputs file)
+HOISTED = [
+    ("gptq_", "H", "H_gptq"),
 ]
 
 
@@ -60,6 +69,8 @@ def write(path, meta, tensors):
 
 
 def main(source, target):
+    outputs = {}  # file name -> (meta, tensors)
+    hoisted = {}  # (inputs file, new name) -> (dtype, shape, raw, first case)
     for name in sorted(os.listdir(source)):
         if not name.endswith(".safetensors"):
             continue
@@ -67,11 +78,31 @@ def main(source, target):
         if rule is False:
             continue
         meta, tensors = read(os.path.join(source, name))
-        kept = {k: v for k, v in tensors.items() if rule is None or k in rule}
+        keep = None if rule is None else set(rule)
+        for prefix, tensor, new_name in HOISTED:
+            if not name.startswith(prefix) or tensor not in tensors:
+                continue
+            inputs = meta.get("inputs_file")
+            if inputs is None:  # self-contained case: keep what its test needs
+                keep |= {"W", tensor}
+                continue
+            entry = hoisted.setdefault((inputs, new_name), (*tensors[tensor], name))
+            if entry[:3] != tensors[tensor]:
+                sys.exit("%s: %s differs from %s's; it cannot be stored once" % (name, tensor, entry[3]))
+        kept = {k: v for k, v in tensors.items() if keep is None or k in keep}
         kept = {k: (*narrow(d, r)[:1], s, narrow(d, r)[1]) for k, (d, s, r) in kept.items()}
         meta.pop("tensors", None)
         meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(kept)) + \
             "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
+        outputs[name] = (meta, kept)
+    for (inputs, new_name), (dtype, shape, raw, first) in sorted(hoisted.items()):
+        meta, tensors = outputs[inputs]
+        tensors[new_name] = (dtype, shape, raw)
+        meta["hoisted_" + new_name] = "shared by every %s* case naming this file (e.g. %s)" % (
+            first.split("_")[0] + "_", first)
+        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(tensors)) + \
+            "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
+    for name, (meta, kept) in sorted(outputs.items()):
         write(os.path.join(target, name), meta, kept)
         print(name, sorted(kept))
 
