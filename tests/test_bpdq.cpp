@@ -62,7 +62,7 @@ struct Layer {
 Layer random_layer(Index out, Index in, unsigned seed, Index tokens = 256) {
   Layer layer{test::random_weights(out, in, seed), Calibration(in), test::random_activations(tokens, in, seed + 1)};
   for (Index j = 1; j < in; ++j) layer.x.col(j) += 0.5f * layer.x.col(j - 1);  // correlated inputs
-  layer.calibration.add_batch(layer.x);
+  layer.calibration.add(layer.x);
   return layer;
 }
 
@@ -92,7 +92,9 @@ TEST(Bpdq, ResultIsAValidBitPlaneModelAndBeatsItsInit) {
       init.coeffs = r.report.init_coeffs;
       const double err = rel_out_err(layer, r.weights.dequantize());
       EXPECT_LT(err, rel_out_err(layer, init.dequantize()));
-      if (gar) EXPECT_EQ(r.report.column_order.size(), 256u);
+      if (gar) {
+        EXPECT_EQ(r.report.column_order.size(), 256u);
+      }
     }
 }
 
