@@ -4,7 +4,8 @@
 #      ../shared/golden or $LOWBIT_GOLDEN_DIR when present), the tool, the
 #      package consumers; benchmarks are built;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: every unit test;
-#   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu;
+#   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
+#      (baseline ARMv8, and ARMv8.2 with the dot-product extension);
 #   4. the safetensors fuzzer for a bounded time when clang is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,11 @@ build_and_test build/ci-scalar -DLOWBIT_FORCE_SCALAR=ON \
 step "aarch64 NEON kernels under qemu"
 build_and_test build/ci-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="$kernel_tests"
+
+step "aarch64 NEON dot-product kernels under qemu"
+build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+  -DLOWBIT_ARCH_FLAGS="-march=armv8.2-a+dotprod" \
+  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
 
 if command -v clang++ >/dev/null; then
   step "safetensors fuzzer (bounded)"

@@ -33,19 +33,10 @@ inline BpdqConfig golden_bpdq_config(const io::SafetensorsReader& f) {
   return config;
 }
 
-// A tensor of the case: from its own file, else from the file its metadata
-// names for it ("<name>_file": the bundled subset stores shared tensors once),
-// else from its inputs file.
-inline io::SafetensorsReader golden_source(const io::SafetensorsReader& f, const std::string& dir,
-                                           const std::string& name) {
-  if (f.contains(name)) return f;
-  if (const std::optional<std::string> file = f.metadata_value(name + "_file"))
-    return io::SafetensorsReader(dir + "/" + *file);
-  return io::SafetensorsReader(dir + "/" + meta(f, "inputs_file"));
-}
-
+// The case's H, or the one stored once for all bundled 64x256 cases.
 inline MatrixD golden_hessian(const io::SafetensorsReader& f, const std::string& dir) {
-  return golden_source(f, dir, "H").matrix_d("H");
+  if (f.contains("H")) return f.matrix_d("H");
+  return io::SafetensorsReader(dir + "/" + meta(f, "inputs_file")).matrix_d("H_bpdq");
 }
 
 // The reference planes and coefficients as BitPlaneWeights.

@@ -13,6 +13,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace lowbit::test {
@@ -68,7 +69,8 @@ void for_each_golden(const std::string& prefix, bool full, Check check) {
     const std::optional<std::string> full_dir = full_golden_dir();
     if (!full_dir)
       GTEST_SKIP() << "no full golden directory: set LOWBIT_GOLDEN_DIR (environment or CMake "
-                      "option) to run every " << prefix << "* file";
+                      "option) to run every "
+                   << prefix << "* file";
     dir = *full_dir;
   }
   const std::vector<std::string> files = golden_files(dir, prefix);
@@ -100,6 +102,28 @@ inline MatrixF golden_input(const io::SafetensorsReader& f, const std::string& d
                             const std::string& name) {
   if (f.contains(name)) return f.matrix(name);
   return io::SafetensorsReader(dir + "/" + meta(f, "inputs_file")).matrix(name);
+}
+
+// A tensor in the precision of the case (float or double): from the case file,
+// else from its shared inputs file. The f64 cases were made from exactly the
+// float inputs, so the bundled subset stores those once, in float.
+template <class Scalar>
+MatrixT<Scalar> golden_tensor(const io::SafetensorsReader& f, const std::string& dir,
+                              const std::string& name) {
+  if (f.contains(name)) {
+    if constexpr (std::is_same_v<Scalar, double>) return f.matrix_d(name);
+    else return f.matrix(name);
+  }
+  return golden_input(f, dir, name).template cast<Scalar>();
+}
+
+// A rank-1 tensor of the case file, in float or double.
+template <class Scalar>
+VectorT<Scalar> golden_vector(const io::SafetensorsReader& f, const std::string& name) {
+  const std::vector<double> v = f.doubles(name);
+  VectorT<Scalar> out(static_cast<Index>(v.size()));
+  for (std::size_t i = 0; i < v.size(); ++i) out(static_cast<Index>(i)) = static_cast<Scalar>(v[i]);
+  return out;
 }
 
 // Largest |a - b| relative to the largest |b|.
@@ -152,5 +176,15 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A real model file (see shared/models/README.md): in $LOWBIT_MODELS_DIR, else
+// in the CMake default (../shared/models beside the repository).
+inline std::optional<std::string> model_file(const std::string& name) {
+  const char* env = std::getenv("LOWBIT_MODELS_DIR");
+  for (const std::string& dir :
+       {std::string(env ? env : ""), std::string(LOWBIT_MODELS_DIR_DEFAULT)})
+    if (!dir.empty() && std::filesystem::is_regular_file(dir + "/" + name)) return dir + "/" + name;
+  return std::nullopt;
+}
 
 }  // namespace lowbit::test

@@ -49,7 +49,7 @@ int run_demo(const Options& options) {
               static_cast<long>(out), static_cast<long>(in), static_cast<long>(tokens));
   const LayerInputs layer = synthetic_layer(out, in, tokens);
 
-  std::printf("%-10s %-40s %10s %12s %10s\n", "method", "options", "bits/w", "rel. error", "time ms");
+  std::printf("%-12s %-40s %10s %12s %10s\n", "method", "options", "bits/w", "rel. error", "time ms");
   for (const Method& method : all_methods()) {
     const std::set<std::string> allowed(method.options.begin(), method.options.end());
     for (const std::vector<std::string>& args : method.demo_runs) {
@@ -58,7 +58,7 @@ int run_demo(const Options& options) {
       const MethodResult result = method.run(layer, run_options);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       const double err = relative_output_error(layer, result.q).value_or(NAN);
-      std::printf("%-10s %-40s %10.3f %12.5f %10.1f\n", method.name.c_str(), join(args).c_str(),
+      std::printf("%-12s %-40s %10.3f %12.5f %10.1f\n", method.name.c_str(), join(args).c_str(),
                   result.bits_per_weight, err, ms);
       std::fflush(stdout);
     }

@@ -1,6 +1,7 @@
 #include "methods.hpp"
 
 #include <lowbit/io/bpdq_format.hpp>
+#include <sstream>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -9,7 +10,8 @@
 namespace lowbit::cli {
 
 const std::vector<Method>& all_methods() {
-  static const std::vector<Method> methods{rtn_method(), absmax_method()};
+  static const std::vector<Method> methods{rtn_method(), absmax_method(), awq_method(),
+                                           smoothquant_method()};
   return methods;
 }
 
@@ -32,6 +34,23 @@ namespace {
 VectorF read_vector(const io::SafetensorsReader& file, const std::string& name) {
   const std::vector<float> v = file.floats(name);
   return Eigen::Map<const VectorF>(v.data(), static_cast<Index>(v.size()));
+}
+
+VectorD read_vector_d(const io::SafetensorsReader& file, const std::string& name) {
+  const std::vector<double> v = file.doubles(name);
+  return Eigen::Map<const VectorD>(v.data(), static_cast<Index>(v.size()));
+}
+
+// The double copies of the layer's tensors, read again from the file.
+LayerInputs::Double load_double(const io::SafetensorsReader& file, const LayerInputs& in) {
+  LayerInputs::Double d;
+  d.w = file.matrix_d("W");
+  for (std::size_t k = 0; k < in.extra_weights.size(); ++k)
+    d.extra_weights.push_back(file.matrix_d("W" + std::to_string(k + 2)));
+  if (in.x) d.x = file.matrix_d("X");
+  if (in.ln_weight) d.ln_weight = read_vector_d(file, "ln_weight");
+  if (in.ln_bias) d.ln_bias = read_vector_d(file, "ln_bias");
+  return d;
 }
 
 }  // namespace
@@ -71,6 +90,7 @@ LayerInputs load_inputs(const io::SafetensorsReader& file) {
                     " entries, expected in_features = ", cols);
     (std::string(name) == "ln_weight" ? in.ln_weight : in.ln_bias) = std::move(v);
   }
+  if (file.info("W").dtype == io::Dtype::F64) in.f64 = load_double(file, in);
   return in;
 }
 
@@ -99,6 +119,15 @@ void add_bitplane_tensors(MethodResult& result, const BitPlaneWeights& weights) 
   result.tensors.add_ints("B_packed", packed.shape, packed.words.data(), packed.words.size());
 }
 
+std::string linear_suffix(std::size_t linear) {
+  return linear == 0 ? "" : "_" + std::to_string(linear + 1);
+}
+
+void add_vector_tensor(MethodResult& result, const std::string& name, const VectorD& values,
+                       io::Dtype dtype) {
+  result.tensors.add_floats(name, {values.size()}, values.data(), static_cast<std::size_t>(values.size()), dtype);
+}
+
 std::optional<double> relative_output_error(const LayerInputs& inputs, const MatrixF& q) {
   const MatrixD w = inputs.w.cast<double>();
   const MatrixD dw = w - q.cast<double>();
@@ -125,5 +154,16 @@ void apply_threads(const Options& options) {
 }
 
 std::string format_bool(bool value) { return value ? "true" : "false"; }
+
+std::string format_double(double value) {
+  std::ostringstream text;
+  for (int digits = 6; digits <= 17; ++digits) {
+    text.str("");
+    text.precision(digits);
+    text << value;
+    if (std::stod(text.str()) == value) break;
+  }
+  return text.str();
+}
 
 }  // namespace lowbit::cli

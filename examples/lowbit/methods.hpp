@@ -22,8 +22,19 @@ struct LayerInputs {
   std::optional<MatrixF> x;            // X, tokens x in
   std::optional<MatrixD> h;            // H, in x in
   std::optional<MatrixF> g;            // G, out x in (TACQ gradient magnitudes)
-  std::optional<VectorF> ln_weight;    // a preceding LayerNorm
+  std::optional<VectorF> ln_weight;    // a preceding LayerNorm (or RMSNorm: no bias)
   std::optional<VectorF> ln_bias;
+
+  // The same tensors in double, when W is stored as F64: methods with a double
+  // path (AWQ, SmoothQuant) then compute as the f64 reference runs do.
+  struct Double {
+    MatrixD w;
+    std::vector<MatrixD> extra_weights;
+    std::optional<MatrixD> x;
+    std::optional<VectorD> ln_weight;
+    std::optional<VectorD> ln_bias;
+  };
+  std::optional<Double> f64;
 
   // H as given, else 2/N X^T X; a UsageError when neither H nor X is present.
   MatrixD hessian() const;
@@ -53,6 +64,11 @@ const Method* find_method(const std::string& name);
 // Output helpers shared by the methods.
 void add_uniform_tensors(MethodResult& result, const UniformWeights& weights);
 void add_bitplane_tensors(MethodResult& result, const BitPlaneWeights& weights);
+// Per-linear outputs of W2, W3... carry the suffix "_2", "_3"... (linear 0 is W: none).
+std::string linear_suffix(std::size_t linear);
+// A rank-1 tensor (F32 unless told otherwise).
+void add_vector_tensor(MethodResult& result, const std::string& name, const VectorD& values,
+                       io::Dtype dtype = io::Dtype::F32);
 
 // ||(W - Q) X^T|| / ||W X^T|| with X, or the same through H
 // (sqrt(tr(dW H dW^T) / tr(W H W^T))); nullopt without either.
@@ -62,9 +78,13 @@ std::optional<double> relative_output_error(const LayerInputs& inputs, const Mat
 void apply_threads(const Options& options);
 
 std::string format_bool(bool value);
+// The shortest decimal text that reads back as exactly `value`.
+std::string format_double(double value);
 
 // Method factories, one per source file.
 Method rtn_method();
 Method absmax_method();
+Method awq_method();
+Method smoothquant_method();
 
 }  // namespace lowbit::cli

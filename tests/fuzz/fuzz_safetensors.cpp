@@ -1,5 +1,8 @@
 // libFuzzer: any byte string either parses into tensors that read back
-// completely, or is rejected with lowbit::Error. Nothing else is allowed.
+// completely, or is rejected with lowbit::Error. Nothing else is allowed. The
+// same holds for the checkpoint readers on every linear the file seems to hold.
+#include <lowbit/io/bpdq_format.hpp>
+#include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -8,8 +11,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const std::string& name : reader.names()) {
       const lowbit::io::TensorInfo& t = reader.info(name);
       if (t.numel() > (1 << 20)) continue;
-      if (lowbit::io::is_float_dtype(t.dtype)) (void)reader.floats(name);
-      else (void)reader.ints(name);
+      if (lowbit::io::is_float_dtype(t.dtype))
+        (void)reader.floats(name);
+      else
+        (void)reader.ints(name);
+    }
+    auto attempt = [](auto&& read) {
+      try {
+        (void)read();
+      } catch (const lowbit::Error&) {
+      }
+    };
+    for (const std::string& name : reader.names()) {
+      const std::size_t dot = name.rfind('.');
+      if (dot == std::string::npos || reader.info(name).numel() > (1 << 16)) continue;
+      const std::string linear = name.substr(0, dot), part = name.substr(dot + 1);
+      if (part == "qweight")
+        for (int bits : {2, 3, 4, 8})
+          attempt([&] { return lowbit::io::read_gptq_linear(reader, linear, bits); });
+      if (part == "B") attempt([&] { return lowbit::io::read_bpdq_linear(reader, linear); });
+      if (part == "bias") attempt([&] { return lowbit::io::read_linear_bias(reader, linear, 32); });
     }
   } catch (const lowbit::Error&) {
   }

@@ -19,10 +19,20 @@ using CodeMatrix = Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, E
 using VectorF = Eigen::VectorXf;
 using VectorD = Eigen::VectorXd;
 
+// The same, for code templated on the scalar type (float or double).
+template <class Scalar>
+using MatrixT = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class Scalar>
+using VectorT = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
 // Read-only views accepted at the API boundary. A column-major argument binds
 // through a temporary row-major copy.
 using MatrixFRef = Eigen::Ref<const MatrixF>;
 using MatrixDRef = Eigen::Ref<const MatrixD>;
+template <class Scalar>
+using MatrixRef = Eigen::Ref<const MatrixT<Scalar>>;
+template <class Scalar>
+using VectorRef = Eigen::Ref<const VectorT<Scalar>>;
 
 // Column-to-group map: g_idx[j] is the group of input column j.
 using GroupIndex = std::vector<std::int32_t>;

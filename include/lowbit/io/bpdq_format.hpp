@@ -5,13 +5,33 @@
 //   c  [groups, k + 1, out]: the coefficients with the bias last (BitPlaneWeights::coeffs).
 // The official code needs in % 32 == 0; other widths are padded with zero bits.
 // The format has no column permutation: a g_idx travels as its own tensor.
+//
+// File level (add_bpdq_linear / read_bpdq_linear), as in the published BPDQ
+// checkpoints (BPDQTorchLinear in KingdalfGoodman/BPDQ): one linear is
+//   <linear>.B     int32 [ceil(in / 32), k, out]
+//   <linear>.c     [groups, k + 1, out] in bf16 (the official payload is cast to
+//                  the model dtype, bf16 in the released models), fp16 (the
+//                  dtype of BPDQTorchLinear's buffers) or F32
+//   <linear>.bias  fp16 [out], optional (checkpoint.hpp)
+// Our coefficients are double; storing rounds each to the nearest value of the
+// chosen dtype: relative error at most 2^-8 in bf16, 2^-11 in fp16 (for normal
+// values; above 65504 fp16 overflows, which throws), 2^-24 in F32. Planes are
+// exact, so a file read and written again in the same dtype is bit-identical.
+// Weights with a g_idx are rejected when writing: the format cannot say so, and
+// official readers would silently use contiguous groups (keep act-order GPTQ
+// results in the GPTQ format). So is an in_features that is not a multiple of
+// 32: the official kernels require it, and the file could not record a
+// narrower width (its padding would silently become weights of a wider layer).
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "lowbit/core/bitplane_weights.hpp"
 #include "lowbit/core/error.hpp"
+#include "lowbit/io/checkpoint.hpp"
+#include "lowbit/io/safetensors.hpp"
 
 namespace lowbit::io {
 
@@ -79,6 +99,41 @@ inline BitPlaneWeights bitplanes_from_bpdq(const std::vector<std::int64_t>& b_sh
   w.coeffs = Eigen::Map<const MatrixD>(coeffs.data(), groups * (k + 1), out);
   w.validate();
   return w;
+}
+
+// Adds `<linear>.B` and `<linear>.c` (c in `coeff_dtype`: BF16, F16 or F32).
+inline void add_bpdq_linear(SafetensorsWriter& out, const std::string& linear,
+                            const BitPlaneWeights& w, Dtype coeff_dtype = Dtype::BF16) {
+  using lowbit::detail::require;
+  require(coeff_dtype == Dtype::BF16 || coeff_dtype == Dtype::F16 || coeff_dtype == Dtype::F32,
+          "add_bpdq_linear: '", linear, "': c is stored as BF16, F16 or F32, not ",
+          dtype_name(coeff_dtype));
+  require(w.g_idx.empty(), "add_bpdq_linear: '", linear,
+          "' has a g_idx (act-order groups), which the BPDQ format cannot hold");
+  require(w.cols() % 32 == 0, "add_bpdq_linear: '", linear,
+          "': in_features must be a multiple of 32 in BPDQ checkpoints, got ", w.cols());
+  const PackedPlanes planes = pack_bpdq_planes(w);
+  std::vector<double> c(static_cast<std::size_t>(w.coeffs.size()));
+  for (Index i = 0; i < w.coeffs.size(); ++i)
+    c[static_cast<std::size_t>(i)] = detail::stored_value(
+        w.coeffs.data()[i], coeff_dtype, "add_bpdq_linear: '" + linear + ".c'");
+  out.add_ints(linear + ".B", planes.shape, planes.words.data(), planes.words.size(), Dtype::I32);
+  out.add_floats(linear + ".c", {w.groups(), w.planes + 1, w.rows()}, c.data(), c.size(),
+                 coeff_dtype);
+}
+
+// Reads the BPDQ linear `linear` (c in any float dtype); in_features is
+// 32 * B.shape[0].
+inline BitPlaneWeights read_bpdq_linear(const SafetensorsReader& file, const std::string& linear) {
+  const TensorInfo& b = detail::linear_tensor(file, linear, "B", 3, Dtype::I32);
+  const TensorInfo& c = detail::linear_tensor(file, linear, "c", 3);
+  // Each tensor is checked against the other (and its values) by the converter;
+  // its messages name B and c, so prefix the file and the linear.
+  try {
+    return bitplanes_from_bpdq(b.shape, file.ints(b.name), c.shape, file.doubles(c.name));
+  } catch (const Error& e) {
+    lowbit::detail::fail(file.source(), ": linear '", linear, "': ", e.what());
+  }
 }
 
 }  // namespace lowbit::io

@@ -1,13 +1,15 @@
 // Symmetric absmax quantization (int8, int4, any 2..8 bits): scale = max|w| / qmax
 // with qmax = 2^(bits-1) - 1, per tensor, per output row or per group of input
 // columns. Codes are stored offset by 2^(bits-1) (the zero point), so the
-// result is an ordinary UniformWeights whose levels are -qmax..qmax.
+// result is an ordinary UniformWeights whose levels are -qmax..qmax; an
+// 8-bit per-row result converts to Int8Weights for the W8A8 kernel.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 
 #include "lowbit/core/error.hpp"
+#include "lowbit/core/int8_weights.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 
@@ -19,19 +21,18 @@ struct AbsmaxConfig {
   int bits = 8;
   AbsmaxGranularity granularity = AbsmaxGranularity::per_row;
   int group_size = 128;  // used with per_group only
+  // Floor under every absmax: scale = max(absmax, min_absmax) / qmax. 0 keeps
+  // the plain formula (an all-zero block gets scale 1); SmoothQuant's
+  // reference uses kInt8AbsmaxFloor (1e-5).
+  float min_absmax = 0.0f;
 };
-
-namespace detail {
-
-// max|x| / qmax; an all-zero block gets scale 1 (every code is the zero point).
-inline float absmax_scale(float absmax, float qmax) { return absmax > 0 ? absmax / qmax : 1.0f; }
-
-}  // namespace detail
 
 inline UniformWeights quantize_absmax(const MatrixFRef& weights, const AbsmaxConfig& config = {}) {
   detail::require_bits(config.bits, 2, 8, "AbsmaxConfig::bits");
   detail::require_nonempty(weights, "quantize_absmax: weights");
   detail::require_finite(weights, "quantize_absmax: weights");
+  detail::require(config.min_absmax >= 0 && std::isfinite(config.min_absmax),
+                  "AbsmaxConfig::min_absmax: expected a finite value >= 0, got ", config.min_absmax);
   const Index rows = weights.rows();
   const Index cols = weights.cols();
   const Index group_size =
@@ -52,7 +53,8 @@ inline UniformWeights quantize_absmax(const MatrixFRef& weights, const AbsmaxCon
     for (Index r = 0; r < rows; ++r)
       out.scale(g, r) = weights.block(r, g * group_size, 1, group_size).cwiseAbs().maxCoeff();
   if (config.granularity == AbsmaxGranularity::per_tensor) out.scale.setConstant(out.scale.maxCoeff());
-  out.scale = out.scale.unaryExpr([qmax](float a) { return detail::absmax_scale(a, qmax); });
+  out.scale = out.scale.unaryExpr(
+      [&](float a) { return detail::absmax_scale(a, qmax, config.min_absmax); });
 
   for (Index r = 0; r < rows; ++r)
     for (Index c = 0; c < cols; ++c) {

@@ -3,30 +3,47 @@
 
     python3 tests/data/golden/make_subset.py ../shared/golden tests/data/golden
 
-Each rule keeps the tensors a test reads from the files whose name starts with
-its prefix; everything else (inputs stored once in inputs_*.safetensors, large
-intermediates) is dropped. A hoisted tensor that every matching case shares
-byte for byte (the GPTQ Hessian) is stored once in the case's inputs file
-under a new name; a case without an inputs file keeps its own W and that
-tensor. Integer tensors whose values fit in 0..255 are stored as U8
-(lossless). Metadata is kept, with a note of what was kept.
-Standard library only.
+Each rule keeps the tensors a test reads from the files whose name matches
+its pattern (the first matching rule applies); everything else (inputs stored
+once in inputs_*.safetensors, large intermediates) is dropped. Inputs a case
+holds itself (W, W2, X) are dropped only after checking that they equal the
+shared inputs file of its shape, which the case then names in `inputs_file`.
+A tensor every case of a HOISTED pattern shares byte for byte (the Hessians)
+is stored once in their inputs file under a new name. Integer tensors whose
+values fit in 0..255 are stored as U8 (lossless). Metadata is kept, with a
+note of what was kept. Standard library only.
 """
+import fnmatch
 import json
 import os
 import struct
 import sys
 
-# prefix -> tensors to keep (None keeps every tensor)
-RULES = [
-    ("inputs_64x256", None),
-    ("rtn_", ["qint", "scale", "zero"]),
-    ("gptq_", ["qint", "scale", "zero", "g_idx", "perm"]),
-]
+SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_smoothed",
+                     "ln_bias_smoothed"]
 
-# prefix -> (tensor, name in the inputs file)
+# file pattern -> tensors to keep (None keeps every tensor)
+RULES = [
+    ("inputs_64x256.*", None),
+    ("rtn_*", ["qint", "scale", "zero"]),
+    ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
+               "ln_weight_scaled", "ln_bias_scaled"]),
+    # The f64 variants keep only the small tensors; their matrices are checked
+    # against the full directory.
+    ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
+    ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
+    ("gptq_*", ["qint", "scale", "zero", "g_idx", "perm"]),
+    # BPDQ: the official payload (B_packed, c) and the intermediates the tests
+    # pin (8-bit init, first fit, kept rounds, GAR perms); B and Q follow from them.
+    ("bpdq_*", ["B_packed", "c", "c_init", "init_scale8", "init_zero8", "best_iter", "group_score",
+                "final_perm", "global_perm"]),
+]
+SHARED_INPUTS = ["W", "W2", "X"]
+
+# file pattern -> (tensor, name in the case's inputs file)
 HOISTED = [
-    ("gptq_", "H", "H_gptq"),
+    ("gptq_*", "H", "H_gptq"),
+    ("bpdq_*", "H", "H_bpdq"),
 ]
 
 
@@ -41,6 +58,27 @@ def read(path):
         begin, end = entry["data_offsets"]
         tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
     return meta, tensors
+
+
+def values(dtype, raw):
+    """The numbers in a raw tensor, as Python floats or ints."""
+    fmt = {"F64": "d", "F32": "f", "I32": "i", "U8": "B"}[dtype]
+    return struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw)
+
+
+def check_shared_inputs(source, meta, tensors):
+    """Names the shared inputs file when the case's own W/W2/X equal its tensors."""
+    present = [k for k in SHARED_INPUTS if k in tensors]
+    if not present or "inputs_file" in meta:
+        return
+    inputs_name = "inputs_%s.safetensors" % meta["shape"]
+    _, inputs = read(os.path.join(source, inputs_name))
+    for k in present:
+        dtype, shape, raw = tensors[k]
+        idtype, ishape, iraw = inputs[k]
+        if shape != ishape or values(dtype, raw) != values(idtype, iraw):
+            sys.exit("%s: tensor %s differs from %s; keep it in the rule" % (meta["case"], k, inputs_name))
+    meta["inputs_file"] = inputs_name
 
 
 def narrow(dtype, raw):
@@ -74,35 +112,30 @@ def main(source, target):
     for name in sorted(os.listdir(source)):
         if not name.endswith(".safetensors"):
             continue
-        rule = next((keep for prefix, keep in RULES if name.startswith(prefix)), False)
+        rule = next((keep for pattern, keep in RULES if fnmatch.fnmatch(name, pattern)), False)
         if rule is False:
             continue
         meta, tensors = read(os.path.join(source, name))
-        keep = None if rule is None else set(rule)
-        for prefix, tensor, new_name in HOISTED:
-            if not name.startswith(prefix) or tensor not in tensors:
+        if rule is not None:
+            check_shared_inputs(source, meta, tensors)
+        for pattern, tensor, new_name in HOISTED:
+            if not fnmatch.fnmatch(name, pattern) or tensor not in tensors:
                 continue
-            inputs = meta.get("inputs_file")
-            if inputs is None:  # self-contained case: keep what its test needs
-                keep |= {"W", tensor}
-                continue
-            entry = hoisted.setdefault((inputs, new_name), (*tensors[tensor], name))
+            entry = hoisted.setdefault((meta["inputs_file"], new_name), (*tensors[tensor], name))
             if entry[:3] != tensors[tensor]:
                 sys.exit("%s: %s differs from %s's; it cannot be stored once" % (name, tensor, entry[3]))
-        kept = {k: v for k, v in tensors.items() if keep is None or k in keep}
+        kept = {k: v for k, v in tensors.items() if rule is None or k in rule}
         kept = {k: (*narrow(d, r)[:1], s, narrow(d, r)[1]) for k, (d, s, r) in kept.items()}
         meta.pop("tensors", None)
-        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(kept)) + \
-            "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
         outputs[name] = (meta, kept)
     for (inputs, new_name), (dtype, shape, raw, first) in sorted(hoisted.items()):
         meta, tensors = outputs[inputs]
         tensors[new_name] = (dtype, shape, raw)
-        meta["hoisted_" + new_name] = "shared by every %s* case naming this file (e.g. %s)" % (
-            first.split("_")[0] + "_", first)
-        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(tensors)) + \
-            "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
+        meta["hoisted_" + new_name] = "the H of every %s* case naming this file (e.g. %s)" % (
+            first.split("_")[0], first)
     for name, (meta, kept) in sorted(outputs.items()):
+        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(kept)) + \
+            "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
         write(os.path.join(target, name), meta, kept)
         print(name, sorted(kept))
 
