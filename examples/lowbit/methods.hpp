@@ -86,5 +86,6 @@ Method rtn_method();
 Method absmax_method();
 Method awq_method();
 Method smoothquant_method();
+Method bpdq_method();
 
 }  // namespace lowbit::cli
