@@ -264,6 +264,48 @@ TEST(Gptq, MatchesALiteralTranscriptionOfTheReference) {
   }
 }
 
+TEST(Gptq, DeadInputsAndEdgeRowsAsTheReferenceTreatsThem) {
+  // The golden "_dead" and "_edge" recipes: inputs 5 and 100 never active,
+  // W[:, 5] scaled by 8 so that it holds row extremes; row 0 all zero, rows 1
+  // and 2 one-signed, row 3 constant, row 4 a single spike.
+  const Index out = 16, in = 128;
+  MatrixF w = test::random_weights(out, in, 331);
+  w.col(5) *= 8.0f;
+  w.row(0).setZero();
+  w.row(1) = w.row(1).cwiseAbs();
+  w.row(2) = -w.row(2).cwiseAbs();
+  w.row(3).setConstant(0.01f);
+  w.row(4).setZero();
+  w(4, 17) = 0.05f;
+  MatrixD h = correlated_hessian(in, 332);
+  for (Index d : {5, 100}) h.row(d).setZero(), h.col(d).setZero();
+  MatrixF zeroed = w;
+  zeroed.col(5).setZero();
+  zeroed.col(100).setZero();
+  for (bool sym : {false, true})
+    for (int group_size : {-1, 32}) {
+      SCOPED_TRACE(testing::Message() << "sym " << sym << " group_size " << group_size);
+      GptqConfig config;
+      config.grid.sym = sym;
+      config.group_size = group_size;
+      const GptqResult got = quantize_gptq(w, h, config);
+      expect_matches_literal(got, literal_gptq(w, h, config));
+      const MatrixF q = got.dequantize();
+      ASSERT_TRUE(q.allFinite());
+      EXPECT_EQ(got.report.dead_columns, (std::vector<Index>{5, 100}));
+      EXPECT_TRUE((q.col(5).array() == 0.0f).all() && (q.col(100).array() == 0.0f).all());
+      EXPECT_TRUE((q.row(0).array() == 0.0f).all()) << "an all-zero row stays zero";
+      EXPECT_EQ(got.weights.scale(0, 0), 2.0f / 15.0f) << "an all-zero range is [-1, 1]";
+      // Per-row grids come from the rows BEFORE dead inputs are zeroed (so the
+      // scaled column still stretches them); the first group's grid from the
+      // zeroed weights at the first block's start.
+      const GridParams expected = group_size == -1 ? find_grid_params(w, config.grid)
+                                                   : find_grid_params(zeroed.leftCols(32), config.grid);
+      EXPECT_EQ(VectorF(got.weights.scale.row(0).transpose()), expected.scale);
+      EXPECT_EQ(VectorF(got.weights.zero.row(0).transpose()), expected.zero);
+    }
+}
+
 TEST(Gptq, EqualsRoundToNearestWithoutCorrelations) {
   // A diagonal H feeds no error forward: GPTQ is RTN on the same grid.
   const MatrixF w = test::random_weights(20, 128, 311);
@@ -404,6 +446,43 @@ TEST(GptqKept, KeptValuesAbsorbTheFeedback) {
     EXPECT_FLOAT_EQ(got.dequantize()(r, 1), literal.q(r, 1));
     EXPECT_NE(got.dequantize()(r, 1), w(r, 1));
   }
+}
+
+TEST(GptqKept, KeptWeightsHaveZeroErrorAndPropagateNothing) {
+  // Whatever values the kept weights hold, the quantized part is the same bit
+  // for bit: they neither stretch a grid nor feed any error forward (their
+  // error is zero), and each kept value moves by exactly its own change.
+  const Index out = 16, in = 128;
+  const MatrixF w = test::random_weights(out, in, 411);
+  const MatrixD h = correlated_hessian(in, 412);
+  CodeMatrix keep = CodeMatrix::Zero(out, in);
+  for (Index r = 0; r < out; ++r) keep(r, (r * 29 + 3) % in) = keep(r, (r * 7 + 64) % in) = 1;
+  keep.col(5).setOnes();  // a whole column, processed early
+  MatrixF changed = w;
+  for (Index r = 0; r < out; ++r)
+    for (Index c = 0; c < in; ++c)
+      if (keep(r, c)) changed(r, c) = (r + c) % 2 ? 4.0f : -0.75f;
+  for (bool act_order : {false, true})
+    for (int group_size : {-1, 32}) {
+      SCOPED_TRACE(testing::Message() << "act_order " << act_order << " group_size " << group_size);
+      GptqConfig config;
+      config.act_order = act_order;
+      config.group_size = group_size;
+      const GptqResult a = quantize_gptq(w, h, config, keep), b = quantize_gptq(changed, h, config, keep);
+      EXPECT_EQ(a.weights.codes, b.weights.codes);
+      EXPECT_EQ(a.weights.scale, b.weights.scale);
+      EXPECT_EQ(a.weights.zero, b.weights.zero);
+      EXPECT_EQ(a.report.loss, b.report.loss);
+      ASSERT_EQ(a.kept.col, b.kept.col);
+      const MatrixF qa = a.dequantize(), qb = b.dequantize();
+      for (Index r = 0; r < out; ++r)
+        for (Index c = 0; c < in; ++c)
+          if (keep(r, c)) {
+            EXPECT_NEAR(qb(r, c) - qa(r, c), changed(r, c) - w(r, c), 1e-5f) << r << ", " << c;
+          } else {
+            EXPECT_EQ(qa(r, c), qb(r, c));
+          }
+    }
 }
 
 // ------------------------------------------------------------ robustness and misuse

@@ -84,6 +84,7 @@ std::string format_double(double value);
 // Method factories, one per source file.
 Method rtn_method();
 Method absmax_method();
+Method gptq_method();
 Method awq_method();
 Method smoothquant_method();
 Method bpdq_method();

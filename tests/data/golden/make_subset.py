@@ -8,10 +8,10 @@ its pattern (the first matching rule applies); everything else (inputs stored
 once in inputs_*.safetensors, large intermediates) is dropped. Inputs a case
 holds itself (W, W2, X) are dropped only after checking that they equal the
 shared inputs file of its shape, which the case then names in `inputs_file`.
-A tensor every case of a HOISTED pattern shares byte for byte (the Hessians)
-is stored once in their inputs file under a new name. Integer tensors whose
-values fit in 0..255 are stored as U8 (lossless). Metadata is kept, with a
-note of what was kept. Standard library only.
+A hoisted tensor that every matching case shares byte for byte (the GPTQ and
+BPDQ Hessians) is stored once in the case's inputs file under a new name; a case
+without an inputs file keeps its own W and that tensor. Integer tensors whose values fit in 0..255 are stored as U8 (lossless).
+Metadata is kept, with a note of what was kept. Standard library only.
 """
 import fnmatch
 import json
@@ -26,13 +26,13 @@ SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_
 RULES = [
     ("inputs_64x256.*", None),
     ("rtn_*", ["qint", "scale", "zero"]),
+    ("gptq_*", ["qint", "scale", "zero", "g_idx", "perm"]),
     ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
                "ln_weight_scaled", "ln_bias_scaled"]),
     # The f64 variants keep only the small tensors; their matrices are checked
     # against the full directory.
     ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
     ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
-    ("gptq_*", ["qint", "scale", "zero", "g_idx", "perm"]),
     # BPDQ: the official payload (B_packed, c) and the intermediates the tests
     # pin (8-bit init, first fit, kept rounds, GAR perms); B and Q follow from them.
     ("bpdq_*", ["B_packed", "c", "c_init", "init_scale8", "init_zero8", "best_iter", "group_score",
@@ -40,7 +40,7 @@ RULES = [
 ]
 SHARED_INPUTS = ["W", "W2", "X"]
 
-# file pattern -> (tensor, name in the case's inputs file)
+# file pattern -> (tensor, name in the inputs file)
 HOISTED = [
     ("gptq_*", "H", "H_gptq"),
     ("bpdq_*", "H", "H_bpdq"),
@@ -118,24 +118,31 @@ def main(source, target):
         meta, tensors = read(os.path.join(source, name))
         if rule is not None:
             check_shared_inputs(source, meta, tensors)
+        keep = None if rule is None else set(rule)
         for pattern, tensor, new_name in HOISTED:
             if not fnmatch.fnmatch(name, pattern) or tensor not in tensors:
                 continue
-            entry = hoisted.setdefault((meta["inputs_file"], new_name), (*tensors[tensor], name))
+            inputs = meta.get("inputs_file")
+            if inputs is None:  # self-contained case: keep what its test needs
+                keep |= {"W", tensor}
+                continue
+            entry = hoisted.setdefault((inputs, new_name), (*tensors[tensor], name))
             if entry[:3] != tensors[tensor]:
                 sys.exit("%s: %s differs from %s's; it cannot be stored once" % (name, tensor, entry[3]))
-        kept = {k: v for k, v in tensors.items() if rule is None or k in rule}
+        kept = {k: v for k, v in tensors.items() if keep is None or k in keep}
         kept = {k: (*narrow(d, r)[:1], s, narrow(d, r)[1]) for k, (d, s, r) in kept.items()}
         meta.pop("tensors", None)
+        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(kept)) + \
+            "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
         outputs[name] = (meta, kept)
     for (inputs, new_name), (dtype, shape, raw, first) in sorted(hoisted.items()):
         meta, tensors = outputs[inputs]
         tensors[new_name] = (dtype, shape, raw)
-        meta["hoisted_" + new_name] = "the H of every %s* case naming this file (e.g. %s)" % (
-            first.split("_")[0], first)
-    for name, (meta, kept) in sorted(outputs.items()):
-        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(kept)) + \
+        meta["hoisted_" + new_name] = "shared by every %s* case naming this file (e.g. %s)" % (
+            first.split("_")[0] + "_", first)
+        meta["bundled_subset"] = "tensors kept: " + ", ".join(sorted(tensors)) + \
             "; integer tensors narrowed to U8 where lossless; see tests/data/golden/README.md"
+    for name, (meta, kept) in sorted(outputs.items()):
         write(os.path.join(target, name), meta, kept)
         print(name, sorted(kept))
 
