@@ -29,8 +29,11 @@
 // result. dE needs no second solve: with Z_p = U_loc^-T b_p (the whitened
 // features of the refit), dE^T = sum_p (c_old_p - c_new_p) Z_p + (c_old_k -
 // c_new_k) U_loc^-T 1. Outputs are independent except for the choice of the
-// kept round, so each round runs over fixed panels of outputs in parallel and
-// the panels' scores are summed in a fixed order (thread-count independent).
+// kept round, and a round starts from the previous refit whatever is kept, so
+// each fixed panel of outputs runs the whole sequence of rounds in one
+// parallel region per group; the kept round is then chosen from the panels'
+// scores summed in a fixed order (results independent of the thread count).
+// The candidate search runs over the outputs in SIMD lanes.
 //
 // Numerics: weights, levels, whitening and feedback in float like the
 // reference, with U computed in double and rounded (core/hessian.hpp); the
@@ -212,12 +215,17 @@ inline bool fit(const GroupProblem& pb, Index first, Index count, const CodeMatr
   const auto y = pb.white_target.middleCols(first, count);
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gram(n * n + n, count);
   const double ones_gram = pb.white_ones.cast<double>().squaredNorm();
+  // Column sums accumulated row by row (the outputs are contiguous).
+  const auto column_dots = [&](const auto& a, const auto& b) -> Eigen::RowVectorXd {
+    Eigen::RowVectorXf sum = Eigen::RowVectorXf::Zero(count);
+    for (Index t = 0; t < g; ++t) sum.array() += a.row(t).array() * b.row(t).array();
+    return sum.cast<double>();
+  };
   for (int p = 0; p < k; ++p) {
     const auto zp = planes.middleRows(p * g, g);
-    for (int q = p; q < k; ++q)
-      gram.row(p * n + q) = zp.cwiseProduct(planes.middleRows(q * g, g)).colwise().sum().cast<double>();
+    for (int q = p; q < k; ++q) gram.row(p * n + q) = column_dots(zp, planes.middleRows(q * g, g));
     gram.row(p * n + k) = (pb.white_ones.transpose() * zp).cast<double>();
-    gram.row(n * n + p) = zp.cwiseProduct(y).colwise().sum().cast<double>();
+    gram.row(n * n + p) = column_dots(zp, y);
   }
   gram.row(n * n + k) = (pb.white_ones.transpose() * y).cast<double>();
   bool finite = true;
@@ -256,24 +264,35 @@ inline bool run_round(const GroupProblem& pb, Index first, Index count, const Gr
   }
   MatrixF w = pb.target.middleCols(first, count);
   auto err = to.error.middleCols(first, count);  // E_old for now
-  Eigen::ArrayXf best_q(count), best_d(count), dist(count);
-  Eigen::Array<int, Eigen::Dynamic, 1> best(count);
-  Eigen::Array<bool, Eigen::Dynamic, 1> closer(count);
+  std::vector<float> best_q(static_cast<std::size_t>(count)), best_d(best_q.size());
+  std::vector<std::int32_t> best(best_q.size());
   for (Index t = 0; t < g; ++t) {
-    const auto y = w.row(t).transpose().array();
-    best_q = levels.row(0).transpose().array();
-    best_d = (y - best_q).square();
-    best.setZero();
-    for (int c = 1; c < candidates; ++c) {
-      const auto level = levels.row(c).transpose().array();
-      dist = (y - level).square();
-      closer = dist < best_d;
-      best_d = closer.select(dist, best_d);
-      best_q = closer.select(level, best_q);
-      best = closer.select(c, best);
+    // The nearest level, the first on ties: plain loops over the outputs,
+    // which the compiler vectorizes (if-converted selects).
+    const float* y = &w(t, 0);
+    for (Index r = 0; r < count; ++r) {
+      const float d = y[r] - levels(0, r);
+      best_d[static_cast<std::size_t>(r)] = d * d;
+      best_q[static_cast<std::size_t>(r)] = levels(0, r);
+      best[static_cast<std::size_t>(r)] = 0;
     }
-    for (Index r = 0; r < count; ++r) to.codes(t, first + r) = code_of[static_cast<std::size_t>(best(r))];
-    err.row(t) = ((y - best_q) / pb.u_loc(t, t)).transpose().matrix();
+    for (int c = 1; c < candidates; ++c) {
+      const float* level = &levels(c, 0);
+      for (Index r = 0; r < count; ++r) {
+        const std::size_t i = static_cast<std::size_t>(r);
+        const float d = (y[r] - level[r]) * (y[r] - level[r]);
+        const bool closer = d < best_d[i];
+        best_d[i] = closer ? d : best_d[i];
+        best_q[i] = closer ? level[r] : best_q[i];
+        best[i] = closer ? c : best[i];
+      }
+    }
+    const float diagonal = pb.u_loc(t, t);
+    for (Index r = 0; r < count; ++r) {
+      const std::size_t i = static_cast<std::size_t>(r);
+      to.codes(t, first + r) = code_of[static_cast<std::size_t>(best[i])];
+      err(t, r) = (y[r] - best_q[i]) / diagonal;
+    }
     feed_back_in_block(w, t, pb.u_loc.row(t).transpose(), err.row(t));
   }
   MatrixF planes;
@@ -369,8 +388,13 @@ inline BpdqResult quantize_bpdq(const MatrixFRef& weights, const MatrixDRef& hes
   const float maxq = grid_maxq(grid.bits);
   const int drop = config.init_bits - k;
   bp::GroupProblem pb{k, g, config.ridge, {}, {}, {}, {}};
-  bp::GroupState initial, current, next, best;
-  for (bp::GroupState* s : {&initial, &current, &next, &best}) s->resize(g, k, out);
+  // initial, then one state per round: each output panel runs the whole
+  // sequence of rounds on its own (a round starts from the previous refit
+  // whatever is kept), so a group is one parallel region; the kept round is
+  // chosen afterwards from the panels' scores summed in a fixed order.
+  std::vector<bp::GroupState> states(static_cast<std::size_t>(config.iters) + 1);
+  for (bp::GroupState& state : states) state.resize(g, k, out);
+  bp::GroupState& initial = states[0];
   MatrixF errors(block, out);
 
   for (Index i1 = 0; i1 < in; i1 += block) {
@@ -381,39 +405,42 @@ inline BpdqResult quantize_bpdq(const MatrixFRef& weights, const MatrixDRef& hes
       pb.white_ones = VectorF::Ones(g);
       pb.whiten(pb.white_ones);
       pb.target = wt.middleRows(a0, g);
-      pb.white_target = pb.target;
-      detail::for_each_panel(out, [&](Index first, Index count) { pb.whiten(pb.white_target.middleCols(first, count)); });
-
-      // The initial planes: the top bits of the reference grid on the current weights.
-      init_grid[gi] = find_grid_params(pb.target.transpose(), grid);
-      const GridParams& gp = init_grid[gi];
-      for (Index t = 0; t < g; ++t)
-        for (Index r = 0; r < out; ++r)
-          initial.codes(t, r) = static_cast<std::uint8_t>(
-              static_cast<unsigned>(grid_code(pb.target(t, r), gp.scale(r), gp.zero(r), maxq)) >> drop);
+      pb.white_target.resize(g, out);
+      GridParams& gp = init_grid[gi];
+      gp.scale.resize(out);
+      gp.zero.resize(out);
       bp::for_panels(out, [&](Index first, Index count) {
+        pb.white_target.middleCols(first, count) = pb.target.middleCols(first, count);
+        pb.whiten(pb.white_target.middleCols(first, count));
+        // The initial planes: the top bits of the reference grid on the current weights.
+        const GridParams panel = find_grid_params(pb.target.middleCols(first, count).transpose(), grid);
+        gp.scale.segment(first, count) = panel.scale;
+        gp.zero.segment(first, count) = panel.zero;
+        for (Index t = 0; t < g; ++t)
+          for (Index r = 0; r < count; ++r)
+            initial.codes(t, first + r) = static_cast<std::uint8_t>(
+                static_cast<unsigned>(grid_code(pb.target(t, first + r), panel.scale(r), panel.zero(r), maxq)) >>
+                drop);
         MatrixF planes;
-        return bp::fit(pb, first, count, initial.codes, initial.coeffs, planes);
+        if (!bp::fit(pb, first, count, initial.codes, initial.coeffs, planes)) return false;
+        for (std::size_t it = 1; it < states.size(); ++it)
+          if (!bp::run_round(pb, first, count, states[it - 1], states[it])) return false;
+        return true;
       });
       init_coeffs[gi] = initial.coeffs;
 
-      // The rounds: keep the smallest score (strictly, the earliest on ties);
-      // the next round starts from the latest refit either way.
-      const bp::GroupState* from = &initial;
-      double best_score = std::numeric_limits<double>::infinity();
-      for (int it = 1; it <= config.iters; ++it) {
-        bp::for_panels(out, [&](Index first, Index count) { return bp::run_round(pb, first, count, *from, next); });
-        const double total = next.score();
-        if (it == 1 || total < best_score) {
+      // Keep the smallest score (strictly: the earliest on ties).
+      std::size_t kept = 1;
+      double best_score = states[1].score();
+      for (std::size_t it = 2; it < states.size(); ++it) {
+        const double total = states[it].score();
+        if (total < best_score) {
           best_score = total;
-          best_iter[gi] = it;
-          std::swap(best, next);
-          from = &best;
-        } else {
-          std::swap(current, next);
-          from = &current;
+          kept = it;
         }
       }
+      const bp::GroupState& best = states[kept];
+      best_iter[gi] = static_cast<int>(kept);
       score[gi] = best_score;
       report.loss += best_score / 2;
       codes_t.middleRows(a0, g) = best.codes;
