@@ -97,5 +97,6 @@ Method gptq_method();
 Method awq_method();
 Method smoothquant_method();
 Method tacq_method();
+Method bpdq_method();
 
 }  // namespace lowbit::cli
