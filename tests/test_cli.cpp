@@ -111,7 +111,7 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
 TEST_F(Cli, DemoPrintsOneRowPerRun) {
   const test::CommandResult r = lowbit("demo");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* text : {"method", "bits/w", "rel. error", "rtn", "absmax", "gptq", "awq", "smoothquant"})
+  for (const char* text : {"method", "bits/w", "rel. error", "rtn", "absmax", "gptq", "awq", "smoothquant", "tacq"})
     EXPECT_NE(r.output.find(text), std::string::npos) << text;
 }
 

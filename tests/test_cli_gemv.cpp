@@ -127,20 +127,26 @@ TEST_F(CliGemv, AwqResultsActOnScaledActivations) {
   EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
 }
 
-// GPTQ with act-order: codes in the original column order, groups through g_idx.
-TEST_F(CliGemv, GptqActOrderResults) {
-  const std::string q_file = dir.file("gptq.safetensors");
-  const test::CommandResult r = lowbit("quantize gptq --in " + inputs() + " --out " + q_file +
-                                       " --bits 3 --group-size 64 --act-order");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const io::SafetensorsReader result(q_file);
+// GPTQ with act-order (codes in the original column order, groups through
+// g_idx) and TACQ (the same plus the sparse part, without gradients): what
+// `lowbit quantize` writes, `lowbit gemv` multiplies as Q x.
+TEST_F(CliGemv, GptqAndTacqResults) {
   const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(24);
   io::SafetensorsWriter xs;
   xs.add_matrix("x", x, io::Dtype::F32);
   xs.write(dir.file("x.safetensors"));
-  const MatrixD reference = x.cast<double>() * result.matrix_d("Q").transpose();
-  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5);
-  EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
+  for (const std::string method :
+       {"gptq --bits 3 --group-size 64 --act-order", "tacq --bits 2 --group-size 64 --fraction 0.01",
+        "tacq --bits 3 --group-size 64 --act-order --fraction 0.02 --outlier-dtype f32"}) {
+    const std::string q_file = dir.file("q.safetensors");
+    const test::CommandResult r = lowbit("quantize " + method + " --in " + inputs() + " --out " + q_file);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const io::SafetensorsReader result(q_file);
+    EXPECT_EQ(result.contains("outlier_val"), method.rfind("tacq", 0) == 0) << method;
+    const MatrixD reference = x.cast<double>() * result.matrix_d("Q").transpose();
+    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5) << method;
+    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05) << method;
+  }
 }
 
 // Act-order groups, outliers, an F16 input named X, and threads.

@@ -1,59 +1,80 @@
 // lowbit quantize gptq: GPTQ as IST-DASLab fasterquant runs it (quant/gptq.hpp),
-// on H when the input has it, else on H = 2/N X^T X.
+// on H when the input has it, else on H = 2/N X^T X. The option handling is
+// shared with tacq, which runs GPTQ with a mask.
 #include <iostream>
 
 #include "methods.hpp"
 
 namespace lowbit::cli {
 
+std::vector<std::string> gptq_option_names() {
+  return {"bits", "group-size", "sym", "mse", "act-order", "static-groups", "fresh-group-params",
+          "block-size", "damp", "percdamp"};
+}
+
+GptqConfig gptq_config(const Options& options, int default_bits, const std::string& method) {
+  GptqConfig config;
+  config.grid.bits = options.integer("bits", default_bits);
+  config.grid.sym = options.flag("sym");
+  config.grid.mse = options.flag("mse");
+  config.group_size = options.integer("group-size", -1);
+  config.act_order = options.flag("act-order");
+  config.static_groups = options.flag("static-groups");
+  config.fresh_group_params = options.flag("fresh-group-params");
+  if (options.has("damp") && options.has("percdamp"))
+    throw UsageError("quantize " + method + ": --damp and --percdamp are the same option; give one");
+  config.damping.percdamp = options.real(options.has("percdamp") ? "percdamp" : "damp", config.damping.percdamp);
+  config.block_size = options.integer("block-size", config.block_size);
+  return config;
+}
+
+void announce_damping(const std::string& method, const GptqConfig& config, const GptqReport& report) {
+  if (report.failed_factorizations == 0) return;
+  std::cerr << "lowbit: " << method << ": H + " << config.damping.percdamp
+            << " * mean(diag H) was not positive definite; damping raised to " << report.percdamp;
+  if (report.diagonal_floor > 0) std::cerr << " with the diagonal floored at " << report.diagonal_floor;
+  std::cerr << " after " << report.failed_factorizations << " failed factorizations\n";
+}
+
+std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
+                                                 const GptqReport& report) {
+  std::map<std::string, std::string> metadata{
+      {"bits", std::to_string(config.grid.bits)},
+      {"group_size", std::to_string(config.group_size)},
+      {"sym", format_bool(config.grid.sym)},
+      {"mse", format_bool(config.grid.mse)},
+      {"act_order", format_bool(config.act_order)},
+      {"static_groups", format_bool(config.static_groups)},
+      {"fresh_group_params", format_bool(config.fresh_group_params)},
+      {"block_size", std::to_string(config.block_size)},
+      {"calibration", inputs.h ? "H" : "X"},
+      {"loss", format_double(report.loss)},
+      {"damp_used", format_double(report.percdamp)},
+      {"failed_factorizations", std::to_string(report.failed_factorizations)},
+      {"dead_columns", std::to_string(report.dead_columns.size())}};
+  if (report.diagonal_floor > 0) metadata["diagonal_floor"] = format_double(report.diagonal_floor);
+  return metadata;
+}
+
 Method gptq_method() {
   Method m;
   m.name = "gptq";
   m.summary = "GPTQ (Frantar et al. 2023; IST-DASLab fasterquant): Hessian-aware error feedback, needs H or X";
-  m.options = {"bits",       "group-size", "sym", "mse",    "act-order", "static-groups", "fresh-group-params",
-               "block-size", "damp",       "percdamp",  "threads"};
+  m.options = gptq_option_names();
+  m.options.push_back("threads");
   m.demo_runs = {{"--bits", "4", "--group-size", "128"},
                  {"--bits", "3", "--group-size", "128"},
                  {"--bits", "2", "--group-size", "64", "--act-order"}};
   m.run = [](const LayerInputs& in, const Options& options) {
-    GptqConfig config;
-    config.grid.bits = options.integer("bits", 4);
-    config.grid.sym = options.flag("sym");
-    config.grid.mse = options.flag("mse");
-    config.group_size = options.integer("group-size", -1);
-    config.act_order = options.flag("act-order");
-    config.static_groups = options.flag("static-groups");
-    config.fresh_group_params = options.flag("fresh-group-params");
-    if (options.has("damp") && options.has("percdamp"))
-      throw UsageError("quantize gptq: --damp and --percdamp are the same option; give one");
-    config.damping.percdamp = options.real(options.has("percdamp") ? "percdamp" : "damp", config.damping.percdamp);
-    config.block_size = options.integer("block-size", config.block_size);
+    const GptqConfig config = gptq_config(options, 4, "gptq");
     const GptqResult gptq = quantize_gptq(in.w, in.hessian(), config);
-    if (gptq.report.failed_factorizations > 0) {
-      std::cerr << "lowbit: gptq: H + " << config.damping.percdamp
-                << " * mean(diag H) was not positive definite; damping raised to " << gptq.report.percdamp;
-      if (gptq.report.diagonal_floor > 0) std::cerr << " with the diagonal floored at " << gptq.report.diagonal_floor;
-      std::cerr << " after " << gptq.report.failed_factorizations << " failed factorizations\n";
-    }
+    announce_damping("gptq", config, gptq.report);
     MethodResult result;
     result.q = gptq.dequantize();
     result.bits_per_weight = bits_per_weight(gptq.weights);
     add_uniform_tensors(result, gptq.weights);
     if (config.act_order) result.tensors.add_vector("perm", gptq.perm, io::Dtype::I32);
-    result.metadata = {{"bits", std::to_string(config.grid.bits)},
-                       {"group_size", std::to_string(config.group_size)},
-                       {"sym", format_bool(config.grid.sym)},
-                       {"mse", format_bool(config.grid.mse)},
-                       {"act_order", format_bool(config.act_order)},
-                       {"static_groups", format_bool(config.static_groups)},
-                       {"fresh_group_params", format_bool(config.fresh_group_params)},
-                       {"block_size", std::to_string(config.block_size)},
-                       {"calibration", in.h ? "H" : "X"},
-                       {"loss", format_double(gptq.report.loss)},
-                       {"damp_used", format_double(gptq.report.percdamp)},
-                       {"failed_factorizations", std::to_string(gptq.report.failed_factorizations)},
-                       {"dead_columns", std::to_string(gptq.report.dead_columns.size())}};
-    if (gptq.report.diagonal_floor > 0) result.metadata["diagonal_floor"] = format_double(gptq.report.diagonal_floor);
+    result.metadata = gptq_metadata(in, config, gptq.report);
     return result;
   };
   return m;

@@ -11,7 +11,7 @@ namespace lowbit::cli {
 
 const std::vector<Method>& all_methods() {
   static const std::vector<Method> methods{rtn_method(), absmax_method(), gptq_method(), awq_method(),
-                                           smoothquant_method()};
+                                           smoothquant_method(), tacq_method(), bpdq_method()};
   return methods;
 }
 

@@ -81,11 +81,22 @@ std::string format_bool(bool value);
 // The shortest decimal text that reads back as exactly `value`.
 std::string format_double(double value);
 
+// GPTQ's options, shared by the methods that run it (gptq, tacq; method_gptq.cpp):
+// the option names, the config they give, the damping-escalation notice on
+// stderr, and the metadata describing the run.
+std::vector<std::string> gptq_option_names();
+GptqConfig gptq_config(const Options& options, int default_bits, const std::string& method);
+void announce_damping(const std::string& method, const GptqConfig& config, const GptqReport& report);
+std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
+                                                 const GptqReport& report);
+
 // Method factories, one per source file.
 Method rtn_method();
 Method absmax_method();
 Method gptq_method();
 Method awq_method();
 Method smoothquant_method();
+Method tacq_method();
+Method bpdq_method();
 
 }  // namespace lowbit::cli

@@ -20,6 +20,8 @@
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/awq.hpp"
+#include "lowbit/quant/bpdq.hpp"
 #include "lowbit/quant/gptq.hpp"
 #include "lowbit/quant/rtn.hpp"
 #include "lowbit/quant/smoothquant.hpp"
+#include "lowbit/quant/tacq.hpp"

@@ -1,6 +1,6 @@
 // Column permutations shared by GPTQ act-order and BPDQ group-aware
-// reordering: the reference's sort order, inverse permutations, and applying
-// a permutation to weights (columns) and Hessians (rows and columns).
+// reordering (GAR): the reference's sort orders, inverse permutations, and
+// applying a permutation to weights (columns) and Hessians (rows and columns).
 #pragma once
 
 #include <algorithm>
@@ -36,6 +36,46 @@ inline Permutation act_order_permutation(const MatrixDRef& hessian) {
   std::vector<float> diag(static_cast<std::size_t>(hessian.rows()));
   for (Index i = 0; i < hessian.rows(); ++i) diag[static_cast<std::size_t>(i)] = static_cast<float>(hessian(i, i));
   return torch_argsort_descending(diag);
+}
+
+// Group-aware reordering (GAR, GPTQModel gar.py) as BPDQ runs it: columns
+// move only inside their group, so group membership never changes.
+struct GroupAwareOrder {
+  std::vector<Permutation> local;  // local[g][i]: offset in group g of its i-th column by descending diag(H)
+  Permutation groups;              // groups[i]: the original group processed i-th (global_perm)
+  Permutation columns;             // columns[i]: the original column processed i-th (final_perm)
+};
+
+// local: torch.sort(descending) of each group's float diagonal (not stable on
+// CPU: the same introsort as torch_argsort_descending); groups: a STABLE
+// descending argsort of each group's largest diagonal entry; columns: group
+// groups[i]'s local order, offset to its first column, for i = 0, 1, ...
+inline GroupAwareOrder group_aware_order(const MatrixDRef& hessian, Index group_size) {
+  const Index n = hessian.rows();
+  detail::require(n > 0 && hessian.cols() == n, "group_aware_order: H must be square and non-empty, got ",
+                  hessian.rows(), " x ", hessian.cols());
+  detail::require(group_size > 0 && n % group_size == 0, "group_aware_order: group_size ", group_size,
+                  " must be a positive divisor of in_features = ", n);
+  const Index groups = n / group_size;
+  GroupAwareOrder order;
+  std::vector<float> group_max(static_cast<std::size_t>(groups));
+  for (Index g = 0; g < groups; ++g) {
+    std::vector<float> diag(static_cast<std::size_t>(group_size));
+    for (Index i = 0; i < group_size; ++i)
+      diag[static_cast<std::size_t>(i)] = static_cast<float>(hessian(g * group_size + i, g * group_size + i));
+    order.local.push_back(torch_argsort_descending(diag));
+    group_max[static_cast<std::size_t>(g)] = diag[static_cast<std::size_t>(order.local.back()[0])];
+  }
+  order.groups.resize(static_cast<std::size_t>(groups));
+  for (std::size_t g = 0; g < order.groups.size(); ++g) order.groups[g] = static_cast<std::int32_t>(g);
+  std::stable_sort(order.groups.begin(), order.groups.end(), [&](std::int32_t a, std::int32_t b) {
+    return group_max[static_cast<std::size_t>(a)] > group_max[static_cast<std::size_t>(b)];
+  });
+  order.columns.reserve(static_cast<std::size_t>(n));
+  for (std::int32_t g : order.groups)
+    for (std::int32_t i : order.local[static_cast<std::size_t>(g)])
+      order.columns.push_back(static_cast<std::int32_t>(g * group_size + i));
+  return order;
 }
 
 inline Permutation inverse_permutation(const Permutation& perm) {

@@ -8,8 +8,8 @@ its pattern (the first matching rule applies); everything else (inputs stored
 once in inputs_*.safetensors, large intermediates) is dropped. Inputs a case
 holds itself (W, W2, X) are dropped only after checking that they equal the
 shared inputs file of its shape, which the case then names in `inputs_file`.
-A hoisted tensor that every matching case shares byte for byte (the GPTQ
-Hessian) is stored once in the case's inputs file under a new name; a case
+A hoisted tensor that every matching case shares byte for byte (the GPTQ and
+BPDQ Hessians) is stored once in the case's inputs file under a new name; a case
 without an inputs file keeps its own W and that tensor. Integer tensors whose values fit in 0..255 are stored as U8 (lossless).
 Metadata is kept, with a note of what was kept. Standard library only.
 """
@@ -26,7 +26,6 @@ SMOOTHQUANT_SMALL = ["scales", "act_scales", "ln_weight", "ln_bias", "ln_weight_
 RULES = [
     ("inputs_64x256.*", None),
     ("rtn_*", ["qint", "scale", "zero"]),
-    ("bpdq_*", ["B_packed", "c"]),
     ("gptq_*", ["qint", "scale", "zero", "g_idx", "perm"]),
     ("awq_*", ["scales", "clip_max_val", "q_scales", "q_zeros", "search_loss_history",
                "ln_weight_scaled", "ln_bias_scaled"]),
@@ -34,12 +33,17 @@ RULES = [
     # against the full directory.
     ("smoothquant_*_f64.*", SMOOTHQUANT_SMALL),
     ("smoothquant_*", SMOOTHQUANT_SMALL + ["W8_smoothed"]),
+    # BPDQ: the official payload (B_packed, c) and the intermediates the tests
+    # pin (8-bit init, first fit, kept rounds, GAR perms); B and Q follow from them.
+    ("bpdq_*", ["B_packed", "c", "c_init", "init_scale8", "init_zero8", "best_iter", "group_score",
+                "final_perm", "global_perm"]),
 ]
 SHARED_INPUTS = ["W", "W2", "X"]
 
 # file pattern -> (tensor, name in the inputs file)
 HOISTED = [
     ("gptq_*", "H", "H_gptq"),
+    ("bpdq_*", "H", "H_bpdq"),
 ]
 
 
