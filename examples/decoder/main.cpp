@@ -73,7 +73,7 @@ void study(const decoder::Model& loaded, const Options& o) {
   }
   const auto row = [&](const std::string& method, const std::string& bits, double bpw,
                        const Metrics& m, double speed) {
-    std::printf("| %-16s | %4s | %6.2f | %8.4f | %6.3f | %7.3f | %8.0f |\n", method.c_str(),
+    std::printf("| %-18s | %4s | %6.2f | %8.4f | %6.3f | %9.2f | %8.0f |\n", method.c_str(),
                 bits.c_str(), bpw, m.kl, m.top1, m.perplexity, speed);
     std::fflush(stdout);
     if (tsv) tsv << method << '\t' << bits << '\t' << bpw << '\t' << m.kl << '\t' << m.top1 << '\t'
@@ -82,8 +82,8 @@ void study(const decoder::Model& loaded, const Options& o) {
   std::printf("group size %d; calibration %zu x %zu tokens; evaluation %zu x %zu tokens\n\n",
               o.group_size, calibration.size(), calibration[0].size(), heldout.size(),
               heldout[0].size());
-  std::printf("| method           | bits | bits/w |       KL |  top-1 |    ppl  | tokens/s |\n"
-              "|------------------|------|--------|----------|--------|---------|----------|\n");
+  std::printf("| method             | bits | bits/w |       KL |  top-1 |       ppl | tokens/s |\n"
+              "|--------------------|------|--------|----------|--------|-----------|----------|\n");
   row("float", "32", 32.0, compare(reference, reference, heldout), tokens_per_second(model, 256));
   for (const std::string& method : o.methods) {
     const std::vector<int> widths = is_w8a8(method) ? std::vector<int>{8} : o.bits;

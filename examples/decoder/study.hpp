@@ -15,9 +15,11 @@
 #include <lowbit/core/channel_scaling.hpp>
 #include <lowbit/quant/absmax.hpp>
 #include <lowbit/quant/awq.hpp>
+#include <lowbit/quant/bpdq.hpp>
 #include <lowbit/quant/gptq.hpp>
 #include <lowbit/quant/rtn.hpp>
 #include <lowbit/quant/smoothquant.hpp>
+#include <lowbit/quant/tacq.hpp>
 #include <string>
 #include <vector>
 
@@ -126,6 +128,39 @@ inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
   return out;
 }
 
+// BPDQ with `bits` planes (the reference's defaults otherwise: GAR, 10
+// refinement rounds, damping 0.05).
+inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
+  const lowbit::MatrixD h = hessian(in.x);
+  lowbit::BpdqConfig config;
+  config.planes = in.spec.bits;
+  config.group_size = in.spec.group_size;
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    lowbit::BitPlaneWeights planes = lowbit::quantize_bpdq(*w, h, config).weights;
+    const double bits = lowbit::bits_per_weight(planes);
+    auto linear = std::make_shared<BitPlaneLinear>(lowbit::pack_bitplanes(planes));
+    out.push_back({std::move(linear), bits, {}, std::move(planes)});
+  }
+  return out;
+}
+
+// TACQ without gradients (a decoder cannot backpropagate here): the
+// activation-energy proxy G = diag(H) stands in for |gradient|, so this is
+// not the paper's method. 0.35% of each matrix stays in fp16.
+inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
+  const lowbit::MatrixD h = hessian(in.x);
+  lowbit::TacqConfig config;
+  config.gptq = gptq_config(in.spec);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    const lowbit::TacqResult r = lowbit::quantize_tacq_without_gradients(*w, h, config);
+    out.push_back({std::make_shared<BitPlaneLinear>(lowbit::pack_bitplanes(r.weights, r.outliers)),
+                   r.report.bits_per_weight, {}, {}});
+  }
+  return out;
+}
+
 // llm-awq's recipe: one scale search per group, no clipping search for q and
 // k (their product inside attention makes either's output error misleading).
 inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
@@ -177,6 +212,8 @@ inline const std::vector<MethodEntry>& methods() {
   static const std::vector<MethodEntry> table{
       {"rtn", rtn, false},
       {"gptq", gptq, false},
+      {"bpdq", bpdq, false},
+      {"tacq-gradient-free", tacq_gradient_free, false},
       {"awq", awq, false},
       {"absmax-w8a8", absmax_w8a8, true},
       {"smoothquant-w8a8", smoothquant_w8a8, true},
@@ -221,7 +258,7 @@ inline bool is_w8a8(const std::string& method) { return study_detail::method(met
 // The methods whose results are plain uniform / bit-plane linears (no input
 // scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
 inline const std::vector<std::string>& checkpoint_methods() {
-  static const std::vector<std::string> names{"rtn", "gptq"};
+  static const std::vector<std::string> names{"rtn", "gptq", "bpdq"};
   return names;
 }
 

@@ -118,6 +118,8 @@ int quantize_model_command(const std::vector<std::string>& args) {
                        for (const auto& m : decoder::checkpoint_methods()) s += (s.empty() ? "" : ", ") + m;
                        return s;
                      }());
+  if (format == "gptq" && spec.method == "bpdq")
+    throw UsageError("quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
   if (format == "bpdq" && spec.act_order)
     throw UsageError("quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
   const int sequences = o.integer("calibration", 32);
