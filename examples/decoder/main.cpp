@@ -1,61 +1,156 @@
-// lowbit_decoder: generates token ids from a llama2.c checkpoint with the
-// float decoder and reports the decoding speed.
+// lowbit_decoder: a LLaMA-style decoder for llama2.c checkpoints.
 //
 //   lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]
+//       generates token ids with the float decoder and reports the speed;
+//   lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]
+//                  [--group-size G] [--tsv FILE]
+//       the end-to-end quantization study (study.hpp): every method at every
+//       bit width it supports, one table (and the same rows as TSV for plots).
 //
-// There is no tokenizer: it prints token ids (1 is BOS).
+// There is no tokenizer: it works on token ids (1 is BOS).
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "evaluation.hpp"
 #include "llama.hpp"
+#include "study.hpp"
 
-int main(int argc, char** argv) {
-  const std::string usage =
-      "usage: lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]\n";
+namespace {
+
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Options {
   std::string path;
   int tokens = 256;
   float temperature = 0.8f;
   unsigned long long seed = 42;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (arg == "--tokens" && has_value)
-      tokens = std::atoi(argv[++i]);
-    else if (arg == "--temperature" && has_value)
-      temperature = std::strtof(argv[++i], nullptr);
-    else if (arg == "--seed" && has_value)
-      seed = std::strtoull(argv[++i], nullptr, 10);
-    else if (arg == "--help" || arg == "-h")
-      return std::cout << usage, 0;
-    else if (path.empty() && arg.rfind("--", 0) != 0)
-      path = arg;
-    else
-      return std::cerr << "lowbit_decoder: unexpected argument '" << arg << "'\n" << usage, 2;
+  bool study = false;
+  std::vector<std::string> methods = decoder::method_names();
+  std::vector<int> bits{2, 3, 4};
+  int group_size = 32;
+  std::string tsv;
+};
+
+void generate(const decoder::Model& model, const Options& o) {
+  decoder::Rng rng(o.seed);
+  const auto start = std::chrono::steady_clock::now();
+  const decoder::Sequence sequence = decoder::generate(model, o.tokens, o.temperature, rng);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int id : sequence) std::cout << id << ' ';
+  const double decoded = static_cast<double>(sequence.size() - 1);
+  std::cout << "\n"
+            << decoded << " tokens decoded in " << seconds * 1e3 << " ms: " << decoded / seconds
+            << " tokens/s (float, one token per step, KV cache)\n";
+}
+
+// GPTQ runs with act-order (desc_act), its better setting.
+// Calibration: 32 sequences of 64 tokens sampled at temperature 1 (seed 1);
+// evaluation: 32 other sequences of 128 tokens (seed 2). The hidden dimension
+// is padded to a multiple of 64 so every group size up to 64 divides it.
+void study(const decoder::Model& loaded, const Options& o) {
+  using namespace decoder;
+  const Model model = pad_hidden(loaded, 64);
+  const std::vector<Sequence> calibration = sample_sequences(model, 32, 64, 1.0f, 1);
+  const std::vector<Sequence> heldout = sample_sequences(model, 32, 128, 1.0f, 2);
+  const std::vector<MatrixF> reference = sequence_logits(model, heldout);
+  std::ofstream tsv;
+  if (!o.tsv.empty()) {
+    tsv.open(o.tsv);
+    require(bool(tsv), "--tsv: cannot write ", o.tsv);
+    tsv << "method\tbits\tbits_per_weight\tkl\ttop1\tperplexity\ttokens_per_s\n";
   }
-  if (path.empty()) return std::cerr << usage, 2;
+  const auto row = [&](const std::string& method, const std::string& bits, double bpw,
+                       const Metrics& m, double speed) {
+    std::printf("| %-18s | %4s | %6.2f | %8.4f | %6.3f | %9.2f | %8.0f |\n", method.c_str(),
+                bits.c_str(), bpw, m.kl, m.top1, m.perplexity, speed);
+    std::fflush(stdout);
+    if (tsv) tsv << method << '\t' << bits << '\t' << bpw << '\t' << m.kl << '\t' << m.top1 << '\t'
+                 << m.perplexity << '\t' << speed << '\n';
+  };
+  std::printf("group size %d; calibration %zu x %zu tokens; evaluation %zu x %zu tokens\n\n",
+              o.group_size, calibration.size(), calibration[0].size(), heldout.size(),
+              heldout[0].size());
+  std::printf("| method             | bits | bits/w |       KL |  top-1 |       ppl | tokens/s |\n"
+              "|--------------------|------|--------|----------|--------|-----------|----------|\n");
+  row("float", "32", 32.0, compare(reference, reference, heldout), tokens_per_second(model, 256));
+  for (const std::string& method : o.methods) {
+    const std::vector<int> widths = is_w8a8(method) ? std::vector<int>{8} : o.bits;
+    for (int bits : widths) {
+      const QuantizedModel q = quantize_model(model, calibration, {method, bits, o.group_size, true});
+      row(method, std::to_string(bits), q.bits_per_weight,
+          compare(reference, sequence_logits(q.model, heldout), heldout),
+          tokens_per_second(q.model, 256));
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string usage =
+      "usage: lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]\n"
+      "       lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
+      "                      [--group-size G] [--tsv FILE]\n";
+  Options o;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      const bool has_value = i + 1 < argc;
+      if (arg == "--tokens" && has_value)
+        o.tokens = std::atoi(argv[++i]);
+      else if (arg == "--temperature" && has_value)
+        o.temperature = std::strtof(argv[++i], nullptr);
+      else if (arg == "--seed" && has_value)
+        o.seed = std::strtoull(argv[++i], nullptr, 10);
+      else if (arg == "--study")
+        o.study = true;
+      else if (arg == "--methods" && has_value)
+        o.methods = split(argv[++i]);
+      else if (arg == "--bits" && has_value) {
+        o.bits.clear();
+        for (const std::string& b : split(argv[++i])) o.bits.push_back(std::stoi(b));
+      } else if (arg == "--group-size" && has_value)
+        o.group_size = std::stoi(argv[++i]);
+      else if (arg == "--tsv" && has_value)
+        o.tsv = argv[++i];
+      else if (arg == "--help" || arg == "-h")
+        return std::cout << usage, 0;
+      else if (o.path.empty() && arg.rfind("--", 0) != 0)
+        o.path = arg;
+      else
+        return std::cerr << "lowbit_decoder: unexpected argument '" << arg << "'\n" << usage, 2;
+    }
+  } catch (const std::exception&) {
+    return std::cerr << "lowbit_decoder: a numeric option has a non-numeric value\n" << usage, 2;
+  }
+  if (o.path.empty()) return std::cerr << usage, 2;
   // One token's products are far too small to split across threads (Eigen's
   // OpenMP GEMM would cost more than it saves); an engine parallelizes across
   // its own pool instead.
   Eigen::setNbThreads(1);
   try {
-    const decoder::Model model = decoder::load_llama2c(path);
+    for (const std::string& m : o.methods) decoder::is_w8a8(m);  // unknown names fail here
+    const decoder::Model model = decoder::load_llama2c(o.path);
     const decoder::Config& c = model.config;
-    std::cout << path << ": dim " << c.dim << ", hidden " << c.hidden_dim << ", layers "
+    std::cout << o.path << ": dim " << c.dim << ", hidden " << c.hidden_dim << ", layers "
               << c.n_layers << ", heads " << c.n_heads << " (" << c.n_kv_heads << " kv), vocab "
               << c.vocab_size << ", context " << c.seq_len << "\n";
-    decoder::Rng rng(seed);
-    const auto start = std::chrono::steady_clock::now();
-    const decoder::Sequence sequence = decoder::generate(model, tokens, temperature, rng);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (int id : sequence) std::cout << id << ' ';
-    const double decoded = static_cast<double>(sequence.size() - 1);
-    std::cout << "\n"
-              << decoded << " tokens decoded in " << seconds * 1e3 << " ms: " << decoded / seconds
-              << " tokens/s (float, one token per step, KV cache)\n";
+    if (o.study)
+      study(model, o);
+    else
+      generate(model, o);
   } catch (const lowbit::Error& e) {
     std::cerr << "lowbit_decoder: " << e.what() << "\n";
     return 1;

@@ -3,6 +3,7 @@
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
 //   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [--exact] [--threads N]
 //   lowbit demo [--size small|large] [--threads N]
+//   lowbit quantize-model --model CKPT.bin --out OUT.safetensors [options]
 //
 // Exit codes: 0 success, 1 failure (bad file, numerical error), 2 misuse
 // (unknown option, missing tensor, bad option value).
@@ -15,6 +16,7 @@
 #include "gemv.hpp"
 #include "methods.hpp"
 #include "options.hpp"
+#include "quantize_model.hpp"
 
 namespace lowbit::cli {
 namespace {
@@ -26,6 +28,8 @@ std::string help_text() {
          "  lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]\n"
          "  lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [--exact] [--threads N]\n"
          "  lowbit demo [--size small|large] [--threads N]\n"
+         "  lowbit quantize-model --model CKPT.bin --out OUT.safetensors [--method rtn|gptq|bpdq]\n"
+         "      [--bits B] [--group-size G] [--format gptq|bpdq] [--act-order] [--calibration N]\n"
          "  lowbit --help\n\n"
          "Input tensors (any float dtype), by name:\n"
          "  W          out x in weight (required)\n"
@@ -118,6 +122,7 @@ int run(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "quantize") return quantize(args);
+  if (command == "quantize-model") return quantize_model_command(args);
   if (command == "gemv") return run_gemv(Options(args, {"in", "x", "out", "exact", "threads"}, "gemv"));
   if (command == "demo") return run_demo(Options(args, {"size", "threads"}, "demo"));
   throw UsageError("unknown command '" + command + "' (see lowbit --help)");

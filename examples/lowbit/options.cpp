@@ -34,6 +34,10 @@ const std::vector<OptionSpec>& option_specs() {
       {"exact", "", "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"},
       {"threads", "N", "worker threads"},
       {"size", "NAME", "demo: layer size, small (default) or large"},
+      {"model", "FILE", "quantize-model: llama2.c checkpoint"},
+      {"method", "NAME", "quantize-model: rtn, gptq or bpdq (default gptq)"},
+      {"format", "NAME", "quantize-model: checkpoint format, gptq (default) or bpdq"},
+      {"calibration", "N", "quantize-model: calibration sequences of 64 tokens (default 32)"},
   };
   return specs;
 }
