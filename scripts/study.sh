@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-${LOWBIT_MODELS_DIR:-../shared/models}/stories260K.bin}
 [ -f "$model" ] || { echo "study.sh: model not found: $model" >&2; exit 1; }
-command -v gnuplot >/dev/null || apt-get install -y gnuplot-nox
+bash scripts/install-deps.sh gnuplot-nox
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build build/release --target lowbit_decoder -j"$(nproc)" >/dev/null
 tsv=build/release/study.tsv
