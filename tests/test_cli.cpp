@@ -5,16 +5,7 @@
 namespace lowbit {
 namespace {
 
-class Cli : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
-  test::TempDir dir;
-};
+class Cli : public test::ToolTest {};
 
 TEST_F(Cli, HelpDocumentsTheContract) {
   const test::CommandResult help = lowbit("--help");

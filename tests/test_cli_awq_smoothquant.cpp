@@ -6,16 +6,7 @@
 namespace lowbit {
 namespace {
 
-class CliAwqSmoothQuant : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
-  test::TempDir dir;
-};
+class CliAwqSmoothQuant : public test::ToolTest {};
 
 // The tool's input for a golden case, written in the case's dtype: W (and W2
 // for two linears), X, and the norm when the case has one.

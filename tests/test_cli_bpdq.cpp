@@ -16,14 +16,8 @@ std::string write_case_input(const io::SafetensorsReader& f, const std::string& 
   return path;
 }
 
-class CliBpdq : public ::testing::Test {
+class CliBpdq : public test::ToolTest {
  protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
   // One golden case through the tool, checked like the API's result.
   void check_case(const io::SafetensorsReader& f, const std::string& golden_dir) {
     const std::string in = write_case_input(f, golden_dir, dir.file("in.safetensors"));
@@ -51,7 +45,6 @@ class CliBpdq : public ::testing::Test {
     EXPECT_EQ(result.contains("final_perm"), test::meta_bool(f, "act_group_aware_GAR"));
     EXPECT_EQ(result.metadata_value("planes"), test::meta(f, "msbits"));
   }
-  test::TempDir dir;
 };
 
 TEST_F(CliBpdq, BundledGoldenCasesThroughTheTool) {

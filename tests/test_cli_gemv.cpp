@@ -9,14 +9,8 @@
 namespace lowbit {
 namespace {
 
-class CliGemv : public ::testing::Test {
+class CliGemv : public test::ToolTest {
  protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
   // Runs gemv and returns y.
   MatrixF gemv(const std::string& in, const std::string& x, const std::string& extra = "") const {
     const std::string out = dir.file("y.safetensors");
@@ -26,7 +20,6 @@ class CliGemv : public ::testing::Test {
   }
   std::string inputs() const { return test::bundled_golden_dir() + "/inputs_64x256.safetensors"; }
   void check_bpdq(const io::SafetensorsReader& f, const std::string& golden_dir) const;
-  test::TempDir dir;
 };
 
 double max_relative(const MatrixF& y, const MatrixD& reference) {

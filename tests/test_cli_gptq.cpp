@@ -6,18 +6,7 @@
 namespace lowbit {
 namespace {
 
-class CliGptq : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-
- public:
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
-  test::TempDir dir;
-};
+class CliGptq : public test::ToolTest {};
 
 // Runs `lowbit quantize gptq` on a golden case with the options its metadata
 // names and checks the reference's acceptance: qint, zero, g_idx and perm

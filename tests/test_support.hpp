@@ -177,6 +177,18 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// The fixture of tests that run the lowbit tool: skipped when it was not built.
+class ToolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
+  }
+
+ public:
+  CommandResult lowbit(const std::string& args) const { return run_command(*cli_path() + " " + args); }
+  TempDir dir;
+};
+
 // A real model file (see shared/models/README.md): in $LOWBIT_MODELS_DIR, else
 // in the CMake default (../shared/models beside the repository).
 inline std::optional<std::string> model_file(const std::string& name) {

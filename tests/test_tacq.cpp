@@ -391,14 +391,8 @@ TEST(Tacq, BeatsGptqAtTwoBitsOnTheGoldenInputs) {
 
 // ------------------------------------------------------------ lowbit quantize tacq
 
-class TacqCli : public ::testing::Test {
+class TacqCli : public test::ToolTest {
  protected:
-  void SetUp() override {
-    if (!test::cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
-  }
-  test::CommandResult lowbit(const std::string& args) const {
-    return test::run_command(*test::cli_path() + " " + args);
-  }
   // The golden W and X, plus G from the loss above.
   std::string write_inputs(bool with_g, const std::string& name = "in.safetensors") const {
     const io::SafetensorsReader inputs(test::bundled_golden_dir() + "/inputs_64x256.safetensors");
@@ -415,7 +409,6 @@ class TacqCli : public ::testing::Test {
     out.write(path);
     return path;
   }
-  test::TempDir dir;
 };
 
 TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {

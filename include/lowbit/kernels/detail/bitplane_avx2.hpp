@@ -225,43 +225,28 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
     for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 32 * h + 8 * i, acc[h][i]);
 }
 
-template <class Coeff>
-void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, Index row_end, float* y,
-                          Index ldy) {
-  constexpr int kTile = 4;  // tokens sharing one pass over a block's plane bytes
-  alignas(32) float out[kTile][kBlockRows];
-  for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
-    const std::uint8_t* group = l.data + static_cast<std::size_t>(block) * l.block_bytes;
-    const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
-    const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
-    for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
-      const Index n = std::min<Index>(kTile, tb.tokens - t0);
-      if (tb.type == TableType::f32) {
-        for (Index t = 0; t < n; ++t) block_f32<Coeff>(l, tb, group, t0 + t, out[t]);
-      } else {
-        switch (n) {
-          case 1: block_int8<Coeff, 1>(l, tb, group, t0, out); break;
-          case 2: block_int8<Coeff, 2>(l, tb, group, t0, out); break;
-          case 3: block_int8<Coeff, 3>(l, tb, group, t0, out); break;
-          default: block_int8<Coeff, 4>(l, tb, group, t0, out); break;
-        }
-      }
-      for (Index t = 0; t < n; ++t)
-        std::copy(out[t] + first, out[t] + last, y + (t0 + t) * ldy + block * kBlockRows + first);
-    }
-  }
-}
-
 struct Kernels {
+  using F16 = CoeffF16;
+  using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {
     return bitplane_avx2::table_entries(x, chunks, out);
   }
   static void quantize_tables(const float* e, Index chunks, float inv, std::int8_t* out) noexcept {
     bitplane_avx2::quantize_tables(e, chunks, inv, out);
   }
+  // Whole blocks: the rows outside [first, last) cost nothing extra here.
+  template <class Coeff>
+  static void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index, Index,
+                        Index token, float* out) noexcept {
+    bitplane_avx2::block_f32<Coeff>(l, tb, group, token, out);
+  }
+  template <class Coeff, int T>
+  static void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index, Index,
+                         Index t0, float (*out)[kBlockRows]) noexcept {
+    bitplane_avx2::block_int8<Coeff, T>(l, tb, group, t0, out);
+  }
   static void multiply_blocks(const Layout& l, const Tables& t, Index r0, Index r1, float* y, Index ldy) noexcept {
-    if (l.coefficients == CoefficientStorage::f16) multiply_blocks_with<CoeffF16>(l, t, r0, r1, y, ldy);
-    else multiply_blocks_with<CoeffF32>(l, t, r0, r1, y, ldy);
+    bitplane::multiply_blocks<Kernels>(l, t, r0, r1, y, ldy);
   }
 };
 

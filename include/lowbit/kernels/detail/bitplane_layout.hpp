@@ -38,6 +38,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -124,6 +125,50 @@ struct Tables {
   const float* x = nullptr;          // [token][packed column]: the gathered activations
   Index padded_cols = 0;
 };
+
+// The block loop every SIMD kernel shares: for each block of kBlockRows rows,
+// tokens in tiles of up to 4 (one pass over the block's plane bytes per tile),
+// then the requested rows copied out. Isa provides the coefficient readers
+// Isa::F16 and Isa::F32 and two block kernels that compute at least rows
+// [first, last) of a block (they may compute all of it):
+//   Isa::block_f32<Coeff>(l, tb, group, first, last, token, out[kBlockRows])
+//   Isa::block_int8<Coeff, T>(l, tb, group, first, last, t0, out[T][kBlockRows])
+template <class Isa, class Coeff>
+void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, Index row_end, float* y,
+                          Index ldy) noexcept {
+  constexpr int kTile = 4;
+  alignas(64) float out[kTile][kBlockRows];
+  for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
+    const std::uint8_t* group = l.data + static_cast<std::size_t>(block) * l.block_bytes;
+    const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
+    const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
+    for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
+      const Index n = std::min<Index>(kTile, tb.tokens - t0);
+      if (tb.type == TableType::f32) {
+        for (Index t = 0; t < n; ++t)
+          Isa::template block_f32<Coeff>(l, tb, group, first, last, t0 + t, out[t]);
+      } else {
+        switch (n) {
+          case 1: Isa::template block_int8<Coeff, 1>(l, tb, group, first, last, t0, out); break;
+          case 2: Isa::template block_int8<Coeff, 2>(l, tb, group, first, last, t0, out); break;
+          case 3: Isa::template block_int8<Coeff, 3>(l, tb, group, first, last, t0, out); break;
+          default: Isa::template block_int8<Coeff, 4>(l, tb, group, first, last, t0, out); break;
+        }
+      }
+      for (Index t = 0; t < n; ++t)
+        std::copy(out[t] + first, out[t] + last, y + (t0 + t) * ldy + block * kBlockRows + first);
+    }
+  }
+}
+
+template <class Isa>
+void multiply_blocks(const Layout& l, const Tables& tb, Index row_begin, Index row_end, float* y,
+                     Index ldy) noexcept {
+  if (l.coefficients == CoefficientStorage::f16)
+    multiply_blocks_with<Isa, typename Isa::F16>(l, tb, row_begin, row_end, y, ldy);
+  else
+    multiply_blocks_with<Isa, typename Isa::F32>(l, tb, row_begin, row_end, y, ldy);
+}
 
 // Fused multiply-add when the hardware has it (every SIMD build does, and
 // the SIMD kernels use it), so the scalar reference rounds exactly as they do.
