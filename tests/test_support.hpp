@@ -81,6 +81,12 @@ void for_each_golden(const std::string& prefix, bool full, Check check) {
   }
 }
 
+// One bundled golden case, e.g. golden_case("gptq_w3_g64_asym_act"): the tool
+// proves its plumbing on one case per method (the library tests run them all).
+inline io::SafetensorsReader golden_case(const std::string& name) {
+  return io::SafetensorsReader(bundled_golden_dir() + "/" + name + ".safetensors");
+}
+
 inline std::string meta(const io::SafetensorsReader& f, const std::string& key) {
   const std::optional<std::string> v = f.metadata_value(key);
   if (!v) throw Error(f.source() + ": metadata '" + key + "' missing");
@@ -111,8 +117,10 @@ template <class Scalar>
 MatrixT<Scalar> golden_tensor(const io::SafetensorsReader& f, const std::string& dir,
                               const std::string& name) {
   if (f.contains(name)) {
-    if constexpr (std::is_same_v<Scalar, double>) return f.matrix_d(name);
-    else return f.matrix(name);
+    if constexpr (std::is_same_v<Scalar, double>)
+      return f.matrix_d(name);
+    else
+      return f.matrix(name);
   }
   return golden_input(f, dir, name).template cast<Scalar>();
 }
@@ -185,7 +193,9 @@ class ToolTest : public ::testing::Test {
   }
 
  public:
-  CommandResult lowbit(const std::string& args) const { return run_command(*cli_path() + " " + args); }
+  CommandResult lowbit(const std::string& args) const {
+    return run_command(*cli_path() + " " + args);
+  }
   TempDir dir;
 };
 

@@ -1,114 +1,22 @@
-// Around the decoder, what an end-to-end quantization study needs: token
-// sequences sampled from a model with a fixed seed (there is no tokenizer: we
-// work on token ids), the residual stream of those sequences layer by layer
-// for sequential calibration, and the metrics of a candidate model against a
-// reference on held-out sequences.
+// What the end-to-end study measures of a candidate model against a reference
+// on held-out sequences (sampled by the reference: there is no tokenizer):
+// next-token KL divergence, top-1 agreement, perplexity, and decoding speed.
 #pragma once
 
-#include <cstdint>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <lowbit/model/sequences.hpp>
 #include <vector>
-
-#include "llama.hpp"
 
 namespace decoder {
 
-constexpr int kBos = 1;  // llama2.c's beginning-of-sequence token
-using Sequence = std::vector<int>;
-
-// xorshift64*: the same stream on every platform (std:: distributions are
-// implementation-defined), like llama2.c's sampler.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed ? seed : 0x9E3779B97F4A7C15ull) {}
-  std::uint32_t next() {
-    state_ ^= state_ >> 12;
-    state_ ^= state_ << 25;
-    state_ ^= state_ >> 27;
-    return static_cast<std::uint32_t>((state_ * 0x2545F4914F6CDD1Dull) >> 32);
-  }
-  float uniform() { return static_cast<float>(next() >> 8) / 16777216.0f; }  // [0, 1)
-
- private:
-  std::uint64_t state_;
-};
-
-// The argmax at temperature 0, else a draw from softmax(logits / temperature).
-inline int sample_token(const Eigen::Ref<const VectorF>& logits, float temperature, Rng& rng) {
-  Index best = 0;
-  if (temperature <= 0.0f) {
-    logits.maxCoeff(&best);
-    return static_cast<int>(best);
-  }
-  const VectorF weights = ((logits.array() - logits.maxCoeff()) / temperature).exp();
-  const float target = rng.uniform() * weights.sum();
-  float cumulative = 0.0f;
-  for (Index i = 0; i < weights.size(); ++i) {
-    cumulative += weights(i);
-    if (target < cumulative) return static_cast<int>(i);
-  }
-  return static_cast<int>(weights.size() - 1);  // target within rounding of the total
-}
-
-// BOS, then length - 1 tokens decoded one at a time through the KV cache.
-// Sequences run across story boundaries (a sampled BOS) rather than stopping,
-// so every sequence has the same length.
-inline Sequence generate(const Model& m, int length, float temperature, Rng& rng) {
-  require(length >= 1 && length <= m.config.seq_len, "generate: length must be 1..",
-          m.config.seq_len, ", got ", length);
-  KvCache cache(m.config);
-  Sequence tokens{kBos};
-  while (static_cast<int>(tokens.size()) < length) {
-    const MatrixF next = forward(m, cache, {tokens.back()});
-    tokens.push_back(sample_token(next.row(0).transpose(), temperature, rng));
-  }
-  return tokens;
-}
-
-inline std::vector<Sequence> sample_sequences(const Model& m, int count, int length,
-                                              float temperature, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<Sequence> sequences;
-  for (int i = 0; i < count; ++i) sequences.push_back(generate(m, length, temperature, rng));
-  return sequences;
-}
-
-// Sequential calibration. States are the residual stream of each sequence
-// (tokens x dim) entering a layer. run_layer_on_sequences runs layer l of `m`
-// over them in place, so they become layer l + 1's inputs, and reports the
-// input of every linear to `observe`. To quantize layer by layer, feeding each
-// layer the outputs of the already-quantized ones (GPTQ's llama.py):
-//   states = embed_sequences(model, calibration);
-//   for l: run_layer_on_sequences(model, l, copy of states, collect statistics);
-//          replace model.layers[l].linears with quantized ones;
-//          run_layer_on_sequences(model, l, states);
-inline std::vector<MatrixF> embed_sequences(const Model& m,
-                                            const std::vector<Sequence>& sequences) {
-  std::vector<MatrixF> states;
-  for (const Sequence& s : sequences) states.push_back(embed(m, s));
-  return states;
-}
-
-inline void run_layer_on_sequences(const Model& m, int l, std::vector<MatrixF>& states,
-                                   const LinearObserver& observe = {}) {
-  for (MatrixF& x : states) {
-    MatrixF keys(x.rows(), m.config.kv_dim()), values(x.rows(), m.config.kv_dim());
-    run_layer(m, l, x, keys, values, 0, observe);
-  }
-}
-
-// Logits of every prefix of every sequence: row t predicts token t + 1
-// ((length - 1) x vocab per sequence). Compute the reference's once and
-// compare each candidate against them.
-inline std::vector<MatrixF> sequence_logits(const Model& m,
-                                            const std::vector<Sequence>& sequences) {
-  std::vector<MatrixF> out;
-  for (const Sequence& s : sequences) {
-    require(s.size() >= 2, "sequence_logits: a sequence needs at least 2 tokens");
-    KvCache cache(m.config);
-    out.push_back(forward(m, cache, Sequence(s.begin(), s.end() - 1)));
-  }
-  return out;
-}
+using lowbit::Index;
+using lowbit::MatrixF;
+using lowbit::VectorF;
+using lowbit::detail::require;
+using lowbit::model::Model;
+using lowbit::model::Sequence;
 
 struct Metrics {
   double kl = 0.0;          // mean KL(reference || candidate) of the next-token distributions, nats
@@ -123,6 +31,7 @@ inline Eigen::VectorXd log_softmax(const Eigen::Ref<const VectorF>& logits) {
   return z.array() - std::log(z.array().exp().sum());
 }
 
+// reference and candidate: sequence_logits of the two models on `sequences`.
 inline Metrics compare(const std::vector<MatrixF>& reference, const std::vector<MatrixF>& candidate,
                        const std::vector<Sequence>& sequences) {
   require(reference.size() == sequences.size() && candidate.size() == sequences.size(),
@@ -156,6 +65,16 @@ inline Metrics compare(const std::vector<MatrixF>& reference, const std::vector<
   m.entropy /= n;
   m.perplexity = std::exp(nll / n);
   return m;
+}
+
+// Greedy decoding speed of a model, one token per step through the KV cache.
+inline double tokens_per_second(const Model& m, int tokens) {
+  lowbit::model::Rng rng(1);
+  const auto start = std::chrono::steady_clock::now();
+  const Sequence s = lowbit::model::generate(m, tokens, 0.0f, rng);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return static_cast<double>(s.size() - 1) / seconds;
 }
 
 }  // namespace decoder

@@ -4,10 +4,13 @@
 //       generates token ids with the float decoder and reports the speed;
 //   lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]
 //                  [--group-size G] [--tsv FILE]
-//       the end-to-end quantization study (study.hpp): every method at every
-//       bit width it supports, one table (and the same rows as TSV for plots).
+//       the end-to-end quantization study: every method at every bit width it
+//       supports, one table (and the same rows as TSV for plots).
 //
-// There is no tokenizer: it works on token ids (1 is BOS).
+// The model, its forward pass and the sequential quantization are the
+// library's (lowbit/model/); this program adds sampling from the command line
+// and the study's metrics (evaluation.hpp). There is no tokenizer: it works on
+// token ids (1 is BOS).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,9 +19,10 @@
 #include <sstream>
 #include <string>
 
+#include <lowbit/model/llama2c.hpp>
+#include <lowbit/model/sequential_quantization.hpp>
+
 #include "evaluation.hpp"
-#include "llama.hpp"
-#include "study.hpp"
 
 namespace {
 
@@ -36,16 +40,17 @@ struct Options {
   float temperature = 0.8f;
   unsigned long long seed = 42;
   bool study = false;
-  std::vector<std::string> methods = decoder::method_names();
+  std::vector<std::string> methods = lowbit::model::method_names();
   std::vector<int> bits{2, 3, 4};
   int group_size = 32;
   std::string tsv;
 };
 
-void generate(const decoder::Model& model, const Options& o) {
-  decoder::Rng rng(o.seed);
+void generate(const lowbit::model::Model& model, const Options& o) {
+  lowbit::model::Rng rng(o.seed);
   const auto start = std::chrono::steady_clock::now();
-  const decoder::Sequence sequence = decoder::generate(model, o.tokens, o.temperature, rng);
+  const lowbit::model::Sequence sequence =
+      lowbit::model::generate(model, o.tokens, o.temperature, rng);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (int id : sequence) std::cout << id << ' ';
@@ -59,8 +64,9 @@ void generate(const decoder::Model& model, const Options& o) {
 // Calibration: 32 sequences of 64 tokens sampled at temperature 1 (seed 1);
 // evaluation: 32 other sequences of 128 tokens (seed 2). The hidden dimension
 // is padded to a multiple of 64 so every group size up to 64 divides it.
-void study(const decoder::Model& loaded, const Options& o) {
+void study(const lowbit::model::Model& loaded, const Options& o) {
   using namespace decoder;
+  using namespace lowbit::model;
   const Model model = pad_hidden(loaded, 64);
   const std::vector<Sequence> calibration = sample_sequences(model, 32, 64, 1.0f, 1);
   const std::vector<Sequence> heldout = sample_sequences(model, 32, 128, 1.0f, 2);
@@ -76,19 +82,22 @@ void study(const decoder::Model& loaded, const Options& o) {
     std::printf("| %-18s | %4s | %6.2f | %8.4f | %6.3f | %9.2f | %8.0f |\n", method.c_str(),
                 bits.c_str(), bpw, m.kl, m.top1, m.perplexity, speed);
     std::fflush(stdout);
-    if (tsv) tsv << method << '\t' << bits << '\t' << bpw << '\t' << m.kl << '\t' << m.top1 << '\t'
-                 << m.perplexity << '\t' << speed << '\n';
+    if (tsv)
+      tsv << method << '\t' << bits << '\t' << bpw << '\t' << m.kl << '\t' << m.top1 << '\t'
+          << m.perplexity << '\t' << speed << '\n';
   };
   std::printf("group size %d; calibration %zu x %zu tokens; evaluation %zu x %zu tokens\n\n",
               o.group_size, calibration.size(), calibration[0].size(), heldout.size(),
               heldout[0].size());
-  std::printf("| method             | bits | bits/w |       KL |  top-1 |       ppl | tokens/s |\n"
-              "|--------------------|------|--------|----------|--------|-----------|----------|\n");
+  std::printf(
+      "| method             | bits | bits/w |       KL |  top-1 |       ppl | tokens/s |\n"
+      "|--------------------|------|--------|----------|--------|-----------|----------|\n");
   row("float", "32", 32.0, compare(reference, reference, heldout), tokens_per_second(model, 256));
   for (const std::string& method : o.methods) {
     const std::vector<int> widths = is_w8a8(method) ? std::vector<int>{8} : o.bits;
     for (int bits : widths) {
-      const QuantizedModel q = quantize_model(model, calibration, {method, bits, o.group_size, true});
+      const QuantizedModel q =
+          quantize_model(model, calibration, {method, bits, o.group_size, true});
       row(method, std::to_string(bits), q.bits_per_weight,
           compare(reference, sequence_logits(q.model, heldout), heldout),
           tokens_per_second(q.model, 256));
@@ -141,9 +150,9 @@ int main(int argc, char** argv) {
   // its own pool instead.
   Eigen::setNbThreads(1);
   try {
-    for (const std::string& m : o.methods) decoder::is_w8a8(m);  // unknown names fail here
-    const decoder::Model model = decoder::load_llama2c(o.path);
-    const decoder::Config& c = model.config;
+    for (const std::string& m : o.methods) lowbit::model::is_w8a8(m);  // unknown names fail here
+    const lowbit::model::Model model = lowbit::model::load_llama2c(o.path);
+    const lowbit::model::Config& c = model.config;
     std::cout << o.path << ": dim " << c.dim << ", hidden " << c.hidden_dim << ", layers "
               << c.n_layers << ", heads " << c.n_heads << " (" << c.n_kv_heads << " kv), vocab "
               << c.vocab_size << ", context " << c.seq_len << "\n";

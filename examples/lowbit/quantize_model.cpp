@@ -12,10 +12,12 @@
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
+#include <lowbit/model/llama2c.hpp>
+#include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
 
+#include "methods.hpp"
 #include "options.hpp"
-#include "study.hpp"
 
 namespace lowbit::cli {
 namespace {
@@ -24,11 +26,10 @@ std::atomic<bool> interrupted{false};
 extern "C" void on_interrupt(int) { interrupted = true; }
 
 // Names as in Meta's LLaMA checkpoints (llama2.c's export.py reads these).
-std::string linear_name(int layer, decoder::LinearKind kind) {
-  const std::string block = decoder::index(kind) <= decoder::index(decoder::LinearKind::wo)
-                                ? ".attention."
-                                : ".feed_forward.";
-  return "layers." + std::to_string(layer) + block + decoder::name(kind);
+std::string linear_name(int layer, model::LinearKind kind) {
+  const std::string block =
+      model::index(kind) <= model::index(model::LinearKind::wo) ? ".attention." : ".feed_forward.";
+  return "layers." + std::to_string(layer) + block + model::name(kind);
 }
 
 // One line per step when stderr is not a terminal; a redrawn bar when it is.
@@ -47,8 +48,8 @@ class Progress {
                     std::string(static_cast<std::size_t>(width - filled), '.').c_str(),
                     100 * done_ / total_, what.c_str(), left);
     } else {
-      std::snprintf(line, sizeof line, "[%d/%d] %s (%.1fs elapsed, %.1fs left)\n", done_ + 1, total_,
-                    what.c_str(), elapsed, left);
+      std::snprintf(line, sizeof line, "[%d/%d] %s (%.1fs elapsed, %.1fs left)\n", done_ + 1,
+                    total_, what.c_str(), elapsed, left);
     }
     std::cerr << line << std::flush;
     ++done_;
@@ -81,7 +82,7 @@ void write_atomically(const std::string& path, const std::string& text) {
   std::filesystem::rename(tmp, path);
 }
 
-std::string config_json(const decoder::Config& c, int original_hidden, const decoder::QuantSpec& s,
+std::string config_json(const model::Config& c, int original_hidden, const model::QuantSpec& s,
                         const std::string& format, double bits_per_weight) {
   std::ostringstream j;
   j << "{\n  \"quant_method\": \"" << format << "\",\n  \"quantizer\": \"" << s.method
@@ -95,83 +96,119 @@ std::string config_json(const decoder::Config& c, int original_hidden, const dec
   return j.str();
 }
 
-}  // namespace
+// The command line, checked before the model is loaded.
+struct ModelJob {
+  std::string model, out, format;
+  model::QuantSpec spec;
+  int sequences = 0;
+};
 
-// lowbit quantize-model --model CKPT.bin --method M --bits B --group-size G
-//                       --format gptq|bpdq --out OUT.safetensors [--act-order]
-//                       [--calibration N] [--threads N]
-int quantize_model_command(const std::vector<std::string>& args) {
-  const Options o(args,
-                  {"model", "method", "bits", "group-size", "format", "out", "act-order",
-                   "calibration", "threads"},
-                  "quantize-model");
-  const std::string format = o.text("format", "gptq");
-  if (format != "gptq" && format != "bpdq")
-    throw UsageError("quantize-model: --format must be gptq or bpdq, got '" + format + "'");
-  const decoder::QuantSpec spec{o.text("method", "gptq"), o.integer("bits", 4),
-                                o.integer("group-size", 32), o.flag("act-order")};
-  if (std::find(decoder::checkpoint_methods().begin(), decoder::checkpoint_methods().end(),
-                spec.method) == decoder::checkpoint_methods().end())
-    throw UsageError("quantize-model: --method '" + spec.method +
-                     "' has no plain checkpoint form; use one of: " +
-                     [] {
-                       std::string s;
-                       for (const auto& m : decoder::checkpoint_methods()) s += (s.empty() ? "" : ", ") + m;
-                       return s;
-                     }());
-  if (format == "gptq" && spec.method == "bpdq")
-    throw UsageError("quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
-  if (format == "bpdq" && spec.act_order)
-    throw UsageError("quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
-  const int sequences = o.integer("calibration", 32);
-  if (sequences < 1) throw UsageError("quantize-model: --calibration must be >= 1");
-  const std::string out_path = o.text("out");
-  Eigen::setNbThreads(1);
+ModelJob parse_job(const Options& o) {
+  ModelJob job{o.text("model"),
+               o.text("out"),
+               o.text("format"),
+               {o.text("method"), o.integer("bits"), o.integer("group-size"), o.flag("act-order")},
+               o.integer("calibration")};
+  if (job.format != "gptq" && job.format != "bpdq")
+    throw UsageError("quantize-model: --format must be gptq or bpdq, got '" + job.format + "'");
+  const std::vector<std::string>& methods = model::checkpoint_methods();
+  if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
+    std::string known;
+    for (const std::string& m : methods) known += (known.empty() ? "" : ", ") + m;
+    throw UsageError("quantize-model: --method '" + job.spec.method +
+                     "' has no plain checkpoint form; use one of: " + known);
+  }
+  if (job.format == "gptq" && job.spec.method == "bpdq")
+    throw UsageError(
+        "quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
+  if (job.format == "bpdq" && job.spec.act_order)
+    throw UsageError(
+        "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
+  if (job.sequences < 1) throw UsageError("quantize-model: --calibration must be >= 1");
+  return job;
+}
 
-  const decoder::Model loaded = decoder::load_llama2c(o.text("model"));
-  const decoder::Model model = decoder::pad_hidden(loaded, 64);
-  const std::vector<decoder::Sequence> calibration =
-      decoder::sample_sequences(model, sequences, 64, 1.0f, 1);
+void add_vector(io::SafetensorsWriter& out, const std::string& name, const VectorF& v) {
+  out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
+}
+
+// Quantizes the model one layer at a time: its linears are written as they
+// are quantized, its norms (which the checkpoint methods leave alone) at the end.
+double quantize_layers(const model::Model& padded, const ModelJob& job,
+                       io::SafetensorsWriter& out) {
+  model::SequentialQuantizer quantizer(
+      padded.config,
+      model::embed_sequences(padded, model::sample_sequences(padded, job.sequences, 64, 1.0f, 1)),
+      job.spec);
+  Progress progress(padded.config.n_layers * static_cast<int>(model::linear_groups().size()));
+  std::vector<std::pair<VectorF, VectorF>> norms;  // attention and MLP norm per layer
+  for (const model::Layer& layer : padded.layers) {
+    const model::Layer quantized = quantizer.quantize_next(
+        layer,
+        [&](int l, const std::string& names) {
+          if (interrupted) detail::fail("interrupted: nothing was written");
+          progress.step("layer " + std::to_string(l) + " " + names);
+        },
+        [&](int l, model::LinearKind kind, const model::QuantizedLinear& r) {
+          if (job.format == "gptq")
+            io::add_gptq_linear(out, linear_name(l, kind), *r.uniform);
+          else
+            io::add_bpdq_linear(out, linear_name(l, kind), *r.planes, io::Dtype::F16);
+        });
+    norms.emplace_back(quantized.attention_norm, quantized.ffn_norm);
+  }
+  progress.finish();
+  for (std::size_t l = 0; l < norms.size(); ++l) {
+    const std::string prefix = "layers." + std::to_string(l);
+    add_vector(out, prefix + ".attention_norm.weight", norms[l].first);
+    add_vector(out, prefix + ".ffn_norm.weight", norms[l].second);
+  }
+  return quantizer.bits_per_weight();
+}
+
+int run_quantize_model(const Options& options) {
+  const ModelJob job = parse_job(options);
+  // Decoding-size products and small layers: more threads cost more than they
+  // save unless asked for (the results are the same for any thread count).
+  apply_threads(options);
+  const model::Model loaded = model::load_llama2c(job.model);
+  const model::Model padded = model::pad_hidden(loaded, 64);
 
   io::SafetensorsWriter out;
-  out.add_matrix("tok_embeddings.weight", model.token_embedding);
-  out.add_vector("norm.weight", std::vector<float>(model.final_norm.data(), model.final_norm.data() + model.final_norm.size()), io::Dtype::F32);
-  Progress progress(model.config.n_layers * static_cast<int>(decoder::linear_groups().size()));
+  out.add_matrix("tok_embeddings.weight", padded.token_embedding);
+  if (padded.classifier.size() != 0) out.add_matrix("output.weight", padded.classifier);
+  add_vector(out, "norm.weight", padded.final_norm);
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
-  const decoder::QuantizedModel q = decoder::quantize_model(
-      model, calibration, spec,
-      [&](int layer, const std::string& names) {
-        if (interrupted) detail::fail("interrupted: nothing was written");
-        progress.step("layer " + std::to_string(layer) + " " + names);
-      },
-      [&](int layer, decoder::LinearKind kind, const decoder::QuantizedLinear& r) {
-        const std::string name = linear_name(layer, kind);
-        if (format == "gptq")
-          io::add_gptq_linear(out, name, *r.uniform);
-        else
-          io::add_bpdq_linear(out, name, *r.planes, io::Dtype::F16);
-      });
-  progress.finish();
-  for (int l = 0; l < model.config.n_layers; ++l) {
-    const decoder::Layer& layer = q.model.layers[static_cast<std::size_t>(l)];
-    const std::string prefix = "layers." + std::to_string(l);
-    for (const auto& [name, norm] : {std::pair{".attention_norm.weight", &layer.attention_norm},
-                                     std::pair{".ffn_norm.weight", &layer.ffn_norm}})
-      out.add_vector(prefix + name, std::vector<float>(norm->data(), norm->data() + norm->size()),
-                     io::Dtype::F32);
-  }
+  const double bits_per_weight = quantize_layers(padded, job, out);
   const std::string config =
-      config_json(model.config, loaded.config.hidden_dim, spec, format, q.bits_per_weight);
+      config_json(padded.config, loaded.config.hidden_dim, job.spec, job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
   if (interrupted) detail::fail("interrupted: nothing was written");
-  out.write(out_path);  // a temporary file, then a rename
-  std::filesystem::path json_path(out_path);
+  out.write(job.out);  // a temporary file, then a rename
+  std::filesystem::path json_path(job.out);
   json_path.replace_extension(".quantize_config.json");
   write_atomically(json_path.string(), config);
-  std::cerr << "wrote " << out_path << " and " << json_path.string() << " (" << q.bits_per_weight
+  std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
   return 0;
+}
+
+}  // namespace
+
+Command quantize_model_command() {
+  return {"quantize-model",
+          "every linear of a llama2.c checkpoint quantized sequentially (each layer calibrated\n"
+          "on the outputs of the quantized layers before it, with --calibration sequences of 64\n"
+          "tokens the model samples itself) and written as one safetensors checkpoint in the\n"
+          "GPTQ v1 or the BPDQ format, with quantization_config in its metadata and beside it\n"
+          "(OUT.quantize_config.json). The hidden dimension is padded with zero units to a\n"
+          "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
+          "bit-plane linear.",
+          {required_option("model"), required_option("out"), option("method", "gptq"),
+           option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
+           option("act-order"), option("calibration", "32"), option("threads", "1")},
+          run_quantize_model};
 }
 
 }  // namespace lowbit::cli

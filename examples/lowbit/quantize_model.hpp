@@ -1,13 +1,12 @@
 // lowbit quantize-model: every linear of a llama2.c checkpoint, quantized
-// sequentially (examples/decoder/study.hpp) and written as one safetensors
+// sequentially (lowbit/model/sequential_quantization.hpp) and written as one safetensors
 // checkpoint in the GPTQ (v1) or BPDQ format, with a quantize_config JSON.
 #pragma once
 
-#include <string>
-#include <vector>
+#include "options.hpp"
 
 namespace lowbit::cli {
 
-int quantize_model_command(const std::vector<std::string>& args);
+Command quantize_model_command();
 
 }  // namespace lowbit::cli

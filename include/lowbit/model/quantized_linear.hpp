@@ -1,6 +1,6 @@
-// Quantized implementations of decoder::Linear: how an engine plugs lowbit's
-// kernels in. Weights are packed once, in the constructor; apply() reuses
-// scratch space owned by the layer (the decoder calls it from one thread).
+// Quantized implementations of Linear: how an engine plugs lowbit's kernels
+// into a model. Weights are packed once, in the constructor; apply() reuses
+// scratch space owned by the layer (the forward pass calls it from one thread).
 //
 //   BitPlaneLinear: every 1..8-bit result (RTN, GPTQ, AWQ, BPDQ, TACQ with its
 //                   sparse part) through the bit-plane lookup-table kernel.
@@ -8,58 +8,56 @@
 //                   activations per token, integer products.
 #pragma once
 
-#include <lowbit/core/int8_weights.hpp>
-#include <lowbit/kernels/bitplane_lut_gemm.hpp>
-#include <lowbit/kernels/int8_gemm.hpp>
 #include <utility>
 
-#include "llama.hpp"
+#include "lowbit/core/int8_weights.hpp"
+#include "lowbit/kernels/bitplane_lut_gemm.hpp"
+#include "lowbit/kernels/int8_gemm.hpp"
+#include "lowbit/model/linear.hpp"
 
-namespace decoder {
+namespace lowbit::model {
 
 class BitPlaneLinear final : public Linear {
  public:
   // input_divisor: AWQ's per-channel scales s, when the weights act on x / s
   // (an engine folds 1/s into the preceding norm; a Linear cannot reach it).
-  explicit BitPlaneLinear(lowbit::PackedBitplanes packed, VectorF input_divisor = VectorF())
+  explicit BitPlaneLinear(PackedBitplanes packed, VectorF input_divisor = VectorF())
       : packed_(std::move(packed)), context_(packed_, kMaxTokens) {
-    require(input_divisor.size() == 0 || input_divisor.size() == packed_.cols(),
-            "BitPlaneLinear: input_divisor has ", input_divisor.size(), " entries, expected ",
-            packed_.cols());
+    lowbit::detail::require(input_divisor.size() == 0 || input_divisor.size() == packed_.cols(),
+                            "BitPlaneLinear: input_divisor has ", input_divisor.size(),
+                            " entries, expected ", packed_.cols());
     if (input_divisor.size() != 0) input_scale_ = input_divisor.cwiseInverse();
   }
-  const lowbit::PackedBitplanes& packed() const { return packed_; }
+  const PackedBitplanes& packed() const { return packed_; }
   Index in_features() const override { return packed_.cols(); }
   Index out_features() const override { return packed_.rows(); }
   void apply(MatrixFRef x, Eigen::Ref<MatrixF> y) const override {
-    if (input_scale_.size() == 0) return lowbit::bitplane_gemm(packed_, x, y, context_);
+    if (input_scale_.size() == 0) return bitplane_gemm(packed_, x, y, context_);
     scaled_ = x * input_scale_.asDiagonal();
-    lowbit::bitplane_gemm(packed_, scaled_, y, context_);
+    bitplane_gemm(packed_, scaled_, y, context_);
   }
 
  private:
   static constexpr Index kMaxTokens = 16;  // tables built per call; longer inputs go in chunks
-  lowbit::PackedBitplanes packed_;
+  PackedBitplanes packed_;
   VectorF input_scale_;
-  mutable lowbit::BitplaneContext context_;
+  mutable BitplaneContext context_;
   mutable MatrixF scaled_;
 };
 
 class Int8Linear final : public Linear {
  public:
-  explicit Int8Linear(lowbit::Int8Weights weights) : weights_(std::move(weights)) {
-    weights_.validate();
-  }
+  explicit Int8Linear(Int8Weights weights) : weights_(std::move(weights)) { weights_.validate(); }
   Index in_features() const override { return weights_.cols(); }
   Index out_features() const override { return weights_.rows(); }
   void apply(MatrixFRef x, Eigen::Ref<MatrixF> y) const override {
-    lowbit::quantize_activations(x, activations_);
-    lowbit::int8_gemm(weights_, activations_, y, 0, weights_.rows());
+    quantize_activations(x, activations_);
+    int8_gemm(weights_, activations_, y, 0, weights_.rows());
   }
 
  private:
-  lowbit::Int8Weights weights_;
-  mutable lowbit::Int8Activations activations_;
+  Int8Weights weights_;
+  mutable Int8Activations activations_;
 };
 
-}  // namespace decoder
+}  // namespace lowbit::model

@@ -1,0 +1,235 @@
+// The methods as a whole-model quantizer applies them: one group of linears
+// that read the same input (linear_groups()), quantized by a method named in
+// a QuantSpec on the group's calibration activations, becomes Linears the
+// forward pass runs on the kernels (quantized_linear.hpp), with their storage
+// cost and the representation a checkpoint stores.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/calibration.hpp"
+#include "lowbit/core/channel_scaling.hpp"
+#include "lowbit/model/linear.hpp"
+#include "lowbit/model/quantized_linear.hpp"
+#include "lowbit/quant/absmax.hpp"
+#include "lowbit/quant/awq.hpp"
+#include "lowbit/quant/bpdq.hpp"
+#include "lowbit/quant/gptq.hpp"
+#include "lowbit/quant/rtn.hpp"
+#include "lowbit/quant/smoothquant.hpp"
+#include "lowbit/quant/tacq.hpp"
+
+namespace lowbit::model {
+
+// What to quantize with: a method of method_names(), its bits (planes for
+// BPDQ; ignored by the W8A8 methods, always 8) and group size.
+struct QuantSpec {
+  std::string method;
+  int bits = 4;
+  int group_size = 32;
+  bool act_order = false;  // GPTQ: desc_act (groups then need a g_idx)
+};
+
+// A quantized linear: the layer the forward pass runs, its storage cost, and
+// the representation a checkpoint stores (uniform codes for the GPTQ format,
+// bit planes for the BPDQ format; either may be absent, e.g. for W8A8).
+struct QuantizedLinear {
+  std::shared_ptr<const Linear> linear;
+  double bits_per_weight = 0;
+  std::optional<UniformWeights> uniform;
+  std::optional<BitPlaneWeights> planes;
+};
+
+// The inputs of one group of linears during calibration.
+struct GroupInputs {
+  std::vector<const MatrixF*> weights;  // float, out x in
+  const MatrixF& x;                     // calibration tokens x in
+  VectorF* norm;                        // the preceding RMSNorm weight, or nullptr
+  const QuantSpec& spec;
+};
+
+namespace detail {
+
+// AWQ's results act on x / s: not a plain checkpoint linear (no representation).
+inline QuantizedLinear bitplane_linear(const UniformWeights& w, VectorF input_divisor = {}) {
+  const bool plain = input_divisor.size() == 0;
+  QuantizedLinear q{std::make_shared<BitPlaneLinear>(pack_bitplanes(w), std::move(input_divisor)),
+                    bits_per_weight(w),
+                    {},
+                    {}};
+  if (plain) {
+    q.uniform = w;
+    q.planes = to_bitplanes(w);
+  }
+  return q;
+}
+
+// W8A8 storage: int8 codes and a float scale per row.
+inline QuantizedLinear int8_linear(Int8Weights w) {
+  const double bits = 8.0 + 32.0 / static_cast<double>(w.cols());
+  return {std::make_shared<Int8Linear>(std::move(w)), bits, {}, {}};
+}
+
+inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
+  std::vector<QuantizedLinear> out;
+  RtnConfig config;
+  config.grid.bits = in.spec.bits;
+  config.group_size = in.spec.group_size;
+  for (const MatrixF* w : in.weights) out.push_back(bitplane_linear(quantize_rtn(*w, config)));
+  return out;
+}
+
+inline MatrixD hessian(const MatrixF& x) {
+  Calibration calibration(x.cols());
+  calibration.add(x);
+  return calibration.hessian();
+}
+
+inline GptqConfig gptq_config(const QuantSpec& spec) {
+  GptqConfig config;
+  config.grid.bits = spec.bits;
+  config.group_size = spec.group_size;
+  config.act_order = spec.act_order;
+  return config;
+}
+
+// One Hessian for the linears sharing an input, each quantized on it.
+inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
+  const MatrixD h = hessian(in.x);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights)
+    out.push_back(bitplane_linear(quantize_gptq(*w, h, gptq_config(in.spec)).weights));
+  return out;
+}
+
+// BPDQ with `bits` planes (the reference's defaults otherwise: GAR, 10
+// refinement rounds, damping 0.05).
+inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
+  const MatrixD h = hessian(in.x);
+  BpdqConfig config;
+  config.planes = in.spec.bits;
+  config.group_size = in.spec.group_size;
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    BitPlaneWeights planes = quantize_bpdq(*w, h, config).weights;
+    const double bits = bits_per_weight(planes);
+    auto linear = std::make_shared<BitPlaneLinear>(pack_bitplanes(planes));
+    out.push_back({std::move(linear), bits, {}, std::move(planes)});
+  }
+  return out;
+}
+
+// TACQ without gradients (task gradients need a backward pass): the
+// activation-energy proxy G = diag(H) stands in for |gradient|, so this is
+// not the paper's method. 0.35% of each matrix stays in fp16.
+inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
+  const MatrixD h = hessian(in.x);
+  TacqConfig config;
+  config.gptq = gptq_config(in.spec);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    const TacqResult r = quantize_tacq_without_gradients(*w, h, config);
+    out.push_back({std::make_shared<BitPlaneLinear>(pack_bitplanes(r.weights, r.outliers)),
+                   r.report.bits_per_weight,
+                   {},
+                   {}});
+  }
+  return out;
+}
+
+// llm-awq's recipe: one scale search per group, no clipping search for q and
+// k (their product inside attention makes either's output error misleading).
+inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
+  AwqConfig config;
+  config.bits = in.spec.bits;
+  config.group_size = in.spec.group_size;
+  if (in.weights.size() == 3) config.skip_clip = {0, 1};
+  std::vector<MatrixFRef> linears;
+  for (const MatrixF* w : in.weights) linears.emplace_back(*w);
+  const AwqResult<float> r = quantize_awq(linears, in.x, config);
+  std::vector<QuantizedLinear> out;
+  for (const UniformWeights& w : r.weights) out.push_back(bitplane_linear(w, r.scales));
+  return out;
+}
+
+inline Int8Weights absmax_int8(const MatrixF& w) {
+  AbsmaxConfig config;
+  config.bits = 8;
+  config.granularity = AbsmaxGranularity::per_row;
+  return to_int8_weights(quantize_absmax(w, config));
+}
+
+inline std::vector<QuantizedLinear> absmax_w8a8(const GroupInputs& in) {
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) out.push_back(int8_linear(absmax_int8(*w)));
+  return out;
+}
+
+// smooth_ln_fcs on the groups behind a norm (alpha 0.5, the paper's default
+// for LLaMA-like models), the norm absorbing 1/s; wo and w2 are plain W8A8.
+inline std::vector<QuantizedLinear> smoothquant_w8a8(const GroupInputs& in) {
+  if (in.norm == nullptr) return absmax_w8a8(in);
+  std::vector<MatrixFRef> linears;
+  for (const MatrixF* w : in.weights) linears.emplace_back(*w);
+  const VectorF act_max = in.x.cwiseAbs().colwise().maxCoeff().transpose();
+  const SmoothQuantResult<float> r = smooth_linears(linears, act_max, {});
+  *in.norm = in.norm->cwiseQuotient(r.scales);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF& w : r.weights) out.push_back(int8_linear(smoothquant_int8_weights(w)));
+  return out;
+}
+
+struct MethodEntry {
+  const char* name;
+  std::vector<QuantizedLinear> (*quantize)(const GroupInputs&);
+  bool w8a8;  // bits fixed at 8
+};
+inline const std::vector<MethodEntry>& methods() {
+  static const std::vector<MethodEntry> table{
+      {"rtn", rtn, false},
+      {"gptq", gptq, false},
+      {"bpdq", bpdq, false},
+      {"tacq-gradient-free", tacq_gradient_free, false},
+      {"awq", awq, false},
+      {"absmax-w8a8", absmax_w8a8, true},
+      {"smoothquant-w8a8", smoothquant_w8a8, true},
+  };
+  return table;
+}
+
+inline const MethodEntry& method(const std::string& name) {
+  for (const MethodEntry& m : methods())
+    if (name == m.name) return m;
+  std::string known;
+  for (const MethodEntry& m : methods()) known += std::string(known.empty() ? "" : ", ") + m.name;
+  lowbit::detail::fail("unknown quantization method '", name, "' (known: ", known, ")");
+}
+
+}  // namespace detail
+
+inline std::vector<std::string> method_names() {
+  std::vector<std::string> names;
+  for (const detail::MethodEntry& m : detail::methods()) names.emplace_back(m.name);
+  return names;
+}
+
+// True for the W8A8 methods (bits fixed at 8); throws for an unknown method.
+inline bool is_w8a8(const std::string& method) { return detail::method(method).w8a8; }
+
+// The methods whose results are plain uniform / bit-plane linears (no input
+// scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
+inline const std::vector<std::string>& checkpoint_methods() {
+  static const std::vector<std::string> names{"rtn", "gptq", "bpdq"};
+  return names;
+}
+
+// Quantizes the group's linears with spec.method, in the order of
+// in.weights; may update *in.norm (SmoothQuant folds its scales into it).
+inline std::vector<QuantizedLinear> quantize_group(const GroupInputs& in) {
+  return detail::method(in.spec.method).quantize(in);
+}
+
+}  // namespace lowbit::model

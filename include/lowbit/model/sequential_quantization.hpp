@@ -1,0 +1,129 @@
+// Sequential whole-model quantization (GPTQ's llama.py): each decoder layer is
+// calibrated on the calibration sequences as transformed by the
+// already-quantized layers before it, and every group of linears that share an
+// input is quantized on those activations (group_quantization.hpp).
+//
+//   Model padded = pad_hidden(load_llama2c(path), 64);
+//   QuantizedModel q = quantize_model(padded, sample_sequences(padded, 32, 64, 1.0f, 1),
+//                                     {"gptq", 4, 32});
+//
+// SequentialQuantizer holds only the residual stream of the calibration
+// sequences; a layer's float weights are needed only while it is quantized, so
+// a loader can supply the model one layer at a time.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lowbit/core/error.hpp"
+#include "lowbit/model/forward.hpp"
+#include "lowbit/model/group_quantization.hpp"
+#include "lowbit/model/llama.hpp"
+#include "lowbit/model/sequences.hpp"
+
+namespace lowbit::model {
+
+// progress(layer, names) runs before each group of linears (names like
+// "wq/wk/wv"), done(layer, kind, result) after each linear.
+using QuantProgress = std::function<void(int layer, const std::string& names)>;
+using QuantDone = std::function<void(int layer, LinearKind kind, const QuantizedLinear& result)>;
+
+class SequentialQuantizer {
+ public:
+  // `states`: the residual stream of each calibration sequence entering
+  // layer 0 (embed_sequences). Throws for an unknown method or no sequences.
+  SequentialQuantizer(const Config& config, std::vector<MatrixF> states, QuantSpec spec)
+      : config_(config),
+        rope_(rope_tables(config)),
+        states_(std::move(states)),
+        spec_(std::move(spec)) {
+    is_w8a8(spec_.method);  // an unknown method fails here
+    lowbit::detail::require(!states_.empty(), "SequentialQuantizer: no calibration sequences");
+  }
+
+  // Quantizes `layer`, the float weights of layer next_layer(), on the inputs
+  // its linears see, then advances the states through the quantized layer,
+  // which it returns (SmoothQuant also changes its norms).
+  Layer quantize_next(const Layer& layer, const QuantProgress& progress = {},
+                      const QuantDone& done = {}) {
+    const int l = layer_;
+    lowbit::detail::require(l < config_.n_layers, "SequentialQuantizer: all ", config_.n_layers,
+                            " layers are quantized already");
+    validate_layer(config_, layer, "SequentialQuantizer: layer " + std::to_string(l));
+    std::array<std::vector<MatrixF>, kLinearsPerLayer> inputs;
+    std::vector<MatrixF> probe = states_;
+    run_layer_on_sequences(
+        config_, rope_, layer, l, probe,
+        [&](int, LinearKind kind, const MatrixF& x) { inputs[index(kind)].push_back(x); });
+    Layer quantized = layer;
+    for (const LinearGroup& group : linear_groups()) {
+      if (progress) progress(l, group_names(group));
+      const MatrixF x = stack_rows(inputs[index(group.kinds[0])]);
+      GroupInputs in{{}, x, group.norm ? &(quantized.*group.norm) : nullptr, spec_};
+      for (LinearKind k : group.kinds) in.weights.push_back(&float_weight(layer, k));
+      const std::vector<QuantizedLinear> out = quantize_group(in);
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        quantized.linears[index(group.kinds[i])] = out[i].linear;
+        if (done) done(l, group.kinds[i], out[i]);
+        const double n = static_cast<double>(in.weights[i]->size());
+        bits_ += out[i].bits_per_weight * n;
+        weights_ += n;
+      }
+    }
+    run_layer_on_sequences(config_, rope_, quantized, l, states_);
+    ++layer_;
+    return quantized;
+  }
+
+  int next_layer() const { return layer_; }
+  // Storage per weight over the linears quantized so far, metadata included.
+  double bits_per_weight() const { return bits_ / weights_; }
+
+ private:
+  static std::string group_names(const LinearGroup& group) {
+    std::string names;
+    for (LinearKind k : group.kinds) names += std::string(names.empty() ? "" : "/") + name(k);
+    return names;
+  }
+
+  static MatrixF stack_rows(const std::vector<MatrixF>& parts) {
+    Index rows = 0;
+    for (const MatrixF& p : parts) rows += p.rows();
+    MatrixF out(rows, parts.empty() ? 0 : parts[0].cols());
+    Index at = 0;
+    for (const MatrixF& p : parts) {
+      out.middleRows(at, p.rows()) = p;
+      at += p.rows();
+    }
+    return out;
+  }
+
+  Config config_;
+  RopeTables rope_;
+  std::vector<MatrixF> states_;
+  QuantSpec spec_;
+  int layer_ = 0;
+  double bits_ = 0, weights_ = 0;
+};
+
+struct QuantizedModel {
+  Model model;
+  double bits_per_weight = 0;  // storage per weight over all linears, metadata included
+};
+
+// Every linear of the float model `m`, quantized sequentially on the
+// calibration sequences.
+inline QuantizedModel quantize_model(const Model& m, const std::vector<Sequence>& calibration,
+                                     const QuantSpec& spec, const QuantProgress& progress = {},
+                                     const QuantDone& done = {}) {
+  SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), spec);
+  QuantizedModel q{m, 0.0};
+  for (Layer& layer : q.model.layers) layer = quantizer.quantize_next(layer, progress, done);
+  q.bits_per_weight = quantizer.bits_per_weight();
+  return q;
+}
+
+}  // namespace lowbit::model

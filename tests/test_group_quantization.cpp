@@ -1,0 +1,146 @@
+// lowbit/model/group_quantization.hpp: every method, applied to a group of
+// linears sharing an input, gives Linears that compute what the library's
+// quantizer called directly gives, with its storage cost and (for the
+// checkpoint methods) the representation; SmoothQuant moves its scales into
+// the norm.
+#include <lowbit/model/group_quantization.hpp>
+
+#include "model_fixtures.hpp"
+
+namespace lowbit::model {
+namespace {
+
+class GroupQuantization : public test::SingleThreaded {
+ protected:
+  const MatrixF w1 = test::random_weights(24, 64, 1), w2 = test::random_weights(40, 64, 2);
+  const MatrixF x = test::random_activations(96, 64, 3);
+  const MatrixD h = [this] {
+    Calibration c(64);
+    c.add(x);
+    return c.hessian();
+  }();
+
+  // y = input Q^T through the quantized linear, against the float product
+  // with `expected` (int8 tables: well inside 1e-2).
+  static void expect_computes(const QuantizedLinear& q, const MatrixF& input,
+                              const MatrixF& expected, const std::string& what) {
+    MatrixF y(input.rows(), q.linear->out_features());
+    q.linear->apply(input, y);
+    const MatrixF reference = input * expected.transpose();
+    EXPECT_LT((y - reference).norm() / reference.norm(), 1e-2) << what;
+  }
+};
+
+TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
+  for (const std::string method : {"rtn", "gptq", "bpdq", "tacq-gradient-free", "awq"}) {
+    SCOPED_TRACE(method);
+    const QuantSpec spec{method, 3, 32, method == "gptq"};
+    VectorF norm = VectorF::Ones(64);
+    const std::vector<QuantizedLinear> out = quantize_group({{&w1, &w2}, x, &norm, spec});
+    ASSERT_EQ(out.size(), 2u);
+    EXPECT_EQ(norm, VectorF::Ones(64));
+    GptqConfig gptq;
+    gptq.grid.bits = 3;
+    gptq.group_size = 32;
+    gptq.act_order = spec.act_order;
+    AwqConfig awq;
+    awq.bits = 3;
+    awq.group_size = 32;
+    const std::vector<MatrixFRef> linears{w1, w2};
+    const AwqResult<float> awq_result = quantize_awq(linears, x, awq);
+    for (std::size_t i = 0; i < 2; ++i) {
+      const MatrixF& w = i == 0 ? w1 : w2;
+      MatrixF expected;
+      if (method == "rtn") {
+        RtnConfig rtn;
+        rtn.grid.bits = 3;
+        rtn.group_size = 32;
+        expected = quantize_rtn(w, rtn).dequantize();
+      } else if (method == "gptq") {
+        expected = quantize_gptq(w, h, gptq).dequantize();
+      } else if (method == "bpdq") {
+        BpdqConfig bpdq;
+        bpdq.planes = 3;
+        bpdq.group_size = 32;
+        expected = quantize_bpdq(w, h, bpdq).weights.dequantize();
+      } else if (method == "tacq-gradient-free") {
+        TacqConfig tacq;
+        tacq.gptq = gptq;
+        const TacqResult r = quantize_tacq_without_gradients(w, h, tacq);
+        expected = r.dequantize();
+        EXPECT_EQ(out[i].bits_per_weight, r.report.bits_per_weight);
+      } else {
+        expected = awq_result.effective_weight(i);
+      }
+      expect_computes(out[i], x, expected, "linear " + std::to_string(i));
+      const bool checkpoint = method == "rtn" || method == "gptq" || method == "bpdq";
+      EXPECT_EQ(out[i].planes.has_value(), checkpoint);
+      EXPECT_EQ(out[i].uniform.has_value(), method == "rtn" || method == "gptq");
+      if (out[i].planes) {
+        EXPECT_EQ(out[i].planes->dequantize(), expected);
+      }
+      if (out[i].uniform) {
+        EXPECT_EQ(out[i].uniform->dequantize(), expected);
+        EXPECT_EQ(out[i].bits_per_weight, bits_per_weight(*out[i].uniform));
+      } else if (out[i].planes) {
+        EXPECT_EQ(out[i].bits_per_weight, bits_per_weight(*out[i].planes));
+      }
+    }
+  }
+}
+
+TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
+  for (const std::string method : {"absmax-w8a8", "smoothquant-w8a8"}) {
+    SCOPED_TRACE(method);
+    EXPECT_TRUE(is_w8a8(method));
+    VectorF norm = VectorF::LinSpaced(64, 0.5f, 1.5f);
+    const std::vector<QuantizedLinear> out =
+        quantize_group({{&w1, &w2}, x, &norm, {method, 8, 32}});
+    ASSERT_EQ(out.size(), 2u);
+    // SmoothQuant's linears read x / s, which the norm now produces.
+    VectorF s = VectorF::Ones(64);
+    if (method == "smoothquant-w8a8") {
+      const std::vector<MatrixFRef> linears{w1, w2};
+      s = smooth_linears(linears, x.cwiseAbs().colwise().maxCoeff().transpose(), {}).scales;
+      EXPECT_LT((norm - VectorF::LinSpaced(64, 0.5f, 1.5f).cwiseQuotient(s)).norm(), 1e-6f);
+    } else {
+      EXPECT_EQ(norm, VectorF::LinSpaced(64, 0.5f, 1.5f));
+    }
+    const MatrixF input = x * s.cwiseInverse().asDiagonal();
+    for (std::size_t i = 0; i < 2; ++i) {
+      const MatrixF& w = i == 0 ? w1 : w2;
+      MatrixF y(x.rows(), w.rows());
+      out[i].linear->apply(input, y);
+      const MatrixF reference = x * w.transpose();
+      EXPECT_LT((y - reference).norm() / reference.norm(), 2e-2);
+      EXPECT_EQ(out[i].bits_per_weight, 8.0 + 32.0 / 64);
+      EXPECT_FALSE(out[i].planes || out[i].uniform);
+    }
+  }
+  // Without a norm before the group SmoothQuant is plain W8A8.
+  const std::vector<QuantizedLinear> plain =
+      quantize_group({{&w1}, x, nullptr, {"smoothquant-w8a8", 8, 32}});
+  MatrixF y(x.rows(), 24);
+  plain[0].linear->apply(x, y);
+  EXPECT_LT((y - x * w1.transpose()).norm() / (x * w1.transpose()).norm(), 2e-2);
+}
+
+TEST_F(GroupQuantization, MethodNamesAndUnknownMethods) {
+  const std::vector<std::string> names = method_names();
+  EXPECT_EQ(names.size(), 7u);
+  for (const std::string& m : checkpoint_methods())
+    EXPECT_NE(std::find(names.begin(), names.end(), m), names.end()) << m;
+  EXPECT_FALSE(is_w8a8("gptq"));
+  try {
+    quantize_group({{&w1}, x, nullptr, {"no-such-method", 4, 32}});
+    ADD_FAILURE() << "an unknown method quantized";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown quantization method 'no-such-method' (known: "
+                                         "rtn, gptq, bpdq"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lowbit::model

@@ -1,0 +1,58 @@
+// lowbit/model/quantized_linear.hpp: the kernel-backed layers against their
+// float definitions.
+#include <lowbit/model/quantized_linear.hpp>
+#include <lowbit/quant/absmax.hpp>
+#include <lowbit/quant/rtn.hpp>
+
+#include "test_support.hpp"
+
+namespace lowbit::model {
+namespace {
+
+double relative_difference(const MatrixF& a, const MatrixF& b) {
+  return double((a - b).norm() / b.norm());
+}
+
+// The kernel layer computes (x / s) Wq^T: compare with the float product.
+TEST(QuantizedLinear, BitPlaneLinearAppliesItsInputDivisor) {
+  const MatrixF w = test::random_weights(48, 64, 5);
+  const MatrixF x = test::random_activations(20, 64, 6);  // longer than the 16-token tables
+  RtnConfig config;
+  config.grid.bits = 4;
+  config.group_size = 32;
+  const UniformWeights q = quantize_rtn(w, config);
+  const VectorF s = VectorF::LinSpaced(64, 0.5f, 2.0f);
+  const BitPlaneLinear linear(pack_bitplanes(q), s);
+  EXPECT_EQ(linear.in_features(), 64);
+  EXPECT_EQ(linear.out_features(), 48);
+  MatrixF y(20, 48);
+  linear.apply(x, y);
+  const MatrixF expected = (x * s.cwiseInverse().asDiagonal()) * q.dequantize().transpose();
+  EXPECT_LT(relative_difference(y, expected), 1e-2);  // int8 tables: well inside their bound
+  const BitPlaneLinear plain(pack_bitplanes(q));
+  plain.apply(x, y);
+  EXPECT_LT(relative_difference(y, x * q.dequantize().transpose()), 1e-2);
+  EXPECT_THROW(BitPlaneLinear(pack_bitplanes(q), VectorF::Ones(63)), Error);
+}
+
+// W8A8: integer products of per-token int8 activations and per-row int8
+// weights, equal to the float product of the two dequantized operands.
+TEST(QuantizedLinear, Int8LinearIsTheProductOfItsInt8Operands) {
+  const MatrixF w = test::random_weights(40, 96, 7);
+  const MatrixF x = test::random_activations(9, 96, 8);
+  AbsmaxConfig config;
+  config.bits = 8;
+  config.granularity = AbsmaxGranularity::per_row;
+  const Int8Weights q = to_int8_weights(quantize_absmax(w, config));
+  const Int8Linear linear(q);
+  MatrixF y(9, 40);
+  linear.apply(x, y);
+  const Int8Activations a = quantize_activations(x);
+  MatrixF xq(9, 96);
+  for (Index t = 0; t < 9; ++t) xq.row(t) = a.values.row(t).cast<float>() * a.scale(t);
+  EXPECT_LT(relative_difference(y, xq * q.dequantize().transpose()), 1e-6);
+  EXPECT_LT(relative_difference(y, x * w.transpose()), 2e-2);
+}
+
+}  // namespace
+}  // namespace lowbit::model

@@ -1,0 +1,127 @@
+// lowbit/model/sequential_quantization.hpp: every linear of a model replaced in
+// order, each layer calibrated on the outputs of the quantized layers before
+// it (checked against GPTQ run by hand on those outputs), one layer at a time
+// as a loader would supply them, and more bits bringing the model closer to
+// the float one.
+#include <lowbit/model/sequential_quantization.hpp>
+
+#include "model_fixtures.hpp"
+
+namespace lowbit::model {
+namespace {
+
+class SequentialQuantization : public test::SingleThreaded {};
+
+// ||candidate - reference|| / ||reference|| over the logits of all sequences.
+double logits_error(const Model& reference, const Model& candidate,
+                    const std::vector<Sequence>& sequences) {
+  const std::vector<MatrixF> a = sequence_logits(reference, sequences);
+  const std::vector<MatrixF> b = sequence_logits(candidate, sequences);
+  double diff = 0, norm = 0;
+  for (std::size_t s = 0; s < a.size(); ++s) {
+    diff += (b[s] - a[s]).squaredNorm();
+    norm += a[s].squaredNorm();
+  }
+  return std::sqrt(diff / norm);
+}
+
+TEST_F(SequentialQuantization, ReplacesEveryLinearInOrder) {
+  const Model m = pad_hidden(test::tiny_model(5), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 4, 12, 1.0f, 1);
+  const std::vector<Sequence> heldout = sample_sequences(m, 4, 12, 1.0f, 2);
+  auto error = [&](const std::string& method, int bits) {
+    std::vector<std::pair<int, LinearKind>> order;
+    std::vector<std::string> groups;
+    const QuantizedModel q = quantize_model(
+        m, calibration, {method, bits, 8},
+        [&](int l, const std::string& names) { groups.push_back(std::to_string(l) + names); },
+        [&](int l, LinearKind k, const QuantizedLinear&) { order.emplace_back(l, k); });
+    for (const Layer& layer : q.model.layers)
+      for (const auto& linear : layer.linears)
+        EXPECT_EQ(dynamic_cast<const FloatLinear*>(linear.get()), nullptr) << method;
+    EXPECT_EQ(order.size(), 14u);
+    EXPECT_EQ(order[3], std::make_pair(0, LinearKind::wo));
+    EXPECT_EQ(order[13], std::make_pair(1, LinearKind::w2));
+    EXPECT_EQ(groups, (std::vector<std::string>{"0wq/wk/wv", "0wo", "0w1/w3", "0w2", "1wq/wk/wv",
+                                                "1wo", "1w1/w3", "1w2"}));
+    if (method == "rtn" || method == "gptq" || method == "awq") {
+      EXPECT_NEAR(q.bits_per_weight, bits + (16.0 + bits) / 8, 1e-12) << method;
+    }
+    const double e = logits_error(m, q.model, heldout);
+    std::cout << method << " " << bits << " bits: logits error " << e << "\n";
+    return e;
+  };
+  for (const std::string& method : method_names()) {
+    if (is_w8a8(method)) {
+      EXPECT_LT(error(method, 8), 0.05) << method;
+      continue;
+    }
+    const double e2 = error(method, 2), e4 = error(method, 4);
+    EXPECT_LT(e4, e2) << method;
+    if (method == "bpdq") continue;  // at most 4 planes
+    const double e8 = error(method, 8);
+    EXPECT_LT(e8, e4) << method;
+    // The kernels' int8 lookup tables set a floor near 2% (W8A8 lands there too).
+    EXPECT_LT(e8, 0.05) << method;
+  }
+}
+
+// Layer 1 is calibrated on what quantized layer 0 outputs: GPTQ run here by
+// hand on those activations gives layer 1's codes.
+TEST_F(SequentialQuantization, CalibratesEachLayerOnTheQuantizedLayersBefore) {
+  const Model m = pad_hidden(test::tiny_model(6), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 3, 12, 1.0f, 3);
+  const QuantSpec spec{"gptq", 3, 8};
+  SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), spec);
+  const Layer layer0 = quantizer.quantize_next(m.layers[0]);
+  EXPECT_EQ(quantizer.next_layer(), 1);
+  std::vector<UniformWeights> layer1(kLinearsPerLayer);
+  const Layer standalone = m.layers[1];  // a layer outside any model, as a loader supplies it
+  quantizer.quantize_next(standalone, {}, [&](int l, LinearKind kind, const QuantizedLinear& q) {
+    EXPECT_EQ(l, 1);
+    layer1[std::size_t(index(kind))] = *q.uniform;
+  });
+
+  std::vector<MatrixF> states = embed_sequences(m, calibration);
+  run_layer_on_sequences(m.config, m.rope, layer0, 0, states);
+  MatrixF x(0, m.config.dim);  // every token of every sequence, as one batch
+  for (const MatrixF& s : states) {
+    x.conservativeResize(x.rows() + s.rows(), Eigen::NoChange);
+    x.bottomRows(s.rows()) = rms_norm(s, m.layers[1].attention_norm, m.config.norm_eps);
+  }
+  Calibration attention_input(m.config.dim);
+  attention_input.add(x);
+  GptqConfig config;
+  config.grid.bits = 3;
+  config.group_size = 8;
+  for (LinearKind kind : {LinearKind::wq, LinearKind::wk, LinearKind::wv}) {
+    const GptqResult expected =
+        quantize_gptq(test::weight(m, 1, kind), attention_input.hessian(), config);
+    EXPECT_EQ(layer1[std::size_t(index(kind))].codes, expected.weights.codes) << name(kind);
+  }
+
+  // One layer at a time gives the model quantize_model gives.
+  const QuantizedModel whole = quantize_model(m, calibration, spec);
+  Model stepwise = m;
+  stepwise.layers = {layer0, whole.model.layers[1]};
+  EXPECT_EQ(sequence_logits(stepwise, calibration), sequence_logits(whole.model, calibration));
+  EXPECT_NEAR(quantizer.bits_per_weight(), whole.bits_per_weight, 1e-12);
+}
+
+TEST_F(SequentialQuantization, RejectsMisuse) {
+  const Model m = pad_hidden(test::tiny_model(5), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);
+  EXPECT_THROW(quantize_model(m, calibration, {"no-such-method", 4, 8}), Error);
+  EXPECT_THROW(quantize_model(m, {}, {"rtn", 4, 8}), Error);
+  SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), {"rtn", 4, 8});
+  EXPECT_THROW(quantizer.quantize_next(test::tiny_model(5).layers[0]), Error);  // unpadded w1
+  quantizer.quantize_next(m.layers[0]);
+  const Layer quantized = quantizer.quantize_next(m.layers[1]);
+  EXPECT_THROW(quantizer.quantize_next(m.layers[1]), Error);  // both layers done
+  Layer twice = quantized;  // a quantized layer has no float weights to quantize
+  SequentialQuantizer again(m.config, embed_sequences(m, calibration), {"rtn", 4, 8});
+  EXPECT_THROW(again.quantize_next(twice), Error);
+}
+
+}  // namespace
+}  // namespace lowbit::model
