@@ -1,6 +1,6 @@
-// `lowbit quantize awq` and `lowbit quantize smoothquant`: every golden case
-// through the tool (float and double inputs), the output tensor contract, and
-// misuse.
+// `lowbit quantize awq` and `lowbit quantize smoothquant`: one golden case
+// each through the tool (double and float inputs; the library tests run every
+// case), the output tensor contract, and misuse.
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -17,7 +17,8 @@ std::string write_case_input(const io::SafetensorsReader& f, const std::string& 
   io::SafetensorsWriter in;
   std::vector<std::string> names{"W", "X"};
   if (f.metadata_value("num_fcs") == "2") names.push_back("W2");
-  for (const std::string& name : names) in.add_matrix(name, test::golden_tensor<double>(f, golden_dir, name), dtype);
+  for (const std::string& name : names)
+    in.add_matrix(name, test::golden_tensor<double>(f, golden_dir, name), dtype);
   for (const char* name : {"ln_weight", "ln_bias"})
     if (f.contains(name)) {
       const std::vector<double> v = f.doubles(name);
@@ -35,22 +36,28 @@ double max_elementwise_rel(const std::vector<double>& a, const std::vector<doubl
   return worst;
 }
 
-TEST_F(CliAwqSmoothQuant, AwqGoldenCasesThroughTheTool) {
+TEST_F(CliAwqSmoothQuant, AwqGoldenCaseThroughTheTool) {
   auto check = [&](const io::SafetensorsReader& f, const std::string& golden_dir) {
     const std::string in = write_case_input(f, golden_dir, dir.file("in.safetensors"));
     const std::string out = dir.file("awq.safetensors");
-    const test::CommandResult r = lowbit("quantize awq --in " + in + " --out " + out + " --bits " +
-                                         test::meta(f, "w_bit") + " --group-size " + test::meta(f, "q_group_size"));
+    const test::CommandResult r =
+        lowbit("quantize awq --in " + in + " --out " + out + " --bits " + test::meta(f, "w_bit") +
+               " --group-size " + test::meta(f, "q_group_size"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const io::SafetensorsReader result(out);
     EXPECT_EQ(result.metadata_value("precision"), test::meta(f, "dtype"));
     EXPECT_EQ(std::stod(*result.metadata_value("best_ratio")), test::meta_double(f, "best_ratio"));
     EXPECT_LE(max_elementwise_rel(result.doubles("scales"), f.doubles("scales")), 1e-5);
-    EXPECT_LE(max_elementwise_rel(result.doubles("search_loss_history"), f.doubles("search_loss_history")), 1e-5);
+    EXPECT_LE(max_elementwise_rel(result.doubles("search_loss_history"),
+                                  f.doubles("search_loss_history")),
+              1e-5);
 
-    const std::vector<double> clip = result.doubles("clip_max_val"), clip_golden = f.doubles("clip_max_val");
-    const std::vector<double> q_scales = result.doubles("q_scales"), q_zeros = result.doubles("q_zeros");
-    const std::vector<double> q_scales_golden = f.doubles("q_scales"), q_zeros_golden = f.doubles("q_zeros");
+    const std::vector<double> clip = result.doubles("clip_max_val"),
+                              clip_golden = f.doubles("clip_max_val");
+    const std::vector<double> q_scales = result.doubles("q_scales"),
+                              q_zeros = result.doubles("q_zeros");
+    const std::vector<double> q_scales_golden = f.doubles("q_scales"),
+                              q_zeros_golden = f.doubles("q_zeros");
     ASSERT_EQ(clip.size(), clip_golden.size());
     ASSERT_EQ(result.info("q_scales").shape, f.info("q_scales").shape);  // [out, groups]
     std::size_t equal = 0;
@@ -70,7 +77,8 @@ TEST_F(CliAwqSmoothQuant, AwqGoldenCasesThroughTheTool) {
     const Index group_size = test::meta_int(f, "q_group_size");
     for (Index row = 0; row < wq.rows(); ++row)
       for (Index j = 0; j < wq.cols(); ++j) {
-        ASSERT_NEAR(q(row, j), wq(row, j) / s[static_cast<std::size_t>(j)], 1e-6 * std::abs(q(row, j)) + 1e-12);
+        ASSERT_NEAR(q(row, j), wq(row, j) / s[static_cast<std::size_t>(j)],
+                    1e-6 * std::abs(q(row, j)) + 1e-12);
         const Index g = j / group_size;
         ASSERT_EQ(static_cast<float>(wq(row, j)),
                   static_cast<float>(scale(g, row)) *
@@ -80,22 +88,25 @@ TEST_F(CliAwqSmoothQuant, AwqGoldenCasesThroughTheTool) {
     const double err = std::stod(*result.metadata_value("rel_out_err"));
     EXPECT_NEAR(err, test::meta_double(f, "rel_out_err_Q_eff"), 0.01 * err);
   };
-  test::for_each_golden("awq_", false, check);
-  test::for_each_golden("awq_", true, check);
+  check(test::golden_case("awq_w3_g64_f64"), test::bundled_golden_dir());
 }
 
-TEST_F(CliAwqSmoothQuant, SmoothQuantGoldenCasesThroughTheTool) {
+TEST_F(CliAwqSmoothQuant, SmoothQuantGoldenCaseThroughTheTool) {
   auto check = [&](const io::SafetensorsReader& f, const std::string& golden_dir) {
     const std::string in = write_case_input(f, golden_dir, dir.file("in.safetensors"));
     const std::string out = dir.file("sq.safetensors");
-    const test::CommandResult r = lowbit("quantize smoothquant --in " + in + " --out " + out + " --alpha " +
-                                         test::meta(f, "alpha"));
+    const test::CommandResult r = lowbit("quantize smoothquant --in " + in + " --out " + out +
+                                         " --alpha " + test::meta(f, "alpha"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const io::SafetensorsReader result(out);
     EXPECT_EQ(result.metadata_value("precision"), test::meta(f, "dtype"));
     EXPECT_LE(max_elementwise_rel(result.doubles("scales"), f.doubles("scales")), 1e-6);
-    EXPECT_LE(max_elementwise_rel(result.doubles("ln_weight_smoothed"), f.doubles("ln_weight_smoothed")), 1e-6);
-    EXPECT_LE(max_elementwise_rel(result.doubles("ln_bias_smoothed"), f.doubles("ln_bias_smoothed")), 1e-6);
+    EXPECT_LE(
+        max_elementwise_rel(result.doubles("ln_weight_smoothed"), f.doubles("ln_weight_smoothed")),
+        1e-6);
+    EXPECT_LE(
+        max_elementwise_rel(result.doubles("ln_bias_smoothed"), f.doubles("ln_bias_smoothed")),
+        1e-6);
     for (const char* name : {"W_smoothed", "W2_smoothed"}) {
       if (!f.contains(name)) continue;
       EXPECT_LE(max_elementwise_rel(result.doubles(name), f.doubles(name)), 1e-6) << name;
@@ -117,14 +128,14 @@ TEST_F(CliAwqSmoothQuant, SmoothQuantGoldenCasesThroughTheTool) {
     }
     if (f.contains("W8_smoothed")) {
       const MatrixD golden = f.matrix_d("W8_smoothed");
-      const MatrixD ours = Eigen::Map<const MatrixD>(dequantized.data(), golden.rows(), golden.cols());
+      const MatrixD ours =
+          Eigen::Map<const MatrixD>(dequantized.data(), golden.rows(), golden.cols());
       EXPECT_LE(test::max_rel_diff(ours, golden), 1e-6);
     }
     const double err = std::stod(*result.metadata_value("rel_out_err_w8a8"));
     EXPECT_NEAR(err, test::meta_double(f, "rel_out_err"), 0.01 * err);
   };
-  test::for_each_golden("smoothquant_", false, check);
-  test::for_each_golden("smoothquant_", true, check);
+  check(test::golden_case("smoothquant_a0.8_2fc"), test::bundled_golden_dir());
 }
 
 TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
@@ -144,16 +155,19 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
   const std::string out = dir.file("out.safetensors");
   // Two linears and an RMSNorm: one s, outputs per linear, no bias.
   const std::string rms = write("rms.safetensors", {"W", "W2", "X", "ln_weight"});
-  test::CommandResult r = lowbit("quantize awq --in " + rms + " --out " + out + " --bits 4 --group-size 64");
+  test::CommandResult r =
+      lowbit("quantize awq --in " + rms + " --out " + out + " --bits 4 --group-size 64");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   {
     const io::SafetensorsReader result(out);
-    for (const char* name : {"Q_2", "Wq_2", "q_scales_2", "q_zeros_2", "clip_max_val_2", "ln_weight_scaled"})
+    for (const char* name :
+         {"Q_2", "Wq_2", "q_scales_2", "q_zeros_2", "clip_max_val_2", "ln_weight_scaled"})
       EXPECT_TRUE(result.contains(name)) << name;
     EXPECT_FALSE(result.contains("ln_bias_scaled"));
     EXPECT_EQ(result.metadata_value("linears"), "2");
     const std::vector<double> s = result.doubles("scales"), ln = result.doubles("ln_weight_scaled");
-    for (std::size_t j = 0; j < s.size(); ++j) EXPECT_FLOAT_EQ(static_cast<float>(ln[j]), 1.5f / static_cast<float>(s[j]));
+    for (std::size_t j = 0; j < s.size(); ++j)
+      EXPECT_FLOAT_EQ(static_cast<float>(ln[j]), 1.5f / static_cast<float>(s[j]));
   }
   r = lowbit("quantize smoothquant --in " + rms + " --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -177,7 +191,8 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
       {"quantize awq --in " + no_x + " --out " + out, 2, "tensor 'X'"},
       {"quantize smoothquant --in " + no_x + " --out " + out, 2, "tensor 'X'"},
       {"quantize awq --in " + bias_only + " --out " + out, 2, "'ln_bias' needs 'ln_weight'"},
-      {"quantize smoothquant --in " + plain + " --out " + out + " --bits 4", 2, "--bits does not apply"},
+      {"quantize smoothquant --in " + plain + " --out " + out + " --bits 4", 2,
+       "--bits does not apply"},
       {"quantize awq --in " + plain + " --out " + out + " --group-size 48", 1, "group_size"},
       {"quantize awq --in " + plain + " --out " + out + " --bits 9", 1, "AwqConfig::bits"},
       {"quantize awq --in " + plain + " --out " + out + " --grid 0", 1, "AwqConfig::grid"},
@@ -190,13 +205,6 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
     EXPECT_NE(result.output.find(c.message), std::string::npos) << c.args << "\n" << result.output;
   }
   EXPECT_FALSE(std::filesystem::exists(out));
-}
-
-// (test_cli.cpp checks that the demo prints their rows.)
-TEST_F(CliAwqSmoothQuant, HelpDocumentsBothMethods) {
-  const test::CommandResult help = lowbit("--help");
-  for (const char* text : {"awq", "smoothquant", "--alpha", "--grid", "clip_max_val", "W8 (I8"})
-    EXPECT_NE(help.output.find(text), std::string::npos) << text;
 }
 
 }  // namespace

@@ -1,13 +1,14 @@
-// `lowbit quantize bpdq`: every golden case through the tool (the official
-// payload B_packed and c at the API's tolerances), the output tensor
-// contract, and misuse.
+// `lowbit quantize bpdq`: a golden case through the tool (the official payload
+// B_packed and c at the API's tolerances), the output tensor contract, and
+// misuse.
 #include "bpdq_golden.hpp"
 
 namespace lowbit {
 namespace {
 
 // The golden case's W and H (the reference's own H, normalized by tokens) and X.
-std::string write_case_input(const io::SafetensorsReader& f, const std::string& golden_dir, const std::string& path) {
+std::string write_case_input(const io::SafetensorsReader& f, const std::string& golden_dir,
+                             const std::string& path) {
   io::SafetensorsWriter in;
   in.add_matrix("W", test::golden_input(f, golden_dir, "W"));
   in.add_matrix("X", test::golden_input(f, golden_dir, "X"));
@@ -22,14 +23,16 @@ class CliBpdq : public test::ToolTest {
   void check_case(const io::SafetensorsReader& f, const std::string& golden_dir) {
     const std::string in = write_case_input(f, golden_dir, dir.file("in.safetensors"));
     const std::string out = dir.file("bpdq.safetensors");
-    const std::string args = "quantize bpdq --in " + in + " --out " + out + " --planes " + test::meta(f, "msbits") +
-                             " --group-size " + test::meta(f, "group_size") + " --iters " + test::meta(f, "n_iters") +
+    const std::string args = "quantize bpdq --in " + in + " --out " + out + " --planes " +
+                             test::meta(f, "msbits") + " --group-size " +
+                             test::meta(f, "group_size") + " --iters " + test::meta(f, "n_iters") +
                              (test::meta_bool(f, "act_group_aware_GAR") ? " --gar" : " --no-gar");
     const test::CommandResult r = lowbit(args);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const io::SafetensorsReader result(out);
-    const BitPlaneWeights ours = io::bitplanes_from_bpdq(result.info("B_packed").shape, result.ints("B_packed"),
-                                                         result.info("c").shape, result.doubles("c"));
+    const BitPlaneWeights ours =
+        io::bitplanes_from_bpdq(result.info("B_packed").shape, result.ints("B_packed"),
+                                result.info("c").shape, result.doubles("c"));
     const test::BpdqAgreement a = test::compare_with_golden(f, golden_dir, ours);
     test::expect_golden_agreement(a);
     // The contract: Q = [B, 1] c, and B is B_packed unpacked.
@@ -47,16 +50,9 @@ class CliBpdq : public test::ToolTest {
   }
 };
 
-TEST_F(CliBpdq, BundledGoldenCasesThroughTheTool) {
-  test::for_each_golden("bpdq_", false, [&](const io::SafetensorsReader& f, const std::string& d) {
-    check_case(f, d);
-  });
-}
-
-TEST_F(CliBpdq, EveryGoldenCaseThroughTheTool) {
-  test::for_each_golden("bpdq_", true, [&](const io::SafetensorsReader& f, const std::string& d) {
-    check_case(f, d);
-  });
+// One golden case (GAR on); every case runs through the library in test_bpdq.cpp.
+TEST_F(CliBpdq, GoldenCaseThroughTheTool) {
+  check_case(test::golden_case("bpdq_k3_g64_it5_garon"), test::bundled_golden_dir());
 }
 
 TEST_F(CliBpdq, XAloneGivesTheHessianAndAvgLoss) {
@@ -64,8 +60,9 @@ TEST_F(CliBpdq, XAloneGivesTheHessianAndAvgLoss) {
   in.add_matrix("W", test::random_weights(16, 128, 4));
   in.add_matrix("X", test::random_activations(64, 128, 5));
   in.write(dir.file("in.safetensors"));
-  const test::CommandResult r = lowbit("quantize bpdq --in " + dir.file("in.safetensors") + " --out " +
-                                       dir.file("out.safetensors") + " --planes 3 --iters 2 --group-size 32");
+  const test::CommandResult r =
+      lowbit("quantize bpdq --in " + dir.file("in.safetensors") + " --out " +
+             dir.file("out.safetensors") + " --planes 3 --iters 2 --group-size 32");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const io::SafetensorsReader out(dir.file("out.safetensors"));
   EXPECT_EQ(out.info("B").shape, (std::vector<std::int64_t>{3, 16, 128}));
@@ -82,7 +79,8 @@ TEST_F(CliBpdq, MisuseGetsClearErrors) {
   io::SafetensorsWriter w_only;
   w_only.add_matrix("W", test::random_weights(8, 128, 1));
   w_only.write(dir.file("w_only.safetensors"));
-  const std::string base = "quantize bpdq --in " + dir.file("in.safetensors") + " --out " + dir.file("o.safetensors");
+  const std::string base =
+      "quantize bpdq --in " + dir.file("in.safetensors") + " --out " + dir.file("o.safetensors");
   struct Case {
     std::string args;
     int exit_code;
@@ -95,7 +93,9 @@ TEST_F(CliBpdq, MisuseGetsClearErrors) {
            {base + " --iters 0", 1, "BpdqConfig::iters"},
            {base + " --gar --no-gar", 2, "conflict"},
            {base + " --bits 4", 2, "does not apply"},
-           {"quantize bpdq --in " + dir.file("w_only.safetensors") + " --out " + dir.file("o.safetensors"), 2, "'H'"},
+           {"quantize bpdq --in " + dir.file("w_only.safetensors") + " --out " +
+                dir.file("o.safetensors"),
+            2, "'H'"},
        }) {
     const test::CommandResult r = lowbit(c.args);
     EXPECT_EQ(r.exit_code, c.exit_code) << c.args << "\n" << r.output;

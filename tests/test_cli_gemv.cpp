@@ -14,7 +14,8 @@ class CliGemv : public test::ToolTest {
   // Runs gemv and returns y.
   MatrixF gemv(const std::string& in, const std::string& x, const std::string& extra = "") const {
     const std::string out = dir.file("y.safetensors");
-    const test::CommandResult r = lowbit("gemv --in " + in + " --x " + x + " --out " + out + " " + extra);
+    const test::CommandResult r =
+        lowbit("gemv --in " + in + " --x " + x + " --out " + out + " " + extra);
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return io::SafetensorsReader(out).matrix("y");
   }
@@ -54,34 +55,31 @@ void expect_within_int8_bound(const BitPlaneWeights& planes, const MatrixF& x, c
 void CliGemv::check_bpdq(const io::SafetensorsReader& f, const std::string& golden_dir) const {
   const std::string x_file = golden_dir + "/" + test::meta(f, "inputs_file");
   const MatrixF x = io::SafetensorsReader(x_file).matrix("X");
-  const BitPlaneWeights planes = io::bitplanes_from_bpdq(f.info("B_packed").shape, f.ints("B_packed"),
-                                                         f.info("c").shape, f.doubles("c"));
+  const BitPlaneWeights planes = io::bitplanes_from_bpdq(
+      f.info("B_packed").shape, f.ints("B_packed"), f.info("c").shape, f.doubles("c"));
   const MatrixD q = f.contains("Q") ? f.matrix_d("Q") : planes.dequantize().cast<double>();
   const MatrixD reference = x.cast<double>() * q.transpose();
   const MatrixF exact = gemv(f.source(), x_file, "--exact");
   EXPECT_LT(max_relative(exact, reference), 1e-3);
-  std::cout << f.source() << "\n  --exact: max |y - Q x| / max |Q x| = " << max_relative(exact, reference) << "\n";
+  std::cout << f.source()
+            << "\n  --exact: max |y - Q x| / max |Q x| = " << max_relative(exact, reference)
+            << "\n";
   expect_within_int8_bound(planes, x, gemv(f.source(), x_file), reference,
                            1e-7 * x.cwiseAbs().rowwise().sum().maxCoeff());
 }
 
-TEST_F(CliGemv, EveryGoldenBpdqFile) {
-  test::for_each_golden("bpdq_", true, [&](const io::SafetensorsReader& f, const std::string& golden_dir) {
-    check_bpdq(f, golden_dir);
-  });
-}
-
-TEST_F(CliGemv, BundledBpdqFiles) {
-  test::for_each_golden("bpdq_", false, [&](const io::SafetensorsReader& f, const std::string& golden_dir) {
-    check_bpdq(f, golden_dir);
-  });
+// One official file: the tool reads and multiplies it (test_bitplane_lut_gemm.cpp
+// packs every bundled one and tests the kernel against dense products).
+TEST_F(CliGemv, OfficialBpdqFile) {
+  check_bpdq(test::golden_case("bpdq_k3_g64_it5_garon"), test::bundled_golden_dir());
 }
 
 TEST_F(CliGemv, UniformOutputOfQuantizeRtn) {
   for (const char* args : {"--bits 4 --group-size 64", "--bits 2 --group-size 128", "--bits 3"}) {
     SCOPED_TRACE(args);
     const std::string q_file = dir.file("q.safetensors");
-    const test::CommandResult r = lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " " + args);
+    const test::CommandResult r =
+        lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " " + args);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const io::SafetensorsReader result(q_file);
     const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(40);
@@ -93,21 +91,25 @@ TEST_F(CliGemv, UniformOutputOfQuantizeRtn) {
     UniformWeights u;  // as the tool reads it: as many planes as the largest code has bits
     const std::vector<std::int32_t> codes = result.ints("qint");
     u.codes.resize(result.info("qint").shape[0], result.info("qint").shape[1]);
-    std::transform(codes.begin(), codes.end(), u.codes.data(), [](std::int32_t c) { return static_cast<std::uint8_t>(c); });
+    std::transform(codes.begin(), codes.end(), u.codes.data(),
+                   [](std::int32_t c) { return static_cast<std::uint8_t>(c); });
     u.scale = result.matrix("scale");
     u.zero = result.matrix("zero");
     for (u.bits = 1; (1 << u.bits) <= u.codes.maxCoeff();) ++u.bits;
     u.group_size = u.cols() / u.scale.rows();
     // Q rounds scale * (code - zero) to float once: 2^-24 relative per weight of slack.
-    const double slack = 1e-7 * result.matrix("Q").cwiseAbs().maxCoeff() * x.cwiseAbs().rowwise().sum().maxCoeff();
-    expect_within_int8_bound(to_bitplanes(u), x, gemv(q_file, dir.file("x.safetensors")), reference, slack);
+    const double slack =
+        1e-7 * result.matrix("Q").cwiseAbs().maxCoeff() * x.cwiseAbs().rowwise().sum().maxCoeff();
+    expect_within_int8_bound(to_bitplanes(u), x, gemv(q_file, dir.file("x.safetensors")), reference,
+                             slack);
   }
 }
 
 // AWQ stores the codes of W diag(s): the tool divides x by s, so y = x Q^T.
 TEST_F(CliGemv, AwqResultsActOnScaledActivations) {
   const std::string q_file = dir.file("awq.safetensors");
-  const test::CommandResult r = lowbit("quantize awq --in " + inputs() + " --out " + q_file + " --bits 4 --group-size 64 --grid 4");
+  const test::CommandResult r = lowbit("quantize awq --in " + inputs() + " --out " + q_file +
+                                       " --bits 4 --group-size 64 --grid 4");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const io::SafetensorsReader result(q_file);
   const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(24);
@@ -129,15 +131,18 @@ TEST_F(CliGemv, GptqAndTacqResults) {
   xs.add_matrix("x", x, io::Dtype::F32);
   xs.write(dir.file("x.safetensors"));
   for (const std::string method :
-       {"gptq --bits 3 --group-size 64 --act-order", "tacq --bits 2 --group-size 64 --fraction 0.01",
+       {"gptq --bits 3 --group-size 64 --act-order",
+        "tacq --bits 2 --group-size 64 --fraction 0.01",
         "tacq --bits 3 --group-size 64 --act-order --fraction 0.02 --outlier-dtype f32"}) {
     const std::string q_file = dir.file("q.safetensors");
-    const test::CommandResult r = lowbit("quantize " + method + " --in " + inputs() + " --out " + q_file);
+    const test::CommandResult r =
+        lowbit("quantize " + method + " --in " + inputs() + " --out " + q_file);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const io::SafetensorsReader result(q_file);
     EXPECT_EQ(result.contains("outlier_val"), method.rfind("tacq", 0) == 0) << method;
     const MatrixD reference = x.cast<double>() * result.matrix_d("Q").transpose();
-    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5) << method;
+    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), 1e-5)
+        << method;
     EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05) << method;
   }
 }
@@ -163,14 +168,17 @@ TEST_F(CliGemv, ActOrderOutliersAndThreads) {
   q.add_vector("outlier_col", outliers.col, io::Dtype::I32);
   q.add_vector("outlier_val", outliers.values, io::Dtype::F16);
   q.write(dir.file("q.safetensors"));
-  const MatrixF x = test::random_activations(21, 96, 6).unaryExpr([](float v) { return half_to_float(float_to_half(v)); });
+  const MatrixF x = test::random_activations(21, 96, 6).unaryExpr(
+      [](float v) { return half_to_float(float_to_half(v)); });
   io::SafetensorsWriter xs;
   xs.add_matrix("X", x, io::Dtype::F16);
   xs.write(dir.file("x.safetensors"));
   MatrixF dense = u.dequantize();
   outliers.overwrite(dense);
   const MatrixD reference = x.cast<double>() * dense.cast<double>().transpose();
-  EXPECT_LT(max_relative(gemv(dir.file("q.safetensors"), dir.file("x.safetensors"), "--exact"), reference), 1e-5);
+  EXPECT_LT(max_relative(gemv(dir.file("q.safetensors"), dir.file("x.safetensors"), "--exact"),
+                         reference),
+            1e-5);
   const MatrixF one = gemv(dir.file("q.safetensors"), dir.file("x.safetensors"), "--threads 1");
   EXPECT_LT(max_relative(one, reference), 0.05);
   EXPECT_EQ(one, gemv(dir.file("q.safetensors"), dir.file("x.safetensors"), "--threads 2"));
@@ -179,7 +187,8 @@ TEST_F(CliGemv, ActOrderOutliersAndThreads) {
 TEST_F(CliGemv, MissingTensorsAndMisuseExitWithTwo) {
   const std::string out = dir.file("y.safetensors");
   const std::string q_file = dir.file("q.safetensors");
-  ASSERT_EQ(lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " --bits 4").exit_code, 0);
+  ASSERT_EQ(lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " --bits 4").exit_code,
+            0);
   io::SafetensorsWriter partial;
   partial.add_matrix("qint", CodeMatrix::Zero(2, 8), io::Dtype::I32);
   partial.add_matrix("scale", MatrixF::Ones(1, 2));
@@ -200,11 +209,14 @@ TEST_F(CliGemv, MissingTensorsAndMisuseExitWithTwo) {
       {"gemv --in " + q_file + " --out " + out, "missing required option --x"},
       {"gemv --in " + q_file + " --x " + q_file + " --out " + out, "tensor 'x' (or 'X')"},
       {"gemv --in " + inputs() + " --x " + inputs() + " --out " + out, "neither bit-plane tensors"},
-      {"gemv --in " + dir.file("partial.safetensors") + " --x " + dir.file("x8.safetensors") + " --out " + out,
+      {"gemv --in " + dir.file("partial.safetensors") + " --x " + dir.file("x8.safetensors") +
+           " --out " + out,
        "needs tensor 'zero'"},
-      {"gemv --in " + dir.file("half_outliers.safetensors") + " --x " + dir.file("x8.safetensors") + " --out " + out,
+      {"gemv --in " + dir.file("half_outliers.safetensors") + " --x " + dir.file("x8.safetensors") +
+           " --out " + out,
        "needs tensor 'outlier_col'"},
-      {"gemv --in " + q_file + " --x " + inputs() + " --out " + out + " --bits 4", "--bits does not apply"},
+      {"gemv --in " + q_file + " --x " + inputs() + " --out " + out + " --bits 4",
+       "--bits does not apply"},
   };
   for (const Case& c : cases) {
     const test::CommandResult r = lowbit(c.args);
@@ -217,7 +229,8 @@ TEST_F(CliGemv, MissingTensorsAndMisuseExitWithTwo) {
 TEST_F(CliGemv, InconsistentOrBadFilesExitWithOne) {
   const std::string out = dir.file("y.safetensors");
   const std::string q_file = dir.file("q.safetensors");
-  ASSERT_EQ(lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " --bits 4").exit_code, 0);
+  ASSERT_EQ(lowbit("quantize rtn --in " + inputs() + " --out " + q_file + " --bits 4").exit_code,
+            0);
   io::SafetensorsWriter narrow;
   narrow.add_matrix("x", MatrixF::Ones(3, 100));
   narrow.write(dir.file("x100.safetensors"));
@@ -238,17 +251,21 @@ TEST_F(CliGemv, InconsistentOrBadFilesExitWithOne) {
   short_rowptr.add_vector("outlier_val", std::vector<float>{1.5f}, io::Dtype::F32);
   short_rowptr.write(dir.file("short_rowptr.safetensors"));
   const std::string bpdq = test::bundled_golden_dir() + "/bpdq_k2_g64_it5_garoff.safetensors";
-  const std::string hostile = test::test_data_dir() + "/safetensors_hostile/overlapping.safetensors";
+  const std::string hostile =
+      test::test_data_dir() + "/safetensors_hostile/overlapping.safetensors";
   struct Case {
     std::string args, message;
   };
   const std::vector<Case> cases{
       {"gemv --in " + q_file + " --x " + dir.file("x100.safetensors") + " --out " + out, "columns"},
-      {"gemv --in " + bpdq + " --x " + dir.file("x100.safetensors") + " --out " + out, "in_features 100"},
+      {"gemv --in " + bpdq + " --x " + dir.file("x100.safetensors") + " --out " + out,
+       "in_features 100"},
       {"gemv --in " + hostile + " --x " + inputs() + " --out " + out, "overlap"},
-      {"gemv --in " + dir.file("zero_shape.safetensors") + " --x " + dir.file("x8.safetensors") + " --out " + out,
+      {"gemv --in " + dir.file("zero_shape.safetensors") + " --x " + dir.file("x8.safetensors") +
+           " --out " + out,
        "UniformWeights::zero"},
-      {"gemv --in " + dir.file("short_rowptr.safetensors") + " --x " + dir.file("x8.safetensors") + " --out " + out,
+      {"gemv --in " + dir.file("short_rowptr.safetensors") + " --x " + dir.file("x8.safetensors") +
+           " --out " + out,
        "tensor 'outlier_rowptr' has 2 entries, expected out_features + 1 = 3"},
   };
   for (const Case& c : cases) {

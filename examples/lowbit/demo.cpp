@@ -36,27 +36,28 @@ std::string join(const std::vector<std::string>& args) {
   return s;
 }
 
-}  // namespace
-
 int run_demo(const Options& options) {
   apply_threads(options);
-  const std::string size = options.text("size", "small");
+  const std::string size = options.text("size");
   if (size != "small" && size != "large") throw UsageError("demo: --size must be small or large");
   const bool large = size == "large";
   const Index out = large ? 4096 : 512, in = large ? 4096 : 1024, tokens = large ? 2048 : 1024;
-  std::printf("lowbit demo: one %ld x %ld layer, heavy-tailed weights, %ld calibration tokens with\n"
-              "outlier channels; rel. error = ||(W - Q) X^T|| / ||W X^T|| on those tokens.\n\n",
-              static_cast<long>(out), static_cast<long>(in), static_cast<long>(tokens));
+  std::printf(
+      "lowbit demo: one %ld x %ld layer, heavy-tailed weights, %ld calibration tokens with\n"
+      "outlier channels; rel. error = ||(W - Q) X^T|| / ||W X^T|| on those tokens.\n\n",
+      static_cast<long>(out), static_cast<long>(in), static_cast<long>(tokens));
   const LayerInputs layer = synthetic_layer(out, in, tokens);
 
-  std::printf("%-12s %-40s %10s %12s %10s\n", "method", "options", "bits/w", "rel. error", "time ms");
+  std::printf("%-12s %-40s %10s %12s %10s\n", "method", "options", "bits/w", "rel. error",
+              "time ms");
   for (const Method& method : all_methods()) {
-    const std::set<std::string> allowed(method.options.begin(), method.options.end());
     for (const std::vector<std::string>& args : method.demo_runs) {
-      const Options run_options(args, allowed, "demo " + method.name);
+      const Options run_options(args, method.options, "demo " + method.name);
       const auto start = std::chrono::steady_clock::now();
       const MethodResult result = method.run(layer, run_options);
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
       const double err = relative_output_error(layer, result.q).value_or(NAN);
       std::printf("%-12s %-40s %10.3f %12.5f %10.1f\n", method.name.c_str(), join(args).c_str(),
                   result.bits_per_weight, err, ms);
@@ -64,6 +65,17 @@ int run_demo(const Options& options) {
     }
   }
   return 0;
+}
+
+}  // namespace
+
+Command demo_command() {
+  return {"demo",
+          "every method (its demo option sets) on one synthetic layer with the statistics that\n"
+          "make LLM quantization hard: heavy-tailed weights, activations with outlier channels.\n"
+          "Prints bits per weight, relative output error ||(W - Q) X^T|| / ||W X^T|| and time.",
+          {option("size", "small"), option("threads")},
+          run_demo};
 }
 
 }  // namespace lowbit::cli

@@ -5,6 +5,6 @@
 
 namespace lowbit::cli {
 
-int run_demo(const Options& options);
+Command demo_command();
 
 }  // namespace lowbit::cli

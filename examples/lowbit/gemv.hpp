@@ -5,6 +5,6 @@
 
 namespace lowbit::cli {
 
-int run_gemv(const Options& options);
+Command gemv_command();
 
 }  // namespace lowbit::cli

@@ -18,26 +18,15 @@ MethodResult run_awq(const MatrixT<Scalar>& w, const std::vector<MatrixT<Scalar>
   MethodResult result;
   result.q = awq.effective_weight(0).template cast<float>();
   result.bits_per_weight = bits_per_weight(awq.weights[0]);
-  add_uniform_tensors(result, awq.weights[0]);  // the stored form of Wq (acts on X / s)
-  for (std::size_t l = 0; l < linears.size(); ++l) {
-    const std::string suffix = linear_suffix(l);
-    const UniformWeights& q = awq.weights[l];
-    if (l > 0) result.tensors.add_matrix("Q" + suffix, awq.effective_weight(l));
-    result.tensors.add_matrix("Wq" + suffix, q.dequantize());
-    result.tensors.add_matrix("q_scales" + suffix, q.scale.transpose());  // [out, groups] as the reference
-    result.tensors.add_matrix("q_zeros" + suffix, q.zero.transpose());
-    result.tensors.add_matrix("clip_max_val" + suffix, awq.clip_max_val[l]);
-  }
-  add_vector_tensor(result, "scales", awq.scales.template cast<double>());
-  add_vector_tensor(result, "search_loss_history",
-                    Eigen::Map<const VectorD>(awq.search.loss.data(), static_cast<Index>(awq.search.loss.size())),
-                    io::Dtype::F64);
-  if (ln_weight) {
-    NormParams<Scalar> norm{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()};
-    const NormParams<Scalar> folded = fold_into_norm(norm, awq.scales);
-    add_vector_tensor(result, "ln_weight_scaled", folded.weight.template cast<double>());
-    if (folded.has_bias()) add_vector_tensor(result, "ln_bias_scaled", folded.bias.template cast<double>());
-  }
+  io::add_awq(result.tensors, awq);
+  for (std::size_t l = 1; l < linears.size(); ++l)
+    io::add_dequantized(result.tensors, awq.effective_weight(l), l);
+  if (ln_weight)
+    io::add_norm(
+        result.tensors,
+        fold_into_norm(NormParams<Scalar>{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()},
+                       awq.scales),
+        "_scaled");
   result.metadata = {{"bits", std::to_string(config.bits)},
                      {"group_size", std::to_string(awq.weights[0].group_size)},
                      {"grid", std::to_string(config.grid)},
@@ -53,17 +42,19 @@ MethodResult run_awq(const MatrixT<Scalar>& w, const std::vector<MatrixT<Scalar>
 Method awq_method() {
   Method m;
   m.name = "awq";
-  m.summary = "AWQ (llm-awq): activation-aware scales s and clipping, AWQ grid; needs X; "
-              "outputs Wq (acts on X/s), scales, clip_max_val, q_scales, q_zeros, Q = Wq/s";
-  m.options = {"bits", "group-size", "grid", "sym", "threads"};
+  m.summary =
+      "AWQ (llm-awq): activation-aware scales s and clipping, AWQ grid; needs X; "
+      "outputs Wq (acts on X/s), scales, clip_max_val, q_scales, q_zeros, Q = Wq/s";
+  m.options = {option("bits", "4"), option("group-size", "128"), option("grid", "20"),
+               option("sym"), option("threads")};
   m.demo_runs = {{"--bits", "4", "--group-size", "128"}, {"--bits", "3", "--group-size", "128"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     if (!in.x) throw UsageError("awq needs calibration activations: tensor 'X' (tokens x in)");
     if (in.ln_bias && !in.ln_weight) throw UsageError("tensor 'ln_bias' needs 'ln_weight'");
     AwqConfig config;
-    config.bits = options.integer("bits", 4);
-    config.group_size = options.integer("group-size", 128);
-    config.grid = options.integer("grid", 20);
+    config.bits = options.integer("bits");
+    config.group_size = options.integer("group-size");
+    config.grid = options.integer("grid");
     config.zero_point = !options.flag("sym");
     if (in.f64)
       return run_awq<double>(in.f64->w, in.f64->extra_weights, *in.f64->x, in.f64->ln_weight,

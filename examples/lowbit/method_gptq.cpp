@@ -7,36 +7,48 @@
 
 namespace lowbit::cli {
 
-std::vector<std::string> gptq_option_names() {
-  return {"bits", "group-size", "sym", "mse", "act-order", "static-groups", "fresh-group-params",
-          "block-size", "damp", "percdamp"};
+OptionTable gptq_options(int default_bits) {
+  return {option("bits", std::to_string(default_bits)),
+          option("group-size", "-1"),
+          option("sym"),
+          option("mse"),
+          option("act-order"),
+          option("static-groups"),
+          option("fresh-group-params"),
+          option("block-size", "128"),
+          option("damp", "0.01"),
+          option("percdamp")};
 }
 
-GptqConfig gptq_config(const Options& options, int default_bits, const std::string& method) {
+GptqConfig gptq_config(const Options& options, const std::string& method) {
   GptqConfig config;
-  config.grid.bits = options.integer("bits", default_bits);
+  config.grid.bits = options.integer("bits");
   config.grid.sym = options.flag("sym");
   config.grid.mse = options.flag("mse");
-  config.group_size = options.integer("group-size", -1);
+  config.group_size = options.integer("group-size");
   config.act_order = options.flag("act-order");
   config.static_groups = options.flag("static-groups");
   config.fresh_group_params = options.flag("fresh-group-params");
   if (options.has("damp") && options.has("percdamp"))
-    throw UsageError("quantize " + method + ": --damp and --percdamp are the same option; give one");
-  config.damping.percdamp = options.real(options.has("percdamp") ? "percdamp" : "damp", config.damping.percdamp);
-  config.block_size = options.integer("block-size", config.block_size);
+    throw UsageError("quantize " + method +
+                     ": --damp and --percdamp are the same option; give one");
+  config.damping.percdamp = options.real(options.has("percdamp") ? "percdamp" : "damp");
+  config.block_size = options.integer("block-size");
   return config;
 }
 
-void announce_damping(const std::string& method, const GptqConfig& config, const GptqReport& report) {
+void announce_damping(const std::string& method, const GptqConfig& config,
+                      const GptqReport& report) {
   if (report.failed_factorizations == 0) return;
   std::cerr << "lowbit: " << method << ": H + " << config.damping.percdamp
             << " * mean(diag H) was not positive definite; damping raised to " << report.percdamp;
-  if (report.diagonal_floor > 0) std::cerr << " with the diagonal floored at " << report.diagonal_floor;
+  if (report.diagonal_floor > 0)
+    std::cerr << " with the diagonal floored at " << report.diagonal_floor;
   std::cerr << " after " << report.failed_factorizations << " failed factorizations\n";
 }
 
-std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
+std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs,
+                                                 const GptqConfig& config,
                                                  const GptqReport& report) {
   std::map<std::string, std::string> metadata{
       {"bits", std::to_string(config.grid.bits)},
@@ -59,21 +71,23 @@ std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, cons
 Method gptq_method() {
   Method m;
   m.name = "gptq";
-  m.summary = "GPTQ (Frantar et al. 2023; IST-DASLab fasterquant): Hessian-aware error feedback, needs H or X";
-  m.options = gptq_option_names();
-  m.options.push_back("threads");
+  m.summary =
+      "GPTQ (Frantar et al. 2023; IST-DASLab fasterquant): Hessian-aware error feedback, needs H "
+      "or X";
+  m.options = gptq_options(4);
+  m.options.push_back(option("threads"));
   m.demo_runs = {{"--bits", "4", "--group-size", "128"},
                  {"--bits", "3", "--group-size", "128"},
                  {"--bits", "2", "--group-size", "64", "--act-order"}};
   m.run = [](const LayerInputs& in, const Options& options) {
-    const GptqConfig config = gptq_config(options, 4, "gptq");
+    const GptqConfig config = gptq_config(options, "gptq");
     const GptqResult gptq = quantize_gptq(in.w, in.hessian(), config);
     announce_damping("gptq", config, gptq.report);
     MethodResult result;
     result.q = gptq.dequantize();
     result.bits_per_weight = bits_per_weight(gptq.weights);
-    add_uniform_tensors(result, gptq.weights);
-    if (config.act_order) result.tensors.add_vector("perm", gptq.perm, io::Dtype::I32);
+    io::add_uniform(result.tensors, gptq.weights);
+    if (config.act_order) io::add_column_order(result.tensors, gptq.perm);
     result.metadata = gptq_metadata(in, config, gptq.report);
     return result;
   };

@@ -8,21 +8,22 @@ Method rtn_method() {
   Method m;
   m.name = "rtn";
   m.summary = "round-to-nearest on the GPTQ reference grid (min-max, optional --sym, --mse)";
-  m.options = {"bits", "group-size", "sym", "mse", "threads"};
+  m.options = {option("bits", "4"), option("group-size", "-1"), option("sym"), option("mse"),
+               option("threads")};
   m.demo_runs = {{"--bits", "4", "--group-size", "128"},
                  {"--bits", "3", "--group-size", "128"},
                  {"--bits", "2", "--group-size", "64"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     RtnConfig config;
-    config.grid.bits = options.integer("bits", 4);
+    config.grid.bits = options.integer("bits");
     config.grid.sym = options.flag("sym");
     config.grid.mse = options.flag("mse");
-    config.group_size = options.integer("group-size", -1);
+    config.group_size = options.integer("group-size");
     const UniformWeights q = quantize_rtn(in.w, config);
     MethodResult result;
     result.q = q.dequantize();
     result.bits_per_weight = bits_per_weight(q);
-    add_uniform_tensors(result, q);
+    io::add_uniform(result.tensors, q);
     result.metadata = {{"bits", std::to_string(config.grid.bits)},
                        {"group_size", std::to_string(config.group_size)},
                        {"sym", format_bool(config.grid.sym)},
@@ -35,15 +36,18 @@ Method rtn_method() {
 Method absmax_method() {
   Method m;
   m.name = "absmax";
-  m.summary = "symmetric absmax (scale = max|w| / (2^(bits-1) - 1)) per row, per group or --per-tensor";
-  m.options = {"bits", "group-size", "per-tensor", "threads"};
+  m.summary =
+      "symmetric absmax (scale = max|w| / (2^(bits-1) - 1)) per row, per group or --per-tensor";
+  m.options = {option("bits", "8"), option("group-size", "-1"), option("per-tensor"),
+               option("threads")};
   m.demo_runs = {{"--bits", "8"}, {"--bits", "4", "--group-size", "128"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     AbsmaxConfig config;
-    config.bits = options.integer("bits", 8);
-    config.group_size = options.integer("group-size", -1);
+    config.bits = options.integer("bits");
+    config.group_size = options.integer("group-size");
     if (options.flag("per-tensor")) {
-      if (options.has("group-size")) throw UsageError("absmax: --per-tensor and --group-size conflict");
+      if (options.has("group-size"))
+        throw UsageError("absmax: --per-tensor and --group-size conflict");
       config.granularity = AbsmaxGranularity::per_tensor;
     } else if (config.group_size != -1) {
       config.granularity = AbsmaxGranularity::per_group;
@@ -52,8 +56,8 @@ Method absmax_method() {
     MethodResult result;
     result.q = q.dequantize();
     result.bits_per_weight = bits_per_weight(q);
-    add_uniform_tensors(result, q);
-    const char* granularity = config.granularity == AbsmaxGranularity::per_tensor ? "tensor"
+    io::add_uniform(result.tensors, q);
+    const char* granularity = config.granularity == AbsmaxGranularity::per_tensor  ? "tensor"
                               : config.granularity == AbsmaxGranularity::per_group ? "group"
                                                                                    : "row";
     result.metadata = {{"bits", std::to_string(config.bits)},

@@ -10,24 +10,17 @@ namespace {
 
 TacqConfig tacq_config(const Options& options) {
   TacqConfig config;
-  config.gptq = gptq_config(options, 2, "tacq");
-  config.fraction = options.real("fraction", config.fraction);
-  const std::string dtype = options.text("outlier-dtype", "f16");
-  if (dtype != "f16" && dtype != "f32") throw UsageError("option --outlier-dtype: expected f16 or f32, got '" + dtype + "'");
+  config.gptq = gptq_config(options, "tacq");
+  config.fraction = options.real("fraction");
+  const std::string dtype = options.text("outlier-dtype");
+  if (dtype != "f16" && dtype != "f32")
+    throw UsageError("option --outlier-dtype: expected f16 or f32, got '" + dtype + "'");
   config.precision = dtype == "f16" ? OutlierPrecision::f16 : OutlierPrecision::f32;
-  const std::string from = options.text("saliency-from", "gptq");
-  if (from != "gptq" && from != "rtn") throw UsageError("option --saliency-from: expected gptq or rtn, got '" + from + "'");
+  const std::string from = options.text("saliency-from");
+  if (from != "gptq" && from != "rtn")
+    throw UsageError("option --saliency-from: expected gptq or rtn, got '" + from + "'");
   config.reference = from == "gptq" ? SaliencyReference::gptq : SaliencyReference::rtn;
   return config;
-}
-
-void add_outlier_tensors(MethodResult& result, const TacqResult& tacq) {
-  const SparseOutliers& s = tacq.outliers;
-  result.tensors.add_matrix("mask", tacq.mask, io::Dtype::U8);
-  result.tensors.add_vector("outlier_rowptr", s.row_ptr, io::Dtype::I32);
-  result.tensors.add_vector("outlier_col", s.col, io::Dtype::I32);
-  result.tensors.add_vector("outlier_val", s.values,
-                            s.precision == OutlierPrecision::f16 ? io::Dtype::F16 : io::Dtype::F32);
 }
 
 }  // namespace
@@ -35,36 +28,42 @@ void add_outlier_tensors(MethodResult& result, const TacqResult& tacq) {
 Method tacq_method() {
   Method m;
   m.name = "tacq";
-  m.summary = "TACQ (Xiao et al. 2025): GPTQ keeping the top --fraction of |G*(W-Q)*W| exact (CSR), needs H or X, "
-              "and G (else a diag(H) fallback)";
-  m.options = gptq_option_names();
-  m.options.insert(m.options.end(), {"fraction", "outlier-dtype", "saliency-from", "threads"});
+  m.summary =
+      "TACQ (Xiao et al. 2025): GPTQ keeping the top --fraction of |G*(W-Q)*W| exact (CSR), needs "
+      "H or X, "
+      "and G (else a diag(H) fallback)";
+  m.options = gptq_options(2);
+  m.options.insert(m.options.end(), {option("fraction", "0.0035"), option("outlier-dtype", "f16"),
+                                     option("saliency-from", "gptq"), option("threads")});
   m.demo_runs = {{"--bits", "2", "--group-size", "64", "--fraction", "0.0035"},
                  {"--bits", "3", "--group-size", "128", "--fraction", "0.0035"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     const TacqConfig config = tacq_config(options);
-    tacq_outlier_count(in.w.rows(), in.w.cols(), config.fraction);  // a bad fraction fails before the notice
+    tacq_outlier_count(in.w.rows(), in.w.cols(),
+                       config.fraction);  // a bad fraction fails before the notice
     const bool gradient_free = !in.g;
     if (gradient_free)
-      std::cerr << "lowbit tacq: no tensor 'G': gradient-free fallback, G = diag(H) broadcast along the rows "
+      std::cerr << "lowbit tacq: no tensor 'G': gradient-free fallback, G = diag(H) broadcast "
+                   "along the rows "
                    "(an activation-energy proxy, not the paper's method)\n";
     const MatrixD h = in.hessian();
-    const TacqResult tacq =
-        gradient_free ? quantize_tacq_without_gradients(in.w, h, config) : quantize_tacq(in.w, h, *in.g, config);
+    const TacqResult tacq = gradient_free ? quantize_tacq_without_gradients(in.w, h, config)
+                                          : quantize_tacq(in.w, h, *in.g, config);
     announce_damping("tacq", config.gptq, tacq.report.gptq);
     MethodResult result;
     result.q = tacq.dequantize();
     result.bits_per_weight = tacq.report.bits_per_weight;
-    add_uniform_tensors(result, tacq.weights);
-    if (config.gptq.act_order) result.tensors.add_vector("perm", tacq.perm, io::Dtype::I32);
-    add_outlier_tensors(result, tacq);
+    io::add_uniform(result.tensors, tacq.weights);
+    if (config.gptq.act_order) io::add_column_order(result.tensors, tacq.perm);
+    io::add_outliers(result.tensors, tacq.outliers, tacq.mask);
     result.metadata = gptq_metadata(in, config.gptq, tacq.report.gptq);
     result.metadata.insert(
         {{"fraction", format_double(config.fraction)},
          {"outliers", std::to_string(tacq.report.outliers)},
          {"outlier_dtype", config.precision == OutlierPrecision::f16 ? "F16" : "F32"},
          {"saliency_from", config.reference == SaliencyReference::gptq ? "gptq" : "rtn"},
-         {"gradients", gradient_free ? "diag(H) proxy (gradient-free fallback, not the paper's method)" : "G"},
+         {"gradients",
+          gradient_free ? "diag(H) proxy (gradient-free fallback, not the paper's method)" : "G"},
          {"dense_bits_per_weight", format_double(tacq.report.dense_bits_per_weight)},
          {"sparse_bits_per_weight", format_double(tacq.report.sparse_bits_per_weight)}});
     return result;

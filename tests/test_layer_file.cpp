@@ -1,0 +1,334 @@
+// lowbit/io/layer_file.hpp: the single-layer layout. Inputs written by
+// add_layer_inputs read back exactly (float and double copies); every result
+// writer produces the documented names, dtypes and shapes; uniform, bit-plane
+// and sparse parts read back as written; missing tensors throw MissingTensor
+// and inconsistent ones lowbit::Error naming the file and the tensor.
+#include <functional>
+#include <lowbit/io/layer_file.hpp>
+#include <lowbit/quant/rtn.hpp>
+
+#include "test_support.hpp"
+
+namespace lowbit::io {
+namespace {
+
+SafetensorsReader reread(const SafetensorsWriter& w) {
+  return SafetensorsReader::from_bytes(w.bytes(), "layer.safetensors");
+}
+
+template <class Exception = Error>
+void expect_error(const std::function<void()>& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
+  } catch (const Exception& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+void expect_tensor(const SafetensorsReader& f, const std::string& name, Dtype dtype,
+                   const std::vector<std::int64_t>& shape) {
+  ASSERT_TRUE(f.contains(name)) << name;
+  EXPECT_EQ(f.info(name).dtype, dtype) << name;
+  EXPECT_EQ(f.info(name).shape, shape) << name;
+}
+
+LayerInputs full_inputs() {
+  LayerInputs in;
+  in.w = test::random_weights(8, 32, 1);
+  in.extra_weights = {test::random_weights(5, 32, 2), test::random_weights(3, 32, 3)};
+  in.x = test::random_activations(40, 32, 4);
+  Calibration c(32);
+  c.add(*in.x);
+  in.h = c.hessian();
+  in.g = test::random_weights(8, 32, 5).cwiseAbs();
+  in.ln_weight = VectorF::LinSpaced(32, 0.5f, 1.5f);
+  in.ln_bias = VectorF::LinSpaced(32, -0.1f, 0.1f);
+  return in;
+}
+
+TEST(LayerFile, InputsReadBackAsWritten) {
+  const LayerInputs in = full_inputs();
+  SafetensorsWriter w;
+  add_layer_inputs(w, in);
+  const SafetensorsReader f = reread(w);
+  const LayerInputs back = read_layer_inputs(f);
+  EXPECT_EQ(back.w, in.w);
+  ASSERT_EQ(back.extra_weights.size(), 2u);
+  EXPECT_EQ(back.extra_weights[1], in.extra_weights[1]);
+  EXPECT_EQ(*back.x, *in.x);
+  EXPECT_EQ(*back.h, *in.h);
+  EXPECT_EQ(*back.g, *in.g);
+  EXPECT_EQ(*back.ln_weight, *in.ln_weight);
+  EXPECT_EQ(*back.ln_bias, *in.ln_bias);
+  EXPECT_FALSE(back.f64);
+  EXPECT_EQ(back.hessian(), *in.h);
+  expect_tensor(f, "W3", Dtype::F32, {3, 32});
+  expect_tensor(f, "H", Dtype::F64, {32, 32});
+
+  // X alone gives 2/N X^T X; W alone has no calibration data.
+  LayerInputs only_x;
+  only_x.w = in.w;
+  only_x.x = in.x;
+  EXPECT_EQ(only_x.hessian(), *in.h);
+  only_x.x.reset();
+  expect_error<MissingTensor>([&] { only_x.hessian(); }, "tensor 'H' (in x in) or 'X'");
+}
+
+// F64 inputs keep double copies (AWQ and SmoothQuant run in double on them).
+TEST(LayerFile, DoubleInputsKeepTheirPrecision) {
+  LayerInputs in;
+  LayerInputs::Double d;
+  d.w = MatrixD::Constant(4, 16, 1.0 / 3.0);
+  d.extra_weights = {MatrixD::Constant(2, 16, 2.0 / 3.0)};
+  d.x = MatrixD::Constant(6, 16, 0.1);
+  d.ln_weight = VectorD::Constant(16, 1.0 / 7.0);
+  in.w = d.w.cast<float>();
+  in.extra_weights = {d.extra_weights[0].cast<float>()};
+  in.x = d.x->cast<float>();
+  in.ln_weight = d.ln_weight->cast<float>();
+  in.f64 = d;
+  SafetensorsWriter w;
+  add_layer_inputs(w, in);
+  const SafetensorsReader f = reread(w);
+  expect_tensor(f, "W", Dtype::F64, {4, 16});
+  expect_tensor(f, "ln_weight", Dtype::F64, {16});
+  const LayerInputs back = read_layer_inputs(f);
+  ASSERT_TRUE(back.f64);
+  EXPECT_EQ(back.f64->w, d.w);
+  EXPECT_EQ(back.f64->extra_weights[0], d.extra_weights[0]);
+  EXPECT_EQ(*back.f64->x, *d.x);
+  EXPECT_EQ(*back.f64->ln_weight, *d.ln_weight);
+  EXPECT_FALSE(back.f64->ln_bias);
+  EXPECT_EQ(back.w, in.w);
+  EXPECT_EQ(*back.ln_weight, *in.ln_weight);
+}
+
+TEST(LayerFile, InconsistentInputsAreRejected) {
+  auto file = [](const std::function<void(SafetensorsWriter&)>& add) {
+    SafetensorsWriter w;
+    add(w);
+    return reread(w);
+  };
+  const MatrixF w = test::random_weights(8, 32, 1);
+  expect_error<MissingTensor>(
+      [&] {
+        read_layer_inputs(
+            file([](SafetensorsWriter& o) { o.add_matrix("X", MatrixF::Ones(2, 2)); }));
+      },
+      "layer.safetensors: required tensor 'W' (out x in) is missing");
+  expect_error(
+      [&] {
+        read_layer_inputs(file([&](SafetensorsWriter& o) {
+          o.add_matrix("W", w);
+          o.add_matrix("W2", MatrixF::Ones(3, 31));
+        }));
+      },
+      "tensor 'W2' has 31 columns, expected in_features = 32 (from W)");
+  expect_error(
+      [&] {
+        read_layer_inputs(file([&](SafetensorsWriter& o) {
+          o.add_matrix("W", w);
+          o.add_matrix("H", MatrixD::Identity(16, 16));
+        }));
+      },
+      "tensor 'H' must be 32 x 32 (in x in), is 16 x 16");
+  expect_error(
+      [&] {
+        read_layer_inputs(file([&](SafetensorsWriter& o) {
+          o.add_matrix("W", w);
+          o.add_matrix("G", MatrixF::Ones(32, 8));
+        }));
+      },
+      "tensor 'G' must have W's shape 8 x 32");
+  expect_error(
+      [&] {
+        read_layer_inputs(file([&](SafetensorsWriter& o) {
+          o.add_matrix("W", w);
+          o.add_vector("ln_bias", std::vector<float>(30, 0.0f), Dtype::F32);
+        }));
+      },
+      "tensor 'ln_bias' has 30 entries, expected in_features = 32");
+}
+
+UniformWeights act_order_uniform() {
+  RtnConfig config;
+  config.grid.bits = 3;
+  config.group_size = 16;
+  UniformWeights u = quantize_rtn(test::random_weights(6, 48, 7), config);
+  u.g_idx.resize(48);
+  for (int j = 0; j < 48; ++j) u.g_idx[std::size_t(j)] = (j * 7 % 48) / 16;
+  return u;
+}
+
+TEST(LayerFile, UniformTensorsReadBack) {
+  const UniformWeights u = act_order_uniform();
+  SafetensorsWriter w;
+  add_uniform(w, u);
+  add_column_order(w, Permutation{2, 0, 1});
+  const SafetensorsReader f = reread(w);
+  expect_tensor(f, "qint", Dtype::I32, {6, 48});
+  expect_tensor(f, "scale", Dtype::F32, {3, 6});
+  expect_tensor(f, "zero", Dtype::F32, {3, 6});
+  expect_tensor(f, "g_idx", Dtype::I32, {48});
+  EXPECT_EQ(f.ints("perm"), (std::vector<std::int32_t>{2, 0, 1}));
+  const UniformWeights back = read_uniform(f, 48);
+  EXPECT_EQ(back.codes, u.codes);
+  EXPECT_EQ(back.g_idx, u.g_idx);
+  EXPECT_EQ(back.dequantize(), u.dequantize());
+  EXPECT_EQ(back.bits, 3);  // 3-bit codes of random weights reach 7
+
+  // Contiguous groups are written out as g_idx and read back as none.
+  UniformWeights plain = u;
+  plain.g_idx.clear();
+  SafetensorsWriter p;
+  add_uniform(p, plain);
+  const SafetensorsReader pf = reread(p);
+  EXPECT_EQ(pf.ints("g_idx")[47], 2);
+  EXPECT_TRUE(read_uniform(pf, 48).g_idx.empty());
+  expect_error([&] { read_uniform(pf, 40); }, "tensor 'qint' has 48 columns, x has 40");
+}
+
+TEST(LayerFile, BitPlaneTensorsReadBack) {
+  const BitPlaneWeights planes = to_bitplanes(act_order_uniform());
+  SafetensorsWriter w;
+  add_bitplanes(w, planes);
+  const SafetensorsReader f = reread(w);
+  expect_tensor(f, "B", Dtype::U8, {3, 6, 48});
+  expect_tensor(f, "c", Dtype::F32, {3, 4, 6});
+  expect_tensor(f, "B_packed", Dtype::I32, {2, 3, 6});
+  const std::vector<std::int32_t> b = f.ints("B");
+  for (int p = 0; p < 3; ++p)
+    for (Index r = 0; r < 6; ++r)
+      for (Index j = 0; j < 48; ++j)
+        ASSERT_EQ(b[std::size_t((p * 6 + r) * 48 + j)], (planes.codes(r, j) >> p) & 1);
+  // The file has no g_idx: the same codes, contiguous groups, c rounded to float.
+  const BitPlaneWeights back = read_bitplanes(f, 48);
+  EXPECT_EQ(back.codes, planes.codes);
+  EXPECT_TRUE(back.g_idx.empty());
+  EXPECT_EQ(back.coeffs, planes.coeffs.cast<float>().cast<double>());
+}
+
+TEST(LayerFile, SparseOutliersReadBack) {
+  const MatrixF dense = test::random_weights(5, 12, 9);
+  CodeMatrix mask = CodeMatrix::Zero(5, 12);
+  mask(0, 3) = mask(2, 0) = mask(2, 11) = mask(4, 7) = 1;
+  for (const OutlierPrecision precision : {OutlierPrecision::f16, OutlierPrecision::f32}) {
+    const SparseOutliers s = sparse_outliers_from_mask(dense, mask, precision);
+    SafetensorsWriter w;
+    add_outliers(w, s, mask);
+    const SafetensorsReader f = reread(w);
+    expect_tensor(f, "mask", Dtype::U8, {5, 12});
+    expect_tensor(f, "outlier_rowptr", Dtype::I32, {6});
+    expect_tensor(f, "outlier_val", precision == OutlierPrecision::f16 ? Dtype::F16 : Dtype::F32,
+                  {4});
+    const std::optional<SparseOutliers> back = read_outliers(f, 5, 12);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->precision, precision);
+    EXPECT_EQ(back->row_ptr, s.row_ptr);
+    EXPECT_EQ(back->col, s.col);
+    EXPECT_EQ(back->values, s.values);
+    expect_error([&] { read_outliers(f, 4, 12); },
+                 "tensor 'outlier_rowptr' has 6 entries, expected out_features + 1 = 5");
+  }
+  SafetensorsWriter none;
+  none.add_matrix("qint", CodeMatrix::Zero(2, 2), Dtype::I32);
+  EXPECT_FALSE(read_outliers(reread(none), 2, 2));
+  SafetensorsWriter half;
+  half.add_vector("outlier_rowptr", std::vector<std::int32_t>{0, 0, 0}, Dtype::I32);
+  expect_error<MissingTensor>([&] { read_outliers(reread(half), 2, 2); },
+                              "the sparse outlier part needs tensor 'outlier_col'");
+}
+
+// What a kernel multiplies: bit planes or uniform codes, the sparse part, and
+// AWQ's input scales on a uniform file.
+TEST(LayerFile, QuantizedLayerOfEachKind) {
+  const UniformWeights u = act_order_uniform();
+  SafetensorsWriter uniform;
+  add_uniform(uniform, u);
+  uniform.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  const QuantizedLayer a = read_quantized_layer(reread(uniform), 48);
+  EXPECT_EQ(a.planes.dequantize(), u.dequantize());
+  EXPECT_EQ(a.input_scales, VectorD::Constant(48, 2.0));
+  EXPECT_FALSE(a.outliers);
+
+  SafetensorsWriter planes;
+  add_bitplanes(planes, to_bitplanes(u));
+  planes.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  const QuantizedLayer b = read_quantized_layer(reread(planes), 48);
+  EXPECT_EQ(b.input_scales.size(), 0);  // only uniform (AWQ) files carry input scales
+  EXPECT_EQ(b.planes.codes, u.codes);
+
+  expect_error<MissingTensor>([&] { read_quantized_layer(reread(SafetensorsWriter()), 48); },
+                              "holds neither bit-plane tensors (B_packed, c) nor uniform tensors");
+  SafetensorsWriter partial;
+  partial.add_matrix("qint", u.codes, Dtype::I32);
+  partial.add_matrix("scale", u.scale);
+  expect_error<MissingTensor>([&] { read_quantized_layer(reread(partial), 48); },
+                              "a uniform file needs tensor 'zero', which is missing");
+  SafetensorsWriter bad_scales;
+  add_uniform(bad_scales, u);
+  std::vector<float> s(48, 1.0f);
+  s[5] = 0.0f;
+  bad_scales.add_vector("scales", s, Dtype::F32);
+  expect_error([&] { read_quantized_layer(reread(bad_scales), 48); },
+               "tensor 'scales' element 5 = 0 is not a positive finite scale");
+}
+
+// The per-method writers: names, dtypes and shapes of the documented layout
+// for two linears sharing an input (their values are checked against the
+// references through the tool's golden tests).
+TEST(LayerFile, MethodWritersFollowTheLayout) {
+  const MatrixF w1 = test::random_weights(8, 64, 1), w2 = test::random_weights(4, 64, 2);
+  const MatrixF x = test::random_activations(64, 64, 3);
+  const std::vector<MatrixFRef> linears{w1, w2};
+  AwqConfig awq_config;
+  awq_config.group_size = 32;
+  awq_config.grid = 4;
+  SafetensorsWriter awq;
+  add_awq(awq, quantize_awq(linears, x, awq_config));
+  const SafetensorsReader a = reread(awq);
+  expect_tensor(a, "qint", Dtype::I32, {8, 64});
+  for (const std::string suffix : {"", "_2"}) {
+    const std::int64_t out = suffix.empty() ? 8 : 4;
+    expect_tensor(a, "Wq" + suffix, Dtype::F32, {out, 64});
+    expect_tensor(a, "q_scales" + suffix, Dtype::F32, {out, 2});
+    expect_tensor(a, "q_zeros" + suffix, Dtype::F32, {out, 2});
+    expect_tensor(a, "clip_max_val" + suffix, Dtype::F32, {out, 2});
+  }
+  expect_tensor(a, "scales", Dtype::F32, {64});
+  expect_tensor(a, "search_loss_history", Dtype::F64, {4});
+
+  const SmoothQuantResult<float> smooth =
+      smooth_linears(linears, x.cwiseAbs().colwise().maxCoeff().transpose(), {});
+  const std::vector<Int8Weights> int8{smoothquant_int8_weights(smooth.weights[0]),
+                                      smoothquant_int8_weights(smooth.weights[1])};
+  SafetensorsWriter sq;
+  add_smoothquant(sq, smooth, int8);
+  add_norm(sq, NormParams<float>{VectorF::Ones(64), VectorF::Zero(64)}, "_smoothed");
+  add_dequantized(sq, int8[1].dequantize(), 1);
+  const SafetensorsReader s = reread(sq);
+  expect_tensor(s, "W_smoothed", Dtype::F32, {8, 64});
+  expect_tensor(s, "W2_smoothed", Dtype::F32, {4, 64});
+  expect_tensor(s, "W8", Dtype::I8, {8, 64});
+  expect_tensor(s, "W8_2", Dtype::I8, {4, 64});
+  expect_tensor(s, "w8_scale_2", Dtype::F32, {4});
+  expect_tensor(s, "ln_weight_smoothed", Dtype::F32, {64});
+  expect_tensor(s, "ln_bias_smoothed", Dtype::F32, {64});
+  expect_tensor(s, "Q_2", Dtype::F32, {4, 64});
+  EXPECT_THROW(add_smoothquant(sq, smooth, {int8[0]}), Error);
+
+  BpdqReport report;
+  report.init_scale = report.init_zero = MatrixF::Ones(2, 8);
+  report.column_order = {1, 0, 2};
+  report.group_order = {1, 0};
+  SafetensorsWriter bpdq;
+  add_bpdq_report(bpdq, report);
+  const SafetensorsReader b = reread(bpdq);
+  expect_tensor(b, "init_scale8", Dtype::F32, {2, 8});
+  EXPECT_EQ(b.ints("final_perm"), (std::vector<std::int32_t>{1, 0, 2}));
+  EXPECT_EQ(b.ints("global_perm"), (std::vector<std::int32_t>{1, 0}));
+}
+
+}  // namespace
+}  // namespace lowbit::io
