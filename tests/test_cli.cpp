@@ -1,19 +1,12 @@
-// The lowbit command-line tool: its contract (help, exit codes, tensor names)
-// and `lowbit quantize rtn` reproducing the golden reference outputs.
+// The lowbit command-line tool: its contract (exit codes, tensor names), `lowbit
+// quantize rtn` reproducing a golden reference output, and the demo (help:
+// test_cli_help.cpp).
 #include "test_support.hpp"
 
 namespace lowbit {
 namespace {
 
 class Cli : public test::ToolTest {};
-
-TEST_F(Cli, HelpDocumentsTheContract) {
-  const test::CommandResult help = lowbit("--help");
-  EXPECT_EQ(help.exit_code, 0);
-  for (const char* text : {"quantize METHOD", "demo", "rtn", "absmax", "--group-size", "B_packed", "g_idx"})
-    EXPECT_NE(help.output.find(text), std::string::npos) << text;
-  EXPECT_EQ(lowbit("").exit_code, 2);
-}
 
 TEST_F(Cli, MisuseExitsWithCodeTwoAndSaysWhy) {
   const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
@@ -43,7 +36,8 @@ TEST_F(Cli, MisuseExitsWithCodeTwoAndSaysWhy) {
 
 TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {
   const std::string out = dir.file("out.safetensors");
-  const std::string hostile = test::test_data_dir() + "/safetensors_hostile/overlapping.safetensors";
+  const std::string hostile =
+      test::test_data_dir() + "/safetensors_hostile/overlapping.safetensors";
   test::CommandResult r = lowbit("quantize rtn --in " + hostile + " --out " + out);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("overlap"), std::string::npos) << r.output;
@@ -54,36 +48,40 @@ TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// One golden case: the tool passes the options and writes the tensors (every
+// case runs through the library in test_rtn.cpp).
 TEST_F(Cli, RtnReproducesTheGoldenReference) {
-  int checked = 0;
-  test::for_each_golden("rtn_", false, [&](const io::SafetensorsReader& f, const std::string& golden_dir) {
-    std::string args = " --bits " + test::meta(f, "bits");
-    if (test::meta_bool(f, "sym")) args += " --sym";
-    if (test::meta_bool(f, "mse")) args += " --mse";
-    const std::string in = f.contains("W") ? f.source() : golden_dir + "/" + test::meta(f, "inputs_file");
-    const std::string out = dir.file("rtn.safetensors");
-    const test::CommandResult r = lowbit("quantize rtn --in " + in + " --out " + out + args);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    const io::SafetensorsReader result(out);
-    EXPECT_EQ(result.ints("qint"), f.ints("qint"));
-    EXPECT_EQ(result.floats("zero"), f.floats("zero"));
-    EXPECT_EQ(result.floats("scale"), f.floats("scale"));
-    EXPECT_EQ(result.info("scale").shape, (std::vector<std::int64_t>{1, 64}));  // [groups, out]
-    EXPECT_EQ(result.ints("g_idx"), std::vector<std::int32_t>(256, 0));
-    const std::vector<float> scale = f.floats("scale"), zero = f.floats("zero"), q = result.floats("Q");
-    const std::vector<std::int32_t> qint = f.ints("qint");
-    for (std::size_t i = 0; i < q.size(); ++i)
-      ASSERT_EQ(q[i], scale[i / 256] * (static_cast<float>(qint[i]) - zero[i / 256])) << i;
-    EXPECT_EQ(result.metadata_value("method"), "rtn");
-    ++checked;
-  });
-  EXPECT_EQ(checked, 12);
+  const io::SafetensorsReader f = test::golden_case("rtn_w3_asym_mse");
+  const std::string in = test::bundled_golden_dir() + "/" + test::meta(f, "inputs_file");
+  const std::string out = dir.file("rtn.safetensors");
+  const test::CommandResult r =
+      lowbit("quantize rtn --in " + in + " --out " + out + " --bits 3 --mse");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const io::SafetensorsReader result(out);
+  EXPECT_EQ(result.ints("qint"), f.ints("qint"));
+  EXPECT_EQ(result.floats("zero"), f.floats("zero"));
+  EXPECT_EQ(result.floats("scale"), f.floats("scale"));
+  EXPECT_EQ(result.info("scale").shape, (std::vector<std::int64_t>{1, 64}));  // [groups, out]
+  EXPECT_EQ(result.ints("g_idx"), std::vector<std::int32_t>(256, 0));
+  const std::vector<float> scale = f.floats("scale"), zero = f.floats("zero"),
+                           q = result.floats("Q");
+  const std::vector<std::int32_t> qint = f.ints("qint");
+  for (std::size_t i = 0; i < q.size(); ++i)
+    ASSERT_EQ(q[i], scale[i / 256] * (static_cast<float>(qint[i]) - zero[i / 256])) << i;
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{{"method", "rtn"},
+                                                        {"bits", "3"},
+                                                        {"mse", "true"},
+                                                        {"sym", "false"},
+                                                        {"options", "--bits 3 --mse"}})
+    EXPECT_EQ(result.metadata_value(key), value) << key;
 }
 
 TEST_F(Cli, ReportsTheRelativeOutputError) {
   const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
   const std::string out = dir.file("absmax.safetensors");
-  const test::CommandResult r = lowbit("quantize absmax --in " + in + " --out " + out + " --bits 4 --group-size 64");
+  const test::CommandResult r =
+      lowbit("quantize absmax --in " + in + " --out " + out + " --bits 4 --group-size 64");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const io::SafetensorsReader inputs(in), result(out);
   const MatrixD w = inputs.matrix("W").cast<double>(), x = inputs.matrix("X").cast<double>();
@@ -102,7 +100,8 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
 TEST_F(Cli, DemoPrintsOneRowPerRun) {
   const test::CommandResult r = lowbit("demo");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* text : {"method", "bits/w", "rel. error", "rtn", "absmax", "gptq", "awq", "smoothquant", "tacq"})
+  for (const char* text :
+       {"method", "bits/w", "rel. error", "rtn", "absmax", "gptq", "awq", "smoothquant", "tacq"})
     EXPECT_NE(r.output.find(text), std::string::npos) << text;
 }
 

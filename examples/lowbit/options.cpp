@@ -1,85 +1,166 @@
 #include "options.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
 namespace lowbit::cli {
 
-const std::vector<OptionSpec>& option_specs() {
-  static const std::vector<OptionSpec> specs{
-      {"in", "FILE", "input safetensors file"},
-      {"out", "FILE", "output safetensors file"},
-      {"bits", "N", "bit width of the uniform grid"},
-      {"group-size", "N", "input columns per group; -1 = one group per row"},
-      {"sym", "", "symmetric grid (rtn: the GPTQ reference's; awq: zero point 0, see awq.hpp)"},
-      {"per-tensor", "", "absmax: one scale for the whole tensor"},
-      {"act-order", "", "GPTQ: process columns by descending diag(H)"},
-      {"static-groups", "", "GPTQ: fix every group's grid before the pass"},
-      {"fresh-group-params", "", "GPTQ: group grids from the updated weights, not the reference's block-start ones"},
-      {"damp", "F", "damping as a fraction of mean diag(H)"},
-      {"percdamp", "F", "GPTQ: the reference's name for --damp"},
-      {"block-size", "N", "GPTQ lazy-update block width"},
-      {"mse", "", "search shrunk grid ranges (norm 2.4, grid 100, shrink 0.8)"},
-      {"planes", "K", "BPDQ: number of bit planes"},
-      {"iters", "N", "BPDQ: refinement iterations"},
-      {"ridge", "F", "BPDQ: ridge of the coefficient fit"},
-      {"gar", "", "BPDQ: group-aware reordering (--no-gar to disable)"},
-      {"no-gar", "", "BPDQ: disable group-aware reordering"},
-      {"alpha", "F", "SmoothQuant migration strength in [0, 1] (default 0.5)"},
-      {"grid", "N", "AWQ: ratios of the scale search, i/N for i < N (default 20)"},
-      {"fraction", "F", "TACQ: fraction of weights kept in full precision, in [0, 1) (default 0.0035)"},
-      {"outlier-dtype", "T", "TACQ: storage of the kept weights, f16 (default) or f32"},
-      {"saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq (default) or rtn"},
-      {"x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"},
-      {"exact", "", "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"},
-      {"threads", "N", "worker threads"},
-      {"size", "NAME", "demo: layer size, small (default) or large"},
-      {"model", "FILE", "quantize-model: llama2.c checkpoint"},
-      {"method", "NAME", "quantize-model: rtn, gptq or bpdq (default gptq)"},
-      {"format", "NAME", "quantize-model: checkpoint format, gptq (default) or bpdq"},
-      {"calibration", "N", "quantize-model: calibration sequences of 64 tokens (default 32)"},
+const OptionTable& option_catalogue() {
+  auto entry = [](const char* name, const char* value_name, const char* help) {
+    return OptionSpec{name, value_name, help, "", false};
   };
-  return specs;
+  static const OptionTable catalogue{
+      entry("in", "FILE", "input safetensors file"),
+      entry("out", "FILE", "output safetensors file"),
+      entry("bits", "N", "bit width of the uniform grid"),
+      entry("group-size", "N", "input columns per group; -1 = one group per row"),
+      entry("sym", "",
+            "symmetric grid (rtn: the GPTQ reference's; awq: zero point 0, see awq.hpp)"),
+      entry("per-tensor", "", "absmax: one scale for the whole tensor"),
+      entry("act-order", "", "GPTQ: process columns by descending diag(H)"),
+      entry("static-groups", "", "GPTQ: fix every group's grid before the pass"),
+      entry("fresh-group-params", "",
+            "GPTQ: group grids from the updated weights, not the reference's block-start ones"),
+      entry("damp", "F", "damping as a fraction of mean diag(H)"),
+      entry("percdamp", "F", "GPTQ: the reference's name for --damp"),
+      entry("block-size", "N", "lazy-update block width of the error feedback"),
+      entry("mse", "", "search shrunk grid ranges (norm 2.4, grid 100, shrink 0.8)"),
+      entry("planes", "K", "BPDQ: number of bit planes"),
+      entry("iters", "N", "BPDQ: refinement iterations"),
+      entry("ridge", "F", "BPDQ: ridge of the coefficient fit"),
+      entry("gar", "", "BPDQ: group-aware reordering (--no-gar to disable)"),
+      entry("no-gar", "", "BPDQ: disable group-aware reordering"),
+      entry("alpha", "F", "SmoothQuant migration strength in [0, 1]"),
+      entry("grid", "N", "AWQ: ratios of the scale search, i/N for i < N"),
+      entry("fraction", "F", "TACQ: fraction of weights kept in full precision, in [0, 1)"),
+      entry("outlier-dtype", "T", "TACQ: storage of the kept weights, f16 or f32"),
+      entry("saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq or rtn"),
+      entry("x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"),
+      entry("exact", "",
+            "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"),
+      entry("threads", "N", "worker threads (all cores unless given)"),
+      entry("size", "NAME", "demo: layer size, small or large"),
+      entry("model", "FILE", "quantize-model: llama2.c checkpoint"),
+      entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
+      entry("format", "NAME", "quantize-model: checkpoint format, gptq or bpdq"),
+      entry("calibration", "N", "quantize-model: calibration sequences of 64 tokens"),
+  };
+  return catalogue;
 }
 
-const OptionSpec* find_option(const std::string& name) {
-  for (const OptionSpec& spec : option_specs())
+namespace {
+
+const OptionSpec* find_option(const OptionTable& table, const std::string& name) {
+  for (const OptionSpec& spec : table)
     if (spec.name == name) return &spec;
   return nullptr;
 }
 
-Options::Options(const std::vector<std::string>& args, const std::set<std::string>& allowed,
-                 const std::string& command) {
+std::string left_column(const OptionSpec& spec) {
+  return "--" + spec.name + (spec.value_name.empty() ? "" : " " + spec.value_name);
+}
+
+}  // namespace
+
+OptionSpec option(const std::string& name, const std::string& fallback) {
+  const OptionSpec* spec = find_option(option_catalogue(), name);
+  if (!spec) throw std::logic_error("lowbit: option --" + name + " is not in the catalogue");
+  OptionSpec copy = *spec;
+  copy.fallback = fallback;
+  return copy;
+}
+
+OptionSpec required_option(const std::string& name) {
+  OptionSpec spec = option(name);
+  spec.required = true;
+  return spec;
+}
+
+bool wants_help(const std::vector<std::string>& args) {
+  return std::any_of(args.begin(), args.end(),
+                     [](const std::string& a) { return a == "--help" || a == "-h"; });
+}
+
+std::string usage_options(const OptionTable& table) {
+  std::string required, optional;
+  for (const OptionSpec& spec : table) {
+    if (spec.required)
+      required += " " + left_column(spec);
+    else
+      optional += " [" + left_column(spec) + "]";
+  }
+  return required + optional;
+}
+
+std::string options_help(const OptionTable& table) {
+  std::string out;
+  for (const OptionSpec& spec : table) {
+    const std::string left = left_column(spec);
+    out += "  " + left + std::string(left.size() < 24 ? 24 - left.size() : 1, ' ') + spec.help;
+    if (spec.required)
+      out += " (required)";
+    else if (!spec.fallback.empty())
+      out += " (default " + spec.fallback + ")";
+    out += "\n";
+  }
+  return out;
+}
+
+std::string command_help(const std::string& command, const std::string& description,
+                         const OptionTable& table) {
+  return "Usage: lowbit " + command + usage_options(table) + "\n\n" + description +
+         "\n\nOptions:\n" + options_help(table) + "\nExit codes: 0 success, 1 failure, 2 misuse.\n";
+}
+
+Options::Options(const std::vector<std::string>& args, OptionTable table,
+                 const std::string& command)
+    : table_(std::move(table)) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg.rfind("--", 0) != 0 || arg.size() == 2)
       throw UsageError(command + ": unexpected argument '" + arg + "'");
     const std::string name = arg.substr(2);
-    const OptionSpec* spec = find_option(name);
-    if (!spec) throw UsageError(command + ": unknown option --" + name + " (see lowbit --help)");
-    if (!allowed.count(name)) throw UsageError(command + ": option --" + name + " does not apply here");
+    if (!find_option(option_catalogue(), name))
+      throw UsageError(command + ": unknown option --" + name + " (see lowbit --help)");
+    const OptionSpec* spec = find_option(table_, name);
+    if (!spec)
+      throw UsageError(command + ": option --" + name + " does not apply here (see lowbit " +
+                       command + " --help)");
     if (values_.count(name)) throw UsageError(command + ": option --" + name + " given twice");
     if (spec->value_name.empty()) {
       values_[name] = "true";
     } else {
-      if (i + 1 >= args.size()) throw UsageError(command + ": option --" + name + " needs a value " + spec->value_name);
+      if (i + 1 >= args.size())
+        throw UsageError(command + ": option --" + name + " needs a value " + spec->value_name);
       values_[name] = args[++i];
     }
   }
 }
 
+const OptionSpec& Options::spec(const std::string& name) const {
+  const OptionSpec* spec = find_option(table_, name);
+  if (!spec) throw std::logic_error("lowbit: option --" + name + " is not in this command's table");
+  return *spec;
+}
+
+bool Options::toggle(const std::string& name) const {
+  if (has(name) && has("no-" + name))
+    throw UsageError("options --" + name + " and --no-" + name + " conflict");
+  if (has(name)) return true;
+  if (has("no-" + name)) return false;
+  return spec(name).fallback == "on";
+}
+
 std::string Options::text(const std::string& name) const {
   const auto it = values_.find(name);
-  if (it == values_.end()) throw UsageError("missing required option --" + name);
-  return it->second;
+  if (it != values_.end()) return it->second;
+  const OptionSpec& s = spec(name);
+  if (s.fallback.empty()) throw UsageError("missing required option --" + name);
+  return s.fallback;
 }
 
-std::string Options::text(const std::string& name, const std::string& fallback) const {
-  return has(name) ? text(name) : fallback;
-}
-
-int Options::integer(const std::string& name, int fallback) const {
-  if (!has(name)) return fallback;
+int Options::integer(const std::string& name) const {
   const std::string v = text(name);
   char* end = nullptr;
   const long parsed = std::strtol(v.c_str(), &end, 10);
@@ -88,21 +169,13 @@ int Options::integer(const std::string& name, int fallback) const {
   return static_cast<int>(parsed);
 }
 
-double Options::real(const std::string& name, double fallback) const {
-  if (!has(name)) return fallback;
+double Options::real(const std::string& name) const {
   const std::string v = text(name);
   char* end = nullptr;
   const double parsed = std::strtod(v.c_str(), &end);
   if (v.empty() || *end != '\0' || !std::isfinite(parsed))
     throw UsageError("option --" + name + ": expected a finite number, got '" + v + "'");
   return parsed;
-}
-
-bool Options::toggle(const std::string& name, bool fallback) const {
-  if (has(name) && has("no-" + name)) throw UsageError("options --" + name + " and --no-" + name + " conflict");
-  if (has(name)) return true;
-  if (has("no-" + name)) return false;
-  return fallback;
 }
 
 }  // namespace lowbit::cli

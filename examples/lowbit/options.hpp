@@ -1,9 +1,11 @@
-// Command-line options of the lowbit tool: parsing and typed access with
-// errors that name the option.
+// Command-line options of the lowbit tool. Every command (and every method of
+// `lowbit quantize`) has one table of the options it accepts, with the help
+// and the default of each: the parser applies those defaults and the help text
+// is generated from the same tables, so what --help says is what runs.
 #pragma once
 
+#include <functional>
 #include <map>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -16,35 +18,63 @@ struct UsageError : std::runtime_error {
 };
 
 struct OptionSpec {
-  std::string name;         // without the leading "--"
-  std::string value_name;   // empty for a flag
+  std::string name;        // without the leading "--"
+  std::string value_name;  // empty for a flag
   std::string help;
+  std::string fallback;  // the default the parser applies and help shows; "" = none
+                         // (a flag with fallback "on" is on unless --no-<name>)
+  bool required = false;
 };
+using OptionTable = std::vector<OptionSpec>;
 
-// Every option any command knows, so help and validation share one list.
-const std::vector<OptionSpec>& option_specs();
-const OptionSpec* find_option(const std::string& name);
+// The option `name` as every command describes it, with this command's default.
+OptionSpec option(const std::string& name, const std::string& fallback = "");
+// The option `name`, which the command requires.
+OptionSpec required_option(const std::string& name);
+// Every option any command knows, in the order the top-level help lists them.
+const OptionTable& option_catalogue();
+
+// True when the arguments ask for help (--help or -h).
+bool wants_help(const std::vector<std::string>& args);
+// "--in FILE --out FILE [--exact] [--threads N]": the required options, then the others.
+std::string usage_options(const OptionTable& table);
+// One line per option: "--name VALUE  help (default X)" or "(required)".
+std::string options_help(const OptionTable& table);
+// A command's --help: "Usage: lowbit <command> <usage_options>", the
+// description, and its options.
+std::string command_help(const std::string& command, const std::string& description,
+                         const OptionTable& table);
 
 class Options {
  public:
-  // Parses "--name value" and "--flag" pairs; only names in `allowed` are accepted.
-  Options(const std::vector<std::string>& args, const std::set<std::string>& allowed,
-          const std::string& command);
+  // Parses "--name value" and "--flag" arguments; only the table's options are accepted.
+  Options(const std::vector<std::string>& args, OptionTable table, const std::string& command);
 
-  bool has(const std::string& name) const { return values_.count(name) != 0; }
+  bool has(const std::string& name) const { return values_.count(name) != 0; }  // given
+  bool defined(const std::string& name) const { return has(name) || !spec(name).fallback.empty(); }
   bool flag(const std::string& name) const { return has(name); }
-  std::string text(const std::string& name) const;  // required
-  std::string text(const std::string& name, const std::string& fallback) const;
-  int integer(const std::string& name, int fallback) const;
-  double real(const std::string& name, double fallback) const;
-  // --name / --no-name pair.
-  bool toggle(const std::string& name, bool fallback) const;
+  // --name / --no-name, else the table's default ("on" or none).
+  bool toggle(const std::string& name) const;
+  // The value given, else the table's default; UsageError when neither exists.
+  std::string text(const std::string& name) const;
+  int integer(const std::string& name) const;
+  double real(const std::string& name) const;
 
   // The options given, for the output metadata.
   const std::map<std::string, std::string>& given() const { return values_; }
 
  private:
+  const OptionSpec& spec(const std::string& name) const;
+  OptionTable table_;
   std::map<std::string, std::string> values_;
+};
+
+// A command of the tool besides `quantize` (which has a table per method).
+struct Command {
+  std::string name;
+  std::string description;
+  OptionTable options;
+  std::function<int(const Options&)> run;
 };
 
 }  // namespace lowbit::cli
