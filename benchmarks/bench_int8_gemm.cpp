@@ -36,7 +36,7 @@ const Layer& layer(Index out, Index in) {
   if (!slot) {
     slot = std::make_unique<Layer>();
     slot->w = random_matrix(out, in, 1);
-    slot->w8 = lowbit::to_int8_weights(lowbit::quantize_absmax(slot->w));
+    slot->w8 = lowbit::to_int8_weights(lowbit::quantize_absmax(slot->w).weights);
   }
   return *slot;
 }

@@ -264,10 +264,10 @@ TEST(BitplaneLutGemm, Int8ErrorByGroupSize) {
   for (int planes : {2, 4})
     for (int group : {32, 64, 128, 256, -1}) {
       RtnConfig config;
-      config.grid.bits = planes;
+      config.bits = planes;
       config.group_size = group;
       const MatrixF wf = test::random_weights(rows, cols, 7);
-      const UniformWeights uniform = quantize_rtn(wf, config);
+      const UniformWeights uniform = quantize_rtn(wf, config).weights;
       const BitPlaneWeights w = to_bitplanes(uniform);
       const MatrixF x = test::random_activations(4, cols, 8);
       const MatrixD exact = exact_product(w, x);
@@ -314,9 +314,9 @@ TEST(BitplaneLutGemm, UniformWeightsIncludingActOrder) {
   const MatrixF wf = test::random_weights(45, 256, 30);
   for (int bits = 1; bits <= 4; ++bits) {
     RtnConfig config;
-    config.grid.bits = bits;
+    config.bits = bits;
     config.group_size = 64;
-    UniformWeights q = quantize_rtn(wf, config);
+    UniformWeights q = quantize_rtn(wf, config).weights;
     for (bool act_order : {false, true}) {
       SCOPED_TRACE(testing::Message() << "bits " << bits << (act_order ? " act-order" : ""));
       if (act_order) {  // the same codes and grids, grouped through a permutation

@@ -96,7 +96,7 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
   config.bits = 4;
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 64;
-  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).dequantize());
+  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).weights.dequantize());
 }
 
 TEST_F(Cli, DemoPrintsOneRowPerRun) {

@@ -85,7 +85,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   Calibration calibration(256);
   calibration.add(inputs.matrix("X"));
   GptqConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.grid.mse = true;
   config.group_size = 64;
   config.act_order = true;
@@ -94,7 +94,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   config.block_size = 64;
   const GptqResult expected = quantize_gptq(inputs.matrix("W"), calibration, config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
-  EXPECT_EQ(result.ints("perm"), expected.perm);
+  EXPECT_EQ(result.ints("perm"), expected.report.hessian.column_order);
   EXPECT_EQ(result.info("scale").shape, (std::vector<std::int64_t>{4, 64}));
   for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
            {"method", "gptq"}, {"calibration", "X"}, {"bits", "3"}, {"group_size", "64"}, {"mse", "true"},

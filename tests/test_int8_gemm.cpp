@@ -175,7 +175,7 @@ TEST(Int8Gemm, LongRowsAtTheInt32Limit) {
 TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {
   const MatrixF w = test::random_weights(37, 150, 801);
   const MatrixF x = test::random_activations(7, 150, 802);
-  const Int8Weights qw = to_int8_weights(quantize_absmax(w));
+  const Int8Weights qw = to_int8_weights(quantize_absmax(w).weights);
   const Int8Activations qx = quantize_activations(x);
   const MatrixF y = int8_gemm(qw, qx);
   ASSERT_EQ(y.rows(), 7);
@@ -193,7 +193,7 @@ TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {
 }
 
 TEST(Int8Gemm, CheckedEntryRejectsBadOperands) {
-  const Int8Weights w = to_int8_weights(quantize_absmax(test::random_weights(4, 32, 901)));
+  const Int8Weights w = to_int8_weights(quantize_absmax(test::random_weights(4, 32, 901)).weights);
   const Int8Activations x = quantize_activations(test::random_activations(3, 32, 902));
   EXPECT_THROW(int8_gemm(w, quantize_activations(test::random_activations(3, 31, 903))), Error);
   Int8Activations bad = x;

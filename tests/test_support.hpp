@@ -27,6 +27,15 @@ inline MatrixF random_weights(Index rows, Index cols, unsigned seed, float scale
   return w;
 }
 
+// Standard normal entries.
+inline MatrixF random_gaussian(Index rows, Index cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  MatrixF m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
+  return m;
+}
+
 // Gaussian activations with a few outlier channels scaled by 20.
 inline MatrixF random_activations(Index tokens, Index cols, unsigned seed) {
   std::mt19937 rng(seed);

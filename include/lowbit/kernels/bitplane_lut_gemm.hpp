@@ -56,7 +56,7 @@
 
 #include "lowbit/core/bitplane_weights.hpp"
 #include "lowbit/core/error.hpp"
-#include "lowbit/core/grouping.hpp"
+#include "lowbit/core/detail/grouping.hpp"
 #include "lowbit/core/half.hpp"
 #include "lowbit/core/sparse_outliers.hpp"
 #include "lowbit/core/types.hpp"
