@@ -15,21 +15,23 @@ namespace {
 
 using RowsKernel = std::function<void(const detail::Int8GemmArgs&, Index, Index)>;
 
-// Every variant this build has, by name; the dispatcher's choice included.
+// Every SIMD variant this build compiles, by name, on raw arguments (any
+// offset and stride, integer dot products).
 std::vector<std::pair<std::string, RowsKernel>> simd_variants() {
   std::vector<std::pair<std::string, RowsKernel>> v;
-  v.emplace_back(std::string("dispatch: ") + int8_gemm_isa(), detail::int8_gemm_rows);
-#if defined(__AVX2__)
-  v.emplace_back(detail::kInt8Avx2Variant, detail::int8_gemm_rows_avx2);
+#if defined(LOWBIT_ISA_AVX2)
+  v.emplace_back(detail::int8_avx2::Isa::name, detail::int8_avx2::Isa::rows);
 #endif
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-  v.emplace_back(detail::kInt8Avx512Variant, detail::int8_gemm_rows_avx512);
+#if defined(LOWBIT_ISA_AVX512_VNNI)
+  v.emplace_back(detail::int8_avx512::Isa::name, detail::int8_avx512::Isa::rows);
 #endif
-#if defined(__ARM_NEON)
-  v.emplace_back(detail::kInt8NeonVariant, detail::int8_gemm_rows_neon);
+#if defined(LOWBIT_ISA_NEON)
+  v.emplace_back(detail::int8_neon::Isa::name, detail::int8_neon::Isa::rows);
 #endif
   return v;
 }
+
+const RowsKernel scalar_rows = detail::int8_scalar::Isa::rows;
 
 // Int8 values in -127..127 at an arbitrary byte offset and row stride.
 struct Int8Buffer {
@@ -94,7 +96,7 @@ struct Problem {
 TEST(Int8Gemm, ScalarReferenceIsTheExactProduct) {
   const Problem p(5, 3, 77, 1, false, 401);
   Problem::Output out;
-  p.run(detail::int8_gemm_rows_scalar, out, 0, p.rows);
+  p.run(scalar_rows, out, 0, p.rows);
   for (Index t = 0; t < p.tokens; ++t)
     for (Index r = 0; r < p.rows; ++r) {
       std::int64_t dot = 0;
@@ -117,7 +119,7 @@ TEST(Int8Gemm, SimdEqualsScalarOnShapesStraddlingTheVectorWidths) {
             for (bool extremes : {false, true}) {
               const Problem p(rows, tokens, depth, offset, extremes, ++seed);
               Problem::Output expected, got;
-              p.run(detail::int8_gemm_rows_scalar, expected, 0, rows);
+              p.run(scalar_rows, expected, 0, rows);
               p.run(kernel, got, 0, rows);
               ASSERT_EQ(got.dots, expected.dots) << "depth " << depth << " rows " << rows << " tokens "
                                                  << tokens << " offset " << offset << " extremes " << extremes
@@ -129,7 +131,7 @@ TEST(Int8Gemm, SimdEqualsScalarOnShapesStraddlingTheVectorWidths) {
             }
   }
   EXPECT_GT(checked, 0);
-  std::printf("  int8 kernels checked against scalar: dispatcher uses %s\n", int8_gemm_isa());
+  std::printf("  int8 kernels checked against scalar: the default is %s\n", int8_kernels.isa);
 }
 
 TEST(Int8Gemm, RowRangesComposeToTheWholeProduct) {
@@ -160,7 +162,7 @@ TEST(Int8Gemm, LongRowsAtTheInt32Limit) {
       std::fill(p.x.storage.begin(), p.x.storage.end(), std::int8_t{127});
     }
     Problem::Output expected;
-    p.run(detail::int8_gemm_rows_scalar, expected, 0, 3);
+    p.run(scalar_rows, expected, 0, 3);
     if (all_max) {
       EXPECT_EQ(expected.dots[0], kInt8GemmMaxDepth * 127 * 127);
     }
@@ -170,6 +172,34 @@ TEST(Int8Gemm, LongRowsAtTheInt32Limit) {
       EXPECT_EQ(got.dots, expected.dots) << name;
     }
   }
+}
+
+// The default is the widest variant the compiler's instruction-set macros
+// allow (checked here against the macros directly, not through detail/isa.hpp).
+TEST(Int8Gemm, ReportsItsInstructionSet) {
+  const std::string isa = int8_kernels.isa;
+  EXPECT_EQ(std::string(scalar::int8_kernels.isa), "scalar");
+#if defined(LOWBIT_FORCE_SCALAR)
+  EXPECT_EQ(isa, "scalar");
+  EXPECT_TRUE(simd_variants().empty());
+#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__)
+  EXPECT_EQ(isa, "avx512-vnni");
+  EXPECT_EQ(simd_variants().size(), 2u);
+#elif defined(__AVX512F__) && defined(__AVX512BW__)
+  EXPECT_EQ(isa, "avx2");
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVXVNNI__)
+  EXPECT_EQ(isa, "avx2 (avx-vnni)");
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  EXPECT_EQ(isa, "avx2");
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  EXPECT_EQ(isa, "neon (dotprod)");
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+  EXPECT_EQ(isa, "neon");
+#else
+  EXPECT_EQ(isa, "scalar");
+#endif
+  std::cout << "int8 kernel: " << isa << "\n";
 }
 
 TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {
@@ -187,6 +217,8 @@ TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {
   int8_gemm(qw, qx, y2, 0, 20);
   int8_gemm(qw, qx, y2, 20, 37);
   EXPECT_EQ(y2, y);
+  // The scalar reference through the same entry points: the same bits.
+  EXPECT_EQ(int8_gemm(scalar::int8_kernels, qw, qx), y);
   // W8A8 is close to the float product.
   const MatrixD exact = x.cast<double>() * w.cast<double>().transpose();
   EXPECT_LT((y.cast<double>() - exact).norm() / exact.norm(), 0.03);
