@@ -6,6 +6,7 @@
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
 #include <lowbit/quant/rtn.hpp>
 
+#include "expected_isa.hpp"
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -121,27 +122,13 @@ void expect_within_bound(const PackedBitplanes& w, const MatrixF& x, BitplaneCon
   }
 }
 
-// The default is the widest kernel set the compiler's instruction-set macros
-// allow (checked here against the macros directly, not through detail/isa.hpp).
 TEST(BitplaneLutGemm, ReportsItsInstructionSet) {
-  const std::string isa = bitplane_kernels.isa;
+  EXPECT_EQ(std::string(bitplane_kernels.isa), test::expected_bitplane_isa());
   EXPECT_EQ(std::string(scalar::bitplane_kernels.isa), "scalar");
-#if defined(LOWBIT_FORCE_SCALAR)
-  EXPECT_EQ(isa, "scalar");
-  EXPECT_TRUE(simd_kernels().empty());
-#elif defined(__AVX512F__) && defined(__AVX512BW__)
-  EXPECT_EQ(isa, "avx512");
-  EXPECT_EQ(simd_kernels().size(), 2u);
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-  EXPECT_EQ(isa, "avx2");
-  EXPECT_EQ(simd_kernels().size(), 1u);
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-  EXPECT_EQ(isa, "neon");
-  EXPECT_EQ(simd_kernels().size(), 1u);
-#else
-  EXPECT_EQ(isa, "scalar");
-#endif
-  std::cout << "bit-plane kernel: " << isa << "\n";
+  const std::size_t simd = simd_kernels().size();
+  if (test::expected_bitplane_isa() == "scalar") EXPECT_EQ(simd, 0u);
+  else EXPECT_EQ(simd, test::expected_bitplane_isa() == "avx512" ? 2u : 1u);  // avx512 brings avx2
+  std::cout << "bit-plane kernel: " << bitplane_kernels.isa << "\n";
 }
 
 TEST(BitplaneLutGemm, SimdTablesEqualScalarTables) {

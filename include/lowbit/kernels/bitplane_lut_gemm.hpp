@@ -407,16 +407,6 @@ struct BitplaneKernels {
 
 namespace detail::bitplane {
 
-// x in packed column order (zero in the padding).
-inline void gather(const PackedBitplanes& w, const float* x, float* xg) noexcept {
-  if (w.identity_gather()) {
-    std::memcpy(xg, x, sizeof(float) * static_cast<std::size_t>(w.cols()));
-    return;
-  }
-  for (std::size_t j = 0; j < w.gather().size(); ++j)
-    xg[j] = w.gather()[j] < 0 ? 0.0f : x[w.gather()[j]];
-}
-
 // Gathers x, builds each segment's tables with the ISA's primitives, and the
 // group sums (in one fixed order, shared by every ISA).
 template <class Isa>
@@ -424,8 +414,12 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
           BitplaneContext& ctx) noexcept {
   const Layout l = w.layout();
   for (Index t = 0; t < tokens; ++t) {
-    float* xg = ctx.x() + t * l.padded_cols();
-    gather(w, x + t * ldx, xg);
+    float* xg = ctx.x() + t * l.padded_cols();  // x in packed column order, zero padding
+    if (w.identity_gather())
+      std::memcpy(xg, x + t * ldx, sizeof(float) * static_cast<std::size_t>(w.cols()));
+    else
+      for (std::size_t j = 0; j < w.gather().size(); ++j)
+        xg[j] = w.gather()[j] < 0 ? 0.0f : x[t * ldx + w.gather()[j]];
     Index chunk = 0;
     for (Index g = 0; g < l.groups; ++g) {
       float sum = 0.0f;
