@@ -407,8 +407,16 @@ struct BitplaneKernels {
 
 namespace detail::bitplane {
 
-// Gathers x, builds each segment's tables with the ISA's primitives, and the
-// group sums (in one fixed order, shared by every ISA).
+// The generic driver of every kernel set. Isa (detail/bitplane_<family>.hpp)
+// provides `name`, and, noexcept:
+//   float table_entries(x, chunks, out)   the 16 centred entries per chunk; returns max |entry|
+//   void quantize_tables(entries, chunks, inverse_scale, out)   round half to even to int8
+//   void multiply_blocks(layout, tables, y, ldy, row_begin, row_end)   the dense part
+// (SIMD kernel sets implement multiply_blocks with the shared block loop,
+// detail::bitplane::multiply_blocks in bitplane_layout.hpp).
+//
+// load gathers x, builds each segment's tables with the ISA's primitives, and
+// the group sums (in one fixed order, shared by every ISA).
 template <class Isa>
 void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
           BitplaneContext& ctx) noexcept {

@@ -66,6 +66,8 @@ inline Int8GemmArgs args(const Int8Weights& w, const Int8Activations& x, float* 
   return a;
 }
 
+// The generic driver of every kernel set: Isa (detail/int8_gemm_<family>.hpp)
+// provides `name` and rows(const Int8GemmArgs&, row_begin, row_end) noexcept.
 template <class Isa>
 void gemm(const Int8Weights& w, const Int8Activations& x, Eigen::Ref<MatrixF> y, Index row_begin,
           Index row_end) noexcept {

@@ -2,11 +2,13 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken as two halves of 32 rows (one 32-byte load of
-// plane bytes per pair), half after half within each segment. int8 inner loop, per load (32 rows x
-// one pair of chunks): split the nibbles (and, shift, and), look both chunks up with vpshufb in
-// tables broadcast to both lanes, interleave the two results bytewise (unpacklo/hi) and add each
-// row's two entries into int16 with vpmaddubsw(1, .): 11 instructions for 64 lookups. The int16
-// sums of a segment are widened to float once and scaled by the plane coefficient.
+// plane bytes per pair), half after half within each segment. int8 inner
+// loop, per load (32 rows x one pair of chunks): split the nibbles (and,
+// shift, and), look both chunks up with vpshufb in tables broadcast to both
+// lanes, interleave the two results bytewise (unpacklo/hi) and add each row's
+// two entries into int16 with vpmaddubsw(1, .): 11 instructions for 64
+// lookups. The int16 sums of a segment are widened to float once and scaled
+// by the plane coefficient.
 #pragma once
 
 #ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP

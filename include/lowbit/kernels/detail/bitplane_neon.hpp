@@ -2,10 +2,11 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken in four quarters of 16 rows (one 16-byte load
-// of plane bytes per pair), quarter after quarter within each segment. int8 inner loop, per load:
-// split the nibbles (and, shift), look both chunks up with vqtbl1q_s8, and add each row's two
-// entries into int16 with vaddl_s8 / vaddl_high_s8. Float tables (64 bytes)
-// are looked up with vqtbl4q_u8 on byte indices 4i..4i+3.
+// of plane bytes per pair), quarter after quarter within each segment. int8
+// inner loop, per load: split the nibbles (and, shift), look both chunks up
+// with vqtbl1q_s8, and add each row's two entries into int16 with vaddl_s8 /
+// vaddl_high_s8. Float tables (64 bytes) are looked up with vqtbl4q_u8 on
+// byte indices 4i..4i+3.
 #pragma once
 
 #ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP

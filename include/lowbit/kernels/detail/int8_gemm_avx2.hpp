@@ -8,11 +8,13 @@
 // |x| times sign(x)·w equals x·w, and since values are limited to -127..127 a
 // pair sum is at most 2·127² and never saturates.
 //
-// With VNNI (targets isa_avx512_vnni: the EVEX form; isa_avx2_vnni: AVX-VNNI) vpdpbusd sums four u8
-// x s8 products into int32 without saturation, so the activations are offset instead: (x + 128) is
-// a u8, and sum (x + 128)·w = x·w + 128·sum w, with sum w accumulated by the same instruction
-// against a vector of ones: one instruction per 32 products (plus one per row for sum w, shared by
-// the tile's tokens) where the sign trick needs two.
+// With VNNI (the EVEX form in target isa_avx512_vnni, AVX-VNNI in
+// isa_avx2_vnni) vpdpbusd sums four u8 x s8 products into int32 without
+// saturation, so the activations are offset instead: (x + 128) is a u8, and
+// sum (x + 128)·w = x·w + 128·sum w, with sum w accumulated by the same
+// instruction against a vector of ones: one instruction per 32 products (plus
+// one per row for sum w, shared by the tile's tokens) where the sign trick
+// needs two.
 //
 // Integer results are exact, so every variant equals the scalar reference.
 #pragma once

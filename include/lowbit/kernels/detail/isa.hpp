@@ -19,6 +19,12 @@
 //   isa_neon_dotprod neon (int8 with the dot-product extension); scalar
 //   isa_neon         neon; scalar
 //   isa_scalar       scalar
+//
+// A variant is a kernel set: a struct Isa in its own detail header
+// (bitplane_<family>.hpp, int8_gemm_<family>.hpp) that the generic drivers
+// are instantiated with (detail::bitplane::load / multiply, detail::int8::gemm;
+// their comments list what an Isa provides). Adding one takes that header,
+// its family macro below, and one table line in the public header.
 #pragma once
 
 #if !defined(LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP) && !defined(LOWBIT_KERNELS_INT8_GEMM_HPP)
