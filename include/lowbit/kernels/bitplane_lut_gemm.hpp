@@ -5,12 +5,11 @@
 // How an engine uses it:
 //
 //   // once, at load time (allocates, validates, throws lowbit::Error):
-//   lowbit::PackedBitplanes w = lowbit::pack_bitplanes(planes);        // or (planes, outliers)
-//   lowbit::BitplaneContext ctx(w, /*max_tokens=*/16);                 // table scratch, reusable
+//   lowbit::PackedBitplanes w = lowbit::pack_bitplanes(planes);  // or (planes, outliers)
+//   lowbit::BitplaneContext ctx(w, /*max_tokens=*/16);           // table scratch, reusable
 //   // every forward pass (noexcept, no allocation):
-//   lowbit::bitplane_load(w, x, tokens, ldx, ctx);         // gathers x, builds the tables (one
-//   thread) lowbit::bitplane_multiply(w, ctx, y, ldy, row_begin, row_end);     // any row range,
-//   any thread
+//   lowbit::bitplane_load(w, x, tokens, ldx, ctx);  // gathers x, builds the tables (one thread)
+//   lowbit::bitplane_multiply(w, ctx, y, ldy, row_begin, row_end);  // any rows, any thread
 //
 // bitplane_multiply may run concurrently on disjoint row ranges with the same
 // context. Each row's result depends only on that row, so the output is bit

@@ -148,8 +148,8 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
           const __m512 tb2 = _mm512_loadu_ps(table + 2 * kTableEntries * q + kTableEntries);
           const std::uint8_t* unit = bytes + q * kPairBytes;
           for (int j = 0; j < 4; ++j) {
-            // Stored positions 16j..16j+15 are rows 8 * order[2j] + 0..7 and 8 * order[2j + 1] +
-            // 0..7.
+            // Stored positions 16j..16j+15 are rows 8 * order[2j] + 0..7
+            // and 8 * order[2j + 1] + 0..7.
             const __m128i rows = _mm_unpacklo_epi64(
                 _mm_loadl_epi64(
                     reinterpret_cast<const __m128i*>(unit + coefficient_position(16 * j))),

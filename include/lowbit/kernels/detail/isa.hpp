@@ -28,8 +28,7 @@
 #pragma once
 
 #if !defined(LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP) && !defined(LOWBIT_KERNELS_INT8_GEMM_HPP)
-#error \
-    "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp> or <lowbit/kernels/int8_gemm.hpp>, not kernels/detail/"
+#error "lowbit: include lowbit/kernels/bitplane_lut_gemm.hpp or int8_gemm.hpp, not kernels/detail/"
 #endif
 
 #if defined(LOWBIT_FORCE_SCALAR)
