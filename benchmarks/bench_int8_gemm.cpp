@@ -53,7 +53,7 @@ void BM_Int8Gemm(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * out * in);
-  state.SetLabel(lowbit::int8_gemm_isa());
+  state.SetLabel(lowbit::int8_kernels.isa);
 }
 
 void BM_Int8GemmKernel(benchmark::State& state) {
