@@ -1,5 +1,7 @@
 // The lowbit command-line tool: its contract (help, exit codes, tensor names)
 // and `lowbit quantize rtn` reproducing the golden reference outputs.
+#include <lowbit/quant/absmax.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {

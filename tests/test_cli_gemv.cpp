@@ -3,6 +3,7 @@
 // within the documented bound (int8 tables); its errors and exit codes.
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
+#include <lowbit/quant/rtn.hpp>
 
 #include "test_support.hpp"
 

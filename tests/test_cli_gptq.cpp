@@ -1,6 +1,9 @@
 // `lowbit quantize gptq`: every golden GPTQ case through the tool (bundled
 // and LOWBIT_GOLDEN_DIR), X as calibration, the damping report and misuse
 // (the demo's GPTQ rows are checked in test_cli.cpp).
+#include <lowbit/core/calibration.hpp>
+#include <lowbit/quant/gptq.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {

@@ -30,7 +30,7 @@ double w8a8_error(const MatrixF& x_in, const MatrixF& w_in, const MatrixD& exact
 }
 
 template <class Scalar>
-void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
+void check_smoothquant_golden(const io::SafetensorsReader& f, const std::string& dir) {
   const int fcs = test::meta_int(f, "num_fcs");
   std::vector<MatrixT<Scalar>> linears{test::golden_tensor<Scalar>(f, dir, "W")};
   if (fcs == 2) linears.push_back(test::golden_tensor<Scalar>(f, dir, "W2"));
@@ -84,16 +84,16 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
               golden_err, plain);
 }
 
-void check_golden_file(const io::SafetensorsReader& f, const std::string& dir) {
-  if (test::meta(f, "dtype") == "float64") check_golden<double>(f, dir);
-  else check_golden<float>(f, dir);
+void check_smoothquant_golden_file(const io::SafetensorsReader& f, const std::string& dir) {
+  if (test::meta(f, "dtype") == "float64") check_smoothquant_golden<double>(f, dir);
+  else check_smoothquant_golden<float>(f, dir);
 }
 
 TEST(SmoothQuantGolden, BundledFilesMatchTheReference) {
-  test::for_each_golden("smoothquant_", false, check_golden_file);
+  test::for_each_golden("smoothquant_", false, check_smoothquant_golden_file);
 }
 TEST(SmoothQuantGolden, FullGoldenDirectoryMatchesTheReference) {
-  test::for_each_golden("smoothquant_", true, check_golden_file);
+  test::for_each_golden("smoothquant_", true, check_smoothquant_golden_file);
 }
 
 TEST(SmoothQuant, FormulaClampsAndSharedWeightMaximum) {

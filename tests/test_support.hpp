@@ -8,8 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <lowbit/core/error.hpp>
+#include <lowbit/core/types.hpp>
 #include <lowbit/io/safetensors.hpp>
-#include <lowbit/lowbit.hpp>
 #include <optional>
 #include <random>
 #include <string>
