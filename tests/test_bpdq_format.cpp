@@ -125,29 +125,20 @@ TEST(BpdqFormat, GoldenCheckpointTensors) {
   });
 }
 
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
-
 TEST(BpdqFormat, WriterRejectsWhatTheFormatCannotHold) {
   SafetensorsWriter writer;
   BitPlaneWeights w = random_planes(8, 64, 2, 32, 50);
   w.g_idx.assign(64, 0);
   for (int j = 0; j < 64; ++j) w.g_idx[std::size_t(j)] = (j % 2);
-  expect_error([&] { io::add_bpdq_linear(writer, "l", w); }, "'l' has a g_idx");
-  expect_error([&] { io::add_bpdq_linear(writer, "l", random_planes(8, 40, 2, 20, 51)); },
+  test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", w); }, "'l' has a g_idx");
+  test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", random_planes(8, 40, 2, 20, 51)); },
                "in_features must be a multiple of 32");
   w = random_planes(8, 64, 2, 32, 52);
   w.coeffs(1, 3) = 1e5;
-  expect_error([&] { io::add_bpdq_linear(writer, "l", w, Dtype::F16); },
+  test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", w, Dtype::F16); },
                "'l.c': value 100000 is not finite when stored as F16");
   EXPECT_NO_THROW(io::add_bpdq_linear(writer, "l", w, Dtype::BF16));
-  expect_error([&] { io::add_bpdq_linear(writer, "m", w, Dtype::I8); },
+  test::expect_error_containing([&] { io::add_bpdq_linear(writer, "m", w, Dtype::I8); },
                "c is stored as BF16, F16 or F32, not I8");
 }
 
@@ -173,52 +164,52 @@ TEST(BpdqFormat, ReaderNamesTheTensorAndTheMismatch) {
     return SafetensorsReader::from_bytes(writer.bytes(), "bad.safetensors");
   };
   EXPECT_NO_THROW(io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {2, 4, 16}, Dtype::BF16), "l"));
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {}, Dtype::F16), "l");
       },
       "bad.safetensors: tensor 'l.c' is missing");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({}, Dtype::I32, {2, 4, 16}, Dtype::F16), "l");
       },
       "tensor 'l.B' is missing");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I64, {2, 4, 16}, Dtype::F16), "l");
       },
       "'l.B' must be I32, is I64");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {2, 4, 16}, Dtype::I32), "l");
       },
       "'l.c' must have a float dtype");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {2, 3, 16}, Dtype::F16), "l");
       },
       "linear 'l': BPDQ tensor c: dim 1 is 3, expected k+1 = 4");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {2, 4, 8}, Dtype::F16), "l");
       },
       "linear 'l': BPDQ tensor c: dim 2 is 8, expected out = 16");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {3, 4, 16}, Dtype::F16), "l");
       },
       "3 groups do not divide in_features = 64");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16, 1}, Dtype::I32, {2, 4, 16}, Dtype::F16), "l");
       },
       "'l.B' must have rank 3");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 9, 16}, Dtype::I32, {2, 10, 16}, Dtype::F16), "l");
       },
       "planes (dim 1) must be 1..8, got 9");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         io::read_bpdq_linear(file({2, 3, 16}, Dtype::I32, {2, 4, 16}, Dtype::F32, std::nan("")),
                              "l");

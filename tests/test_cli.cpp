@@ -1,6 +1,8 @@
 // The lowbit command-line tool: its contract (exit codes, tensor names), `lowbit
 // quantize rtn` reproducing a golden reference output, and the demo (help:
 // test_cli_help.cpp).
+#include <lowbit/quant/absmax.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -94,7 +96,7 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
   config.bits = 4;
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 64;
-  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).dequantize());
+  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).weights.dequantize());
 }
 
 TEST_F(Cli, DemoPrintsOneRowPerRun) {

@@ -1,6 +1,9 @@
 // `lowbit quantize gptq`: a golden GPTQ case through the tool, X as
 // calibration, the damping report and misuse (the demo's GPTQ rows are
 // checked in test_cli.cpp).
+#include <lowbit/core/calibration.hpp>
+#include <lowbit/quant/gptq.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -80,7 +83,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   Calibration calibration(256);
   calibration.add(inputs.matrix("X"));
   GptqConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.grid.mse = true;
   config.group_size = 64;
   config.act_order = true;
@@ -89,7 +92,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   config.block_size = 64;
   const GptqResult expected = quantize_gptq(inputs.matrix("W"), calibration, config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
-  EXPECT_EQ(result.ints("perm"), expected.perm);
+  EXPECT_EQ(result.ints("perm"), expected.report.hessian.column_order);
   EXPECT_EQ(result.info("scale").shape, (std::vector<std::int64_t>{4, 64}));
   for (const auto& [key, value] :
        std::vector<std::pair<std::string, std::string>>{{"method", "gptq"},

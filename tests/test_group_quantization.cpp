@@ -40,7 +40,7 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
     ASSERT_EQ(out.size(), 2u);
     EXPECT_EQ(norm, VectorF::Ones(64));
     GptqConfig gptq;
-    gptq.grid.bits = 3;
+    gptq.bits = 3;
     gptq.group_size = 32;
     gptq.act_order = spec.act_order;
     AwqConfig awq;
@@ -53,9 +53,9 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
       MatrixF expected;
       if (method == "rtn") {
         RtnConfig rtn;
-        rtn.grid.bits = 3;
+        rtn.bits = 3;
         rtn.group_size = 32;
-        expected = quantize_rtn(w, rtn).dequantize();
+        expected = quantize_rtn(w, rtn).weights.dequantize();
       } else if (method == "gptq") {
         expected = quantize_gptq(w, h, gptq).dequantize();
       } else if (method == "bpdq") {
@@ -101,7 +101,9 @@ TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
     VectorF s = VectorF::Ones(64);
     if (method == "smoothquant-w8a8") {
       const std::vector<MatrixFRef> linears{w1, w2};
-      s = smooth_linears(linears, x.cwiseAbs().colwise().maxCoeff().transpose(), {}).scales;
+      s = quantize_smoothquant(linears,
+                               x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>())
+              .scales;
       EXPECT_LT((norm - VectorF::LinSpaced(64, 0.5f, 1.5f).cwiseQuotient(s)).norm(), 1e-6f);
     } else {
       EXPECT_EQ(norm, VectorF::LinSpaced(64, 0.5f, 1.5f));

@@ -16,16 +16,6 @@ SafetensorsReader reread(const SafetensorsWriter& w) {
   return SafetensorsReader::from_bytes(w.bytes(), "layer.safetensors");
 }
 
-template <class Exception = Error>
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
-  } catch (const Exception& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
-
 void expect_tensor(const SafetensorsReader& f, const std::string& name, Dtype dtype,
                    const std::vector<std::int64_t>& shape) {
   ASSERT_TRUE(f.contains(name)) << name;
@@ -72,7 +62,8 @@ TEST(LayerFile, InputsReadBackAsWritten) {
   only_x.x = in.x;
   EXPECT_EQ(only_x.hessian(), *in.h);
   only_x.x.reset();
-  expect_error<MissingTensor>([&] { only_x.hessian(); }, "tensor 'H' (in x in) or 'X'");
+  test::expect_error_containing<MissingTensor>([&] { only_x.hessian(); },
+                                               "tensor 'H' (in x in) or 'X'");
 }
 
 // F64 inputs keep double copies (AWQ and SmoothQuant run in double on them).
@@ -111,13 +102,13 @@ TEST(LayerFile, InconsistentInputsAreRejected) {
     return reread(w);
   };
   const MatrixF w = test::random_weights(8, 32, 1);
-  expect_error<MissingTensor>(
+  test::expect_error_containing<MissingTensor>(
       [&] {
         read_layer_inputs(
             file([](SafetensorsWriter& o) { o.add_matrix("X", MatrixF::Ones(2, 2)); }));
       },
       "layer.safetensors: required tensor 'W' (out x in) is missing");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         read_layer_inputs(file([&](SafetensorsWriter& o) {
           o.add_matrix("W", w);
@@ -125,7 +116,7 @@ TEST(LayerFile, InconsistentInputsAreRejected) {
         }));
       },
       "tensor 'W2' has 31 columns, expected in_features = 32 (from W)");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         read_layer_inputs(file([&](SafetensorsWriter& o) {
           o.add_matrix("W", w);
@@ -133,7 +124,7 @@ TEST(LayerFile, InconsistentInputsAreRejected) {
         }));
       },
       "tensor 'H' must be 32 x 32 (in x in), is 16 x 16");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         read_layer_inputs(file([&](SafetensorsWriter& o) {
           o.add_matrix("W", w);
@@ -141,7 +132,7 @@ TEST(LayerFile, InconsistentInputsAreRejected) {
         }));
       },
       "tensor 'G' must have W's shape 8 x 32");
-  expect_error(
+  test::expect_error_containing(
       [&] {
         read_layer_inputs(file([&](SafetensorsWriter& o) {
           o.add_matrix("W", w);
@@ -153,9 +144,9 @@ TEST(LayerFile, InconsistentInputsAreRejected) {
 
 UniformWeights act_order_uniform() {
   RtnConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.group_size = 16;
-  UniformWeights u = quantize_rtn(test::random_weights(6, 48, 7), config);
+  UniformWeights u = quantize_rtn(test::random_weights(6, 48, 7), config).weights;
   u.g_idx.resize(48);
   for (int j = 0; j < 48; ++j) u.g_idx[std::size_t(j)] = (j * 7 % 48) / 16;
   return u;
@@ -186,7 +177,8 @@ TEST(LayerFile, UniformTensorsReadBack) {
   const SafetensorsReader pf = reread(p);
   EXPECT_EQ(pf.ints("g_idx")[47], 2);
   EXPECT_TRUE(read_uniform(pf, 48).g_idx.empty());
-  expect_error([&] { read_uniform(pf, 40); }, "tensor 'qint' has 48 columns, x has 40");
+  test::expect_error_containing([&] { read_uniform(pf, 40); },
+                                "tensor 'qint' has 48 columns, x has 40");
 }
 
 TEST(LayerFile, BitPlaneTensorsReadBack) {
@@ -216,7 +208,7 @@ TEST(LayerFile, SparseOutliersReadBack) {
   for (const OutlierPrecision precision : {OutlierPrecision::f16, OutlierPrecision::f32}) {
     const SparseOutliers s = sparse_outliers_from_mask(dense, mask, precision);
     SafetensorsWriter w;
-    add_outliers(w, s, mask);
+    add_outliers(w, s);
     const SafetensorsReader f = reread(w);
     expect_tensor(f, "mask", Dtype::U8, {5, 12});
     expect_tensor(f, "outlier_rowptr", Dtype::I32, {6});
@@ -228,16 +220,18 @@ TEST(LayerFile, SparseOutliersReadBack) {
     EXPECT_EQ(back->row_ptr, s.row_ptr);
     EXPECT_EQ(back->col, s.col);
     EXPECT_EQ(back->values, s.values);
-    expect_error([&] { read_outliers(f, 4, 12); },
-                 "tensor 'outlier_rowptr' has 6 entries, expected out_features + 1 = 5");
+    test::expect_error_containing(
+        [&] { read_outliers(f, 4, 12); },
+        "tensor 'outlier_rowptr' has 6 entries, expected out_features + 1 = 5");
   }
   SafetensorsWriter none;
   none.add_matrix("qint", CodeMatrix::Zero(2, 2), Dtype::I32);
   EXPECT_FALSE(read_outliers(reread(none), 2, 2));
   SafetensorsWriter half;
   half.add_vector("outlier_rowptr", std::vector<std::int32_t>{0, 0, 0}, Dtype::I32);
-  expect_error<MissingTensor>([&] { read_outliers(reread(half), 2, 2); },
-                              "the sparse outlier part needs tensor 'outlier_col'");
+  test::expect_error_containing<MissingTensor>(
+      [&] { read_outliers(reread(half), 2, 2); },
+      "the sparse outlier part needs tensor 'outlier_col'");
 }
 
 // What a kernel multiplies: bit planes or uniform codes, the sparse part, and
@@ -259,20 +253,22 @@ TEST(LayerFile, QuantizedLayerOfEachKind) {
   EXPECT_EQ(b.input_scales.size(), 0);  // only uniform (AWQ) files carry input scales
   EXPECT_EQ(b.planes.codes, u.codes);
 
-  expect_error<MissingTensor>([&] { read_quantized_layer(reread(SafetensorsWriter()), 48); },
-                              "holds neither bit-plane tensors (B_packed, c) nor uniform tensors");
+  test::expect_error_containing<MissingTensor>(
+      [&] { read_quantized_layer(reread(SafetensorsWriter()), 48); },
+      "holds neither bit-plane tensors (B_packed, c) nor uniform tensors");
   SafetensorsWriter partial;
   partial.add_matrix("qint", u.codes, Dtype::I32);
   partial.add_matrix("scale", u.scale);
-  expect_error<MissingTensor>([&] { read_quantized_layer(reread(partial), 48); },
-                              "a uniform file needs tensor 'zero', which is missing");
+  test::expect_error_containing<MissingTensor>(
+      [&] { read_quantized_layer(reread(partial), 48); },
+      "a uniform file needs tensor 'zero', which is missing");
   SafetensorsWriter bad_scales;
   add_uniform(bad_scales, u);
   std::vector<float> s(48, 1.0f);
   s[5] = 0.0f;
   bad_scales.add_vector("scales", s, Dtype::F32);
-  expect_error([&] { read_quantized_layer(reread(bad_scales), 48); },
-               "tensor 'scales' element 5 = 0 is not a positive finite scale");
+  test::expect_error_containing([&] { read_quantized_layer(reread(bad_scales), 48); },
+                                "tensor 'scales' element 5 = 0 is not a positive finite scale");
 }
 
 // The per-method writers: names, dtypes and shapes of the documented layout
@@ -284,7 +280,7 @@ TEST(LayerFile, MethodWritersFollowTheLayout) {
   const std::vector<MatrixFRef> linears{w1, w2};
   AwqConfig awq_config;
   awq_config.group_size = 32;
-  awq_config.grid = 4;
+  awq_config.scale_grid = 4;
   SafetensorsWriter awq;
   add_awq(awq, quantize_awq(linears, x, awq_config));
   const SafetensorsReader a = reread(awq);
@@ -300,13 +296,11 @@ TEST(LayerFile, MethodWritersFollowTheLayout) {
   expect_tensor(a, "search_loss_history", Dtype::F64, {4});
 
   const SmoothQuantResult<float> smooth =
-      smooth_linears(linears, x.cwiseAbs().colwise().maxCoeff().transpose(), {});
-  const std::vector<Int8Weights> int8{smoothquant_int8_weights(smooth.weights[0]),
-                                      smoothquant_int8_weights(smooth.weights[1])};
+      quantize_smoothquant(linears, x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>());
   SafetensorsWriter sq;
-  add_smoothquant(sq, smooth, int8);
+  add_smoothquant(sq, smooth, linears);
   add_norm(sq, NormParams<float>{VectorF::Ones(64), VectorF::Zero(64)}, "_smoothed");
-  add_dequantized(sq, int8[1].dequantize(), 1);
+  add_dequantized(sq, smooth.weights[1].dequantize(), 1);
   const SafetensorsReader s = reread(sq);
   expect_tensor(s, "W_smoothed", Dtype::F32, {8, 64});
   expect_tensor(s, "W2_smoothed", Dtype::F32, {4, 64});
@@ -316,11 +310,11 @@ TEST(LayerFile, MethodWritersFollowTheLayout) {
   expect_tensor(s, "ln_weight_smoothed", Dtype::F32, {64});
   expect_tensor(s, "ln_bias_smoothed", Dtype::F32, {64});
   expect_tensor(s, "Q_2", Dtype::F32, {4, 64});
-  EXPECT_THROW(add_smoothquant(sq, smooth, {int8[0]}), Error);
+  EXPECT_THROW(add_smoothquant(sq, smooth, {linears[0]}), Error);
 
   BpdqReport report;
   report.init_scale = report.init_zero = MatrixF::Ones(2, 8);
-  report.column_order = {1, 0, 2};
+  report.hessian.column_order = {1, 0, 2};
   report.group_order = {1, 0};
   SafetensorsWriter bpdq;
   add_bpdq_report(bpdq, report);

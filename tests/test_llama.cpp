@@ -11,15 +11,6 @@ namespace {
 
 class Llama : public test::SingleThreaded {};
 
-void expect_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
-
 TEST_F(Llama, ValidatesConfigurations) {
   const Config good{16, 24, 2, 4, 2, 23, 12};
   EXPECT_NO_THROW(validate_config(good, "cfg"));
@@ -30,11 +21,14 @@ TEST_F(Llama, ValidatesConfigurations) {
     change(c);
     return [c] { validate_config(c, "cfg"); };
   };
-  expect_error(with([](Config& c) { c.dim = 0; }), "cfg: header dim = 0 is outside");
-  expect_error(with([](Config& c) { c.n_kv_heads = 3; }), "not a multiple of n_kv_heads 3");
-  expect_error(with([](Config& c) { c.norm_eps = 0; }), "norm_eps 0");
-  expect_error(with([](Config& c) { c.rope_theta = -1; }), "rope_theta -1");
-  expect_error(with([](Config& c) { c.bos_token = 23; }), "bos_token 23 is outside");
+  test::expect_error_containing(with([](Config& c) { c.dim = 0; }),
+                                "cfg: header dim = 0 is outside");
+  test::expect_error_containing(with([](Config& c) { c.n_kv_heads = 3; }),
+                                "not a multiple of n_kv_heads 3");
+  test::expect_error_containing(with([](Config& c) { c.norm_eps = 0; }), "norm_eps 0");
+  test::expect_error_containing(with([](Config& c) { c.rope_theta = -1; }), "rope_theta -1");
+  test::expect_error_containing(with([](Config& c) { c.bos_token = 23; }),
+                                "bos_token 23 is outside");
 }
 
 TEST_F(Llama, ValidatesLayersAgainstTheConfiguration) {
@@ -42,15 +36,16 @@ TEST_F(Llama, ValidatesLayersAgainstTheConfiguration) {
   EXPECT_NO_THROW(validate_layer(m.config, m.layers[0], "layer 0"));
   Layer missing = m.layers[0];
   missing.linears[index(LinearKind::w3)] = nullptr;
-  expect_error([&] { validate_layer(m.config, missing, "layer 0"); },
-               "layer 0: linear w3 is missing");
+  test::expect_error_containing([&] { validate_layer(m.config, missing, "layer 0"); },
+                                "layer 0: linear w3 is missing");
   Layer wrong = m.layers[0];
   wrong.linears[index(LinearKind::wk)] = m.layers[0].linears[index(LinearKind::wq)];
-  expect_error([&] { validate_layer(m.config, wrong, "layer 0"); },
-               "linear wk is 16 x 16, expected 8 x 16");
+  test::expect_error_containing([&] { validate_layer(m.config, wrong, "layer 0"); },
+                                "linear wk is 16 x 16, expected 8 x 16");
   Layer norm = m.layers[0];
   norm.ffn_norm = VectorF::Ones(15);
-  expect_error([&] { validate_layer(m.config, norm, "layer 0"); }, "expected dim = 16");
+  test::expect_error_containing([&] { validate_layer(m.config, norm, "layer 0"); },
+                                "expected dim = 16");
 }
 
 // Every linear belongs to exactly one group; q/k/v follow the attention norm,

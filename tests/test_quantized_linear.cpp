@@ -18,9 +18,9 @@ TEST(QuantizedLinear, BitPlaneLinearAppliesItsInputDivisor) {
   const MatrixF w = test::random_weights(48, 64, 5);
   const MatrixF x = test::random_activations(20, 64, 6);  // longer than the 16-token tables
   RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 32;
-  const UniformWeights q = quantize_rtn(w, config);
+  const UniformWeights q = quantize_rtn(w, config).weights;
   const VectorF s = VectorF::LinSpaced(64, 0.5f, 2.0f);
   const BitPlaneLinear linear(pack_bitplanes(q), s);
   EXPECT_EQ(linear.in_features(), 64);
@@ -43,7 +43,7 @@ TEST(QuantizedLinear, Int8LinearIsTheProductOfItsInt8Operands) {
   AbsmaxConfig config;
   config.bits = 8;
   config.granularity = AbsmaxGranularity::per_row;
-  const Int8Weights q = to_int8_weights(quantize_absmax(w, config));
+  const Int8Weights q = to_int8_weights(quantize_absmax(w, config).weights);
   const Int8Linear linear(q);
   MatrixF y(9, 40);
   linear.apply(x, y);

@@ -92,7 +92,7 @@ TEST_F(SequentialQuantization, CalibratesEachLayerOnTheQuantizedLayersBefore) {
   Calibration attention_input(m.config.dim);
   attention_input.add(x);
   GptqConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.group_size = 8;
   for (LinearKind kind : {LinearKind::wq, LinearKind::wk, LinearKind::wv}) {
     const GptqResult expected =

@@ -8,8 +8,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <lowbit/core/error.hpp>
+#include <lowbit/core/types.hpp>
 #include <lowbit/io/safetensors.hpp>
-#include <lowbit/lowbit.hpp>
 #include <optional>
 #include <random>
 #include <string>
@@ -27,6 +29,15 @@ inline MatrixF random_weights(Index rows, Index cols, unsigned seed, float scale
   return w;
 }
 
+// Standard normal entries.
+inline MatrixF random_gaussian(Index rows, Index cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  MatrixF m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
+  return m;
+}
+
 // Gaussian activations with a few outlier channels scaled by 20.
 inline MatrixF random_activations(Index tokens, Index cols, unsigned seed) {
   std::mt19937 rng(seed);
@@ -35,6 +46,17 @@ inline MatrixF random_activations(Index tokens, Index cols, unsigned seed) {
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
   for (Index c = 3; c < cols; c += 61) x.col(c) *= 20.0f;
   return x;
+}
+
+// f must throw an E whose message contains `fragment`.
+template <class E = Error>
+void expect_error_containing(const std::function<void()>& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
 }
 
 inline std::string test_data_dir() { return LOWBIT_TEST_DATA_DIR; }

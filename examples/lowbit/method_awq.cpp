@@ -21,19 +21,14 @@ MethodResult run_awq(const MatrixT<Scalar>& w, const std::vector<MatrixT<Scalar>
   io::add_awq(result.tensors, awq);
   for (std::size_t l = 1; l < linears.size(); ++l)
     io::add_dequantized(result.tensors, awq.effective_weight(l), l);
-  if (ln_weight)
-    io::add_norm(
-        result.tensors,
-        fold_into_norm(NormParams<Scalar>{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()},
-                       awq.scales),
-        "_scaled");
+  add_folded_norm(result.tensors, ln_weight, ln_bias, awq.scales, "_scaled");
   result.metadata = {{"bits", std::to_string(config.bits)},
                      {"group_size", std::to_string(awq.weights[0].group_size)},
-                     {"grid", std::to_string(config.grid)},
-                     {"zero_point", format_bool(config.zero_point)},
+                     {"grid", std::to_string(config.scale_grid)},
+                     {"zero_point", format_bool(!config.sym)},
                      {"linears", std::to_string(linears.size())},
                      {"precision", std::is_same_v<Scalar, double> ? "float64" : "float32"},
-                     {"best_ratio", format_double(awq.search.best_ratio)}};
+                     {"best_ratio", format_double(awq.report.search.best_ratio)}};
   return result;
 }
 
@@ -54,8 +49,8 @@ Method awq_method() {
     AwqConfig config;
     config.bits = options.integer("bits");
     config.group_size = options.integer("group-size");
-    config.grid = options.integer("grid");
-    config.zero_point = !options.flag("sym");
+    config.scale_grid = options.integer("grid");
+    config.sym = options.flag("sym");
     if (in.f64)
       return run_awq<double>(in.f64->w, in.f64->extra_weights, *in.f64->x, in.f64->ln_weight,
                              in.f64->ln_bias, config);

@@ -45,9 +45,9 @@ Method bpdq_method() {
                        {"iters", std::to_string(config.iters)},
                        {"ridge", format_double(config.ridge)},
                        {"gar", format_bool(config.group_aware_reorder)},
-                       {"damp", format_double(report.percdamp)},
+                       {"damp", format_double(report.hessian.percdamp)},
                        {"loss", format_double(report.loss)},
-                       {"dead_columns", std::to_string(report.dead_columns.size())}};
+                       {"dead_columns", std::to_string(report.hessian.dead_columns.size())}};
     if (in.x)
       result.metadata["avg_loss"] = format_double(report.loss / static_cast<double>(in.x->rows()));
     return result;

@@ -22,7 +22,7 @@ OptionTable gptq_options(int default_bits) {
 
 GptqConfig gptq_config(const Options& options, const std::string& method) {
   GptqConfig config;
-  config.grid.bits = options.integer("bits");
+  config.bits = options.integer("bits");
   config.grid.sym = options.flag("sym");
   config.grid.mse = options.flag("mse");
   config.group_size = options.integer("group-size");
@@ -38,7 +38,7 @@ GptqConfig gptq_config(const Options& options, const std::string& method) {
 }
 
 void announce_damping(const std::string& method, const GptqConfig& config,
-                      const GptqReport& report) {
+                      const HessianReport& report) {
   if (report.failed_factorizations == 0) return;
   std::cerr << "lowbit: " << method << ": H + " << config.damping.percdamp
             << " * mean(diag H) was not positive definite; damping raised to " << report.percdamp;
@@ -51,7 +51,7 @@ std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs,
                                                  const GptqConfig& config,
                                                  const GptqReport& report) {
   std::map<std::string, std::string> metadata{
-      {"bits", std::to_string(config.grid.bits)},
+      {"bits", std::to_string(config.bits)},
       {"group_size", std::to_string(config.group_size)},
       {"sym", format_bool(config.grid.sym)},
       {"mse", format_bool(config.grid.mse)},
@@ -61,10 +61,11 @@ std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs,
       {"block_size", std::to_string(config.block_size)},
       {"calibration", inputs.h ? "H" : "X"},
       {"loss", format_double(report.loss)},
-      {"damp_used", format_double(report.percdamp)},
-      {"failed_factorizations", std::to_string(report.failed_factorizations)},
-      {"dead_columns", std::to_string(report.dead_columns.size())}};
-  if (report.diagonal_floor > 0) metadata["diagonal_floor"] = format_double(report.diagonal_floor);
+      {"damp_used", format_double(report.hessian.percdamp)},
+      {"failed_factorizations", std::to_string(report.hessian.failed_factorizations)},
+      {"dead_columns", std::to_string(report.hessian.dead_columns.size())}};
+  if (report.hessian.diagonal_floor > 0)
+    metadata["diagonal_floor"] = format_double(report.hessian.diagonal_floor);
   return metadata;
 }
 
@@ -82,12 +83,12 @@ Method gptq_method() {
   m.run = [](const LayerInputs& in, const Options& options) {
     const GptqConfig config = gptq_config(options, "gptq");
     const GptqResult gptq = quantize_gptq(in.w, in.hessian(), config);
-    announce_damping("gptq", config, gptq.report);
+    announce_damping("gptq", config, gptq.report.hessian);
     MethodResult result;
     result.q = gptq.dequantize();
     result.bits_per_weight = bits_per_weight(gptq.weights);
     io::add_uniform(result.tensors, gptq.weights);
-    if (config.act_order) io::add_column_order(result.tensors, gptq.perm);
+    if (config.act_order) io::add_column_order(result.tensors, gptq.report.hessian.column_order);
     result.metadata = gptq_metadata(in, config, gptq.report);
     return result;
   };

@@ -17,35 +17,29 @@ MethodResult run_smoothquant(const MatrixT<Scalar>& w, const std::vector<MatrixT
   std::vector<MatrixRef<Scalar>> linears{w};
   for (const MatrixT<Scalar>& e : extra) linears.emplace_back(e);
   // The reference's act_scales are max|X| per channel, kept in float.
-  const VectorT<Scalar> act =
-      x.cwiseAbs().colwise().maxCoeff().transpose().template cast<float>().template cast<Scalar>();
-  const SmoothQuantResult<Scalar> smooth = smooth_linears(linears, act, config);
+  const VectorD act =
+      x.cwiseAbs().colwise().maxCoeff().transpose().template cast<float>().template cast<double>();
+  const SmoothQuantResult<Scalar> smooth = quantize_smoothquant(linears, act, config);
   const VectorF s = smooth.scales.template cast<float>();
 
   MethodResult result;
-  std::vector<Int8Weights> int8;
   for (std::size_t l = 0; l < linears.size(); ++l) {
-    int8.push_back(smoothquant_int8_weights(smooth.weights[l].template cast<float>()));
-    MatrixF q = int8[l].dequantize();  // in the smoothed domain; back to the input domain:
+    MatrixF q =
+        smooth.weights[l].dequantize();  // in the smoothed domain; back to the input domain:
     for (Index j = 0; j < q.cols(); ++j) q.col(j) /= s(j);
     if (l == 0)
       result.q = q;
     else
       io::add_dequantized(result.tensors, q, l);
   }
-  io::add_smoothquant(result.tensors, smooth, int8);
+  io::add_smoothquant(result.tensors, smooth, linears);
   // The W8A8 output error of W, run as integers: X/s quantized per token.
   const Int8Activations x8 =
       quantize_activations(divide_input_channels(x, smooth.scales).template cast<float>());
   const MatrixD exact = x.template cast<double>() * w.template cast<double>().transpose();
-  result.metadata["rel_out_err_w8a8"] =
-      format_double((int8_gemm(int8[0], x8).cast<double>() - exact).norm() / exact.norm());
-  if (ln_weight)
-    io::add_norm(
-        result.tensors,
-        fold_into_norm(NormParams<Scalar>{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()},
-                       smooth.scales),
-        "_smoothed");
+  result.metadata["rel_out_err_w8a8"] = format_double(
+      (int8_gemm(smooth.weights[0], x8).template cast<double>() - exact).norm() / exact.norm());
+  add_folded_norm(result.tensors, ln_weight, ln_bias, smooth.scales, "_smoothed");
   result.bits_per_weight = 8.0 + 32.0 / static_cast<double>(w.cols());  // a float scale per row
   result.metadata["alpha"] = format_double(config.alpha);
   result.metadata["linears"] = std::to_string(linears.size());

@@ -49,13 +49,14 @@ Method tacq_method() {
     const MatrixD h = in.hessian();
     const TacqResult tacq = gradient_free ? quantize_tacq_without_gradients(in.w, h, config)
                                           : quantize_tacq(in.w, h, *in.g, config);
-    announce_damping("tacq", config.gptq, tacq.report.gptq);
+    announce_damping("tacq", config.gptq, tacq.report.gptq.hessian);
     MethodResult result;
     result.q = tacq.dequantize();
     result.bits_per_weight = tacq.report.bits_per_weight;
     io::add_uniform(result.tensors, tacq.weights);
-    if (config.gptq.act_order) io::add_column_order(result.tensors, tacq.perm);
-    io::add_outliers(result.tensors, tacq.outliers, tacq.mask);
+    if (config.gptq.act_order)
+      io::add_column_order(result.tensors, tacq.report.gptq.hessian.column_order);
+    io::add_outliers(result.tensors, tacq.outliers);
     result.metadata = gptq_metadata(in, config.gptq, tacq.report.gptq);
     result.metadata.insert(
         {{"fraction", format_double(config.fraction)},

@@ -45,6 +45,17 @@ std::optional<double> relative_output_error(const LayerInputs& inputs, const Mat
 // Sets Eigen's (and OpenMP's) thread count from --threads (given or the command's default).
 void apply_threads(const Options& options);
 
+// AWQ and SmoothQuant: the preceding norm, when given, with the scales folded
+// in, as ln_weight<suffix> (and ln_bias<suffix> for a LayerNorm).
+template <class Scalar>
+void add_folded_norm(io::SafetensorsWriter& out, const std::optional<VectorT<Scalar>>& ln_weight,
+                     const std::optional<VectorT<Scalar>>& ln_bias, const VectorT<Scalar>& scales,
+                     const std::string& suffix) {
+  if (!ln_weight) return;
+  const NormParams<Scalar> norm{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()};
+  io::add_norm(out, fold_into_norm(norm, scales), suffix);
+}
+
 std::string format_bool(bool value);
 // The shortest decimal text that reads back as exactly `value`.
 std::string format_double(double value);
@@ -55,7 +66,7 @@ std::string format_double(double value);
 OptionTable gptq_options(int default_bits);
 GptqConfig gptq_config(const Options& options, const std::string& method);
 void announce_damping(const std::string& method, const GptqConfig& config,
-                      const GptqReport& report);
+                      const HessianReport& report);
 std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs,
                                                  const GptqConfig& config,
                                                  const GptqReport& report);

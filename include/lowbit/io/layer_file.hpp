@@ -251,8 +251,8 @@ inline void add_bitplanes(SafetensorsWriter& out, const BitPlaneWeights& w) {
 }
 
 // TACQ's kept weights: the mask and the CSR part, values in their precision.
-inline void add_outliers(SafetensorsWriter& out, const SparseOutliers& s, const CodeMatrix& mask) {
-  out.add_matrix("mask", mask, Dtype::U8);
+inline void add_outliers(SafetensorsWriter& out, const SparseOutliers& s) {
+  out.add_matrix("mask", outlier_mask(s), Dtype::U8);
   out.add_vector("outlier_rowptr", s.row_ptr, Dtype::I32);
   out.add_vector("outlier_col", s.col, Dtype::I32);
   out.add_vector("outlier_val", s.values,
@@ -277,28 +277,31 @@ void add_awq(SafetensorsWriter& out, const AwqResult<Scalar>& awq) {
     out.add_matrix("Wq" + suffix, q.dequantize());
     out.add_matrix("q_scales" + suffix, q.scale.transpose());  // [out, groups] as the reference
     out.add_matrix("q_zeros" + suffix, q.zero.transpose());
-    out.add_matrix("clip_max_val" + suffix, awq.clip_max_val[l]);
+    out.add_matrix("clip_max_val" + suffix, awq.report.clip_max_val[l]);
   }
   detail::add_vector(out, "scales", awq.scales);
-  detail::add_vector(
-      out, "search_loss_history",
-      Eigen::Map<const VectorD>(awq.search.loss.data(), static_cast<Index>(awq.search.loss.size())),
-      Dtype::F64);
+  detail::add_vector(out, "search_loss_history",
+                     Eigen::Map<const VectorD>(awq.report.search.loss.data(),
+                                               static_cast<Index>(awq.report.search.loss.size())),
+                     Dtype::F64);
 }
 
-// SmoothQuant's result: the scales, per linear the smoothed weights and their
-// int8 form `int8[l]` (codes and a scale per row).
+// SmoothQuant's result for `linears` (the weights it smoothed): the scales,
+// per linear the smoothed weight W diag(s) and its int8 form (codes and a
+// scale per row).
 template <class Scalar>
 void add_smoothquant(SafetensorsWriter& out, const SmoothQuantResult<Scalar>& smooth,
-                     const std::vector<Int8Weights>& int8) {
-  lowbit::detail::require(int8.size() == smooth.weights.size(), "add_smoothquant: ", int8.size(),
-                          " int8 weights for ", smooth.weights.size(), " linears");
+                     const std::vector<MatrixRef<Scalar>>& linears) {
+  lowbit::detail::require(linears.size() == smooth.weights.size(),
+                          "add_smoothquant: ", linears.size(), " linears for ",
+                          smooth.weights.size(), " results");
   detail::add_vector(out, "scales", smooth.scales);
   for (std::size_t l = 0; l < smooth.weights.size(); ++l) {
     const std::string suffix = linear_suffix(l);
-    out.add_matrix((l == 0 ? "W" : "W" + std::to_string(l + 1)) + "_smoothed", smooth.weights[l]);
-    out.add_matrix("W8" + suffix, int8[l].values, Dtype::I8);
-    detail::add_vector(out, "w8_scale" + suffix, int8[l].scale);
+    out.add_matrix((l == 0 ? "W" : "W" + std::to_string(l + 1)) + "_smoothed",
+                   scale_input_channels(linears[l], smooth.scales));
+    out.add_matrix("W8" + suffix, smooth.weights[l].values, Dtype::I8);
+    detail::add_vector(out, "w8_scale" + suffix, smooth.weights[l].scale);
   }
 }
 
@@ -306,8 +309,8 @@ void add_smoothquant(SafetensorsWriter& out, const SmoothQuantResult<Scalar>& sm
 inline void add_bpdq_report(SafetensorsWriter& out, const BpdqReport& report) {
   out.add_matrix("init_scale8", report.init_scale);  // [groups, out] as the reference
   out.add_matrix("init_zero8", report.init_zero);
-  if (report.column_order.empty()) return;
-  out.add_vector("final_perm", report.column_order, Dtype::I32);
+  if (report.hessian.column_order.empty()) return;
+  out.add_vector("final_perm", report.hessian.column_order, Dtype::I32);
   out.add_vector("global_perm", report.group_order, Dtype::I32);
 }
 

@@ -76,9 +76,10 @@ inline QuantizedLinear int8_linear(Int8Weights w) {
 inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   std::vector<QuantizedLinear> out;
   RtnConfig config;
-  config.grid.bits = in.spec.bits;
+  config.bits = in.spec.bits;
   config.group_size = in.spec.group_size;
-  for (const MatrixF* w : in.weights) out.push_back(bitplane_linear(quantize_rtn(*w, config)));
+  for (const MatrixF* w : in.weights)
+    out.push_back(bitplane_linear(quantize_rtn(*w, config).weights));
   return out;
 }
 
@@ -90,7 +91,7 @@ inline MatrixD hessian(const MatrixF& x) {
 
 inline GptqConfig gptq_config(const QuantSpec& spec) {
   GptqConfig config;
-  config.grid.bits = spec.bits;
+  config.bits = spec.bits;
   config.group_size = spec.group_size;
   config.act_order = spec.act_order;
   return config;
@@ -159,7 +160,7 @@ inline Int8Weights absmax_int8(const MatrixF& w) {
   AbsmaxConfig config;
   config.bits = 8;
   config.granularity = AbsmaxGranularity::per_row;
-  return to_int8_weights(quantize_absmax(w, config));
+  return to_int8_weights(quantize_absmax(w, config).weights);
 }
 
 inline std::vector<QuantizedLinear> absmax_w8a8(const GroupInputs& in) {
@@ -174,11 +175,11 @@ inline std::vector<QuantizedLinear> smoothquant_w8a8(const GroupInputs& in) {
   if (in.norm == nullptr) return absmax_w8a8(in);
   std::vector<MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
-  const VectorF act_max = in.x.cwiseAbs().colwise().maxCoeff().transpose();
-  const SmoothQuantResult<float> r = smooth_linears(linears, act_max, {});
+  const VectorD act_max = in.x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>();
+  const SmoothQuantResult<float> r = quantize_smoothquant(linears, act_max);
   *in.norm = in.norm->cwiseQuotient(r.scales);
   std::vector<QuantizedLinear> out;
-  for (const MatrixF& w : r.weights) out.push_back(int8_linear(smoothquant_int8_weights(w)));
+  for (const Int8Weights& w : r.weights) out.push_back(int8_linear(w));
   return out;
 }
 
