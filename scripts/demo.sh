@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF
 cmake --build build/release --target lowbit_cli -j"$(nproc)"
-build/release/examples/lowbit demo "$@"
+build/release/tools/lowbit demo "$@"

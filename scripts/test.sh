@@ -16,7 +16,12 @@ golden=${LOWBIT_GOLDEN_DIR:-}
 if [ -z "$golden" ] && [ -d ../shared/golden ]; then golden=$(cd ../shared/golden && pwd); fi
 kernel_tests="test_*gemm*.cpp;test_half.cpp;test_bitplane_weights.cpp"
 
-step() { echo; echo "=== lowbit: $*"; }
+# Each step prints the wall time of the one before it (README: build times).
+step_start=$SECONDS
+step() {
+  echo; echo "=== lowbit: $* (previous step: $((SECONDS - step_start)) s)"
+  step_start=$SECONDS
+}
 
 build_and_test() {  # build_and_test DIR [cmake args...]
   local dir=$1; shift
@@ -35,31 +40,35 @@ build_and_test build/ci-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_SANI
 if grep -q avx2 /proc/cpuinfo; then
   step "plain AVX2 kernels"
   build_and_test build/ci-avx2 -DLOWBIT_ARCH_FLAGS="-mavx2 -mfma -mf16c" \
-    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="$kernel_tests"
+    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+    -DLOWBIT_TEST_GLOB="$kernel_tests"
 fi
 
 step "scalar-only kernels"
 build_and_test build/ci-scalar -DLOWBIT_FORCE_SCALAR=ON \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="$kernel_tests"
+  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+  -DLOWBIT_TEST_GLOB="$kernel_tests"
 
 step "aarch64 NEON kernels under qemu"
 build_and_test build/ci-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="$kernel_tests"
+  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+  -DLOWBIT_TEST_GLOB="$kernel_tests"
 
 step "aarch64 NEON dot-product kernels under qemu"
 build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DLOWBIT_ARCH_FLAGS="-march=armv8.2-a+dotprod" \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
+  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+  -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
 
 if command -v clang++ >/dev/null; then
   step "safetensors fuzzer (bounded)"
   cmake -S . -B build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DLOWBIT_BUILD_FUZZERS=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF \
-    -DLOWBIT_BUILD_EXAMPLES=OFF >/dev/null
+    -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF >/dev/null
   cmake --build build/ci-fuzz -j"$jobs"
   mkdir -p build/ci-fuzz/corpus
   build/ci-fuzz/tests/fuzz/fuzz_safetensors -max_total_time="${LOWBIT_FUZZ_SECONDS:-30}" \
     -rss_limit_mb=2048 build/ci-fuzz/corpus tests/data/safetensors_hostile
 fi
 
-step "all tests passed"
+step "all tests passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

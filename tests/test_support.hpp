@@ -211,7 +211,7 @@ class TempDir {
 class ToolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_EXAMPLES=OFF)";
+    if (!cli_path()) GTEST_SKIP() << "the lowbit tool was not built (LOWBIT_BUILD_TOOLS=OFF)";
   }
 
  public:
