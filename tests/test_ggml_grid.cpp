@@ -56,6 +56,30 @@ TEST(GgmlGrid, RowsAreIndependentAndImportanceIsIgnoredWhereGgmlIgnoresIt) {
               io::pack_ggml_blocks(quantize_ggml(w, {type, {}})));
 }
 
+// Zeros, constants, float denormals and a sub-block far larger than the rest:
+// valid blocks every time (the sanitizer build checks the integer conversions).
+TEST(GgmlGrid, DegenerateInputsGiveValidBlocks) {
+  MatrixF w(5, 512);
+  w.row(0).setZero();
+  w.row(1).setConstant(0.013f);
+  w.row(2) = test::random_weights(1, 512, 83) * 1e-37f;  // denormal floats
+  w.row(3) = test::random_weights(1, 512, 84);
+  w.row(3).segment(64, 16) *= 1000.0f;
+  w.row(4) = test::random_weights(1, 512, 85).cwiseAbs();
+  const VectorF importance = VectorF::LinSpaced(512, 0.0f, 2.0f);
+  for (const GgmlBlockFormat& f : detail::kGgmlBlockFormats)
+    for (bool weighted : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << ggml_type_name(f.type) << (weighted ? " with importance" : ""));
+      const GgmlWeights q = quantize_ggml(w, {f.type, weighted ? importance : VectorF()});
+      EXPECT_NO_THROW(q.validate());
+      const MatrixF d = q.dequantize();
+      EXPECT_TRUE(d.allFinite());
+      EXPECT_TRUE(d.row(0).isZero(0.0f));
+      EXPECT_LT((d.row(1).array() - 0.013f).abs().maxCoeff(), 0.013f * 0.5f);
+    }
+}
+
 TEST(GgmlGrid, ErrorsNameTheArgument) {
   auto message = [](const MatrixF& w, const GgmlQuantizeConfig& config) {
     try {

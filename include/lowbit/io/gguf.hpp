@@ -18,8 +18,11 @@
 // lowbit::Error naming the file, the key or tensor, and what was expected.
 // Every count is checked against the bytes left before anything is allocated.
 //
-// The writer lays tensors out as ggml's own writer does (in order, each padded
-// to the alignment, the last one too), which is what ggml's reader requires.
+// The reader follows the spec where ggml's reader is narrower: tensors in any
+// order of offsets, no padding after the last tensor, nested arrays. The
+// writer lays tensors out as ggml's own writer does (in order, each padded to
+// the alignment, the last one too), which ggml's reader requires; ggml cannot
+// read nested arrays, so files for llama.cpp must not hold them.
 #pragma once
 
 #include <algorithm>
