@@ -57,7 +57,7 @@ void gemm_case(benchmark::State& state, int planes, Index group, Index rows, Ind
   lowbit::BitplaneContext ctx(w, batch);
   for (auto _ : state) {
     lowbit::bitplane_load(w, x.data(), batch, cols, ctx);
-    lowbit::bitplane_multiply(w, ctx, 0, rows, y.data(), rows);
+    lowbit::bitplane_multiply(w, ctx, y.data(), rows, 0, rows);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -105,7 +105,7 @@ void BM_BitplaneStack(benchmark::State& state) {
     const lowbit::PackedBitplanes& w = stack[layer];
     layer = (layer + 1) % stack.size();
     lowbit::bitplane_load(w, x.data(), 1, cols, ctx);
-    lowbit::bitplane_multiply(w, ctx, 0, rows, y.data(), rows);
+    lowbit::bitplane_multiply(w, ctx, y.data(), rows, 0, rows);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }

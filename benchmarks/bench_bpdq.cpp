@@ -23,7 +23,7 @@ namespace {
 
 lowbit::GptqConfig gptq_config(bool act_order) {
   lowbit::GptqConfig config;
-  config.grid.bits = 2;
+  config.bits = 2;
   config.group_size = 64;
   config.act_order = act_order;
   return config;

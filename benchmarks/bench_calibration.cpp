@@ -28,7 +28,7 @@ BENCHMARK(BM_CalibrationAdd)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond
 void BM_Rtn(benchmark::State& state) {
   const lowbit::MatrixF w = random_matrix(state.range(0), state.range(1), 2);
   lowbit::RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 128;
   for (auto _ : state) benchmark::DoNotOptimize(lowbit::quantize_rtn(w, config));
   state.SetBytesProcessed(state.iterations() * w.size() * static_cast<int64_t>(sizeof(float)));

@@ -54,7 +54,7 @@ void BM_Gptq(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(2));
   const double floor = floor_seconds(threads);
   lowbit::GptqConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 128;
   config.act_order = state.range(0) != 0;
   config.fresh_group_params = state.range(1) != 0;
@@ -93,7 +93,7 @@ void BM_GroupParams(benchmark::State& state) {
     return l;
   }();
   lowbit::GptqConfig config;
-  config.grid.bits = static_cast<int>(state.range(0));
+  config.bits = static_cast<int>(state.range(0));
   config.group_size = static_cast<int>(state.range(1));
   config.act_order = state.range(2) != 0;
   double reference = 0, fresh = 0;

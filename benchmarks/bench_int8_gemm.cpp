@@ -36,7 +36,7 @@ const Layer& layer(Index out, Index in) {
   if (!slot) {
     slot = std::make_unique<Layer>();
     slot->w = random_matrix(out, in, 1);
-    slot->w8 = lowbit::to_int8_weights(lowbit::quantize_absmax(slot->w));
+    slot->w8 = lowbit::to_int8_weights(lowbit::quantize_absmax(slot->w).weights);
   }
   return *slot;
 }
@@ -53,7 +53,7 @@ void BM_Int8Gemm(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * out * in);
-  state.SetLabel(lowbit::int8_gemm_isa());
+  state.SetLabel(lowbit::int8_kernels.isa);
 }
 
 void BM_Int8GemmKernel(benchmark::State& state) {

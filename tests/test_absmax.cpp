@@ -8,7 +8,7 @@ namespace {
 
 TEST(Absmax, PerRowInt8MatchesTheFormula) {
   const MatrixF w = test::random_weights(7, 100, 31);
-  const UniformWeights q = quantize_absmax(w);  // int8 per row
+  const UniformWeights q = quantize_absmax(w).weights;  // int8 per row
   ASSERT_EQ(q.bits, 8);
   ASSERT_EQ(q.groups(), 1);
   const MatrixF d = q.dequantize();
@@ -34,21 +34,21 @@ TEST(Absmax, Int4PerGroupAndPerTensor) {
   config.bits = 4;
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 32;
-  const UniformWeights grouped = quantize_absmax(w, config);
+  const UniformWeights grouped = quantize_absmax(w, config).weights;
   ASSERT_EQ(grouped.groups(), 2);
   for (Index r = 0; r < 6; ++r) {
     EXPECT_EQ(grouped.scale(0, r), w.block(r, 0, 1, 32).cwiseAbs().maxCoeff() / 7.0f);
     EXPECT_EQ(grouped.scale(1, r), w.block(r, 32, 1, 32).cwiseAbs().maxCoeff() / 7.0f);
   }
   config.granularity = AbsmaxGranularity::per_tensor;
-  const UniformWeights tensor = quantize_absmax(w, config);
+  const UniformWeights tensor = quantize_absmax(w, config).weights;
   EXPECT_TRUE((tensor.scale.array() == w.cwiseAbs().maxCoeff() / 7.0f).all());
   EXPECT_LT((grouped.dequantize() - w).norm(), (tensor.dequantize() - w).norm());
 }
 
 TEST(Absmax, ZeroRowsAndBadArguments) {
   MatrixF w = MatrixF::Zero(2, 8);
-  const UniformWeights q = quantize_absmax(w);
+  const UniformWeights q = quantize_absmax(w).weights;
   EXPECT_TRUE(q.dequantize().isZero());
   AbsmaxConfig config;
   config.bits = 1;

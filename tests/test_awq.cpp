@@ -29,7 +29,7 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   AwqConfig config;
   config.bits = test::meta_int(f, "w_bit");
   config.group_size = test::meta_int(f, "q_group_size");
-  config.grid = test::meta_int(f, "n_grid_scale");
+  config.scale_grid = test::meta_int(f, "n_grid_scale");
   config.clip_grid = test::meta_int(f, "n_grid_clip");
   config.clip_max_shrink = test::meta_double(f, "max_shrink_clip");
   config.clip_sample_tokens = test::meta_int(f, "n_sample_token_clip");
@@ -39,12 +39,12 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   const Index groups = q.groups();
 
   // Scale search: every loss, the chosen ratio, the scales.
-  EXPECT_EQ(result.search.best_ratio, test::meta_double(f, "best_ratio"));
+  EXPECT_EQ(result.report.search.best_ratio, test::meta_double(f, "best_ratio"));
   const std::vector<double> history = f.doubles("search_loss_history");
-  ASSERT_EQ(result.search.loss.size(), history.size());
+  ASSERT_EQ(result.report.search.loss.size(), history.size());
   double loss_err = 0;
   for (std::size_t i = 0; i < history.size(); ++i)
-    loss_err = std::max(loss_err, std::abs(result.search.loss[i] - history[i]) / history[i]);
+    loss_err = std::max(loss_err, std::abs(result.report.search.loss[i] - history[i]) / history[i]);
   EXPECT_LE(loss_err, 1e-5);
   const double scale_err = test::max_rel_diff(result.scales, test::golden_vector<Scalar>(f, "scales"));
   EXPECT_LE(scale_err, 1e-5);
@@ -54,7 +54,7 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   const MatrixT<Scalar> clip_golden = test::golden_tensor<Scalar>(f, dir, "clip_max_val");
   const MatrixT<Scalar> q_scales = test::golden_tensor<Scalar>(f, dir, "q_scales");
   const MatrixT<Scalar> q_zeros = test::golden_tensor<Scalar>(f, dir, "q_zeros");
-  const MatrixT<Scalar>& clip = result.clip_max_val[0];
+  const MatrixT<Scalar>& clip = result.report.clip_max_val[0];
   ASSERT_EQ(clip.rows(), w.rows());
   ASSERT_EQ(clip.cols(), groups);
   ASSERT_EQ(clip_golden.cols(), groups);
@@ -97,7 +97,7 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   std::printf("  %s: scales %.1e, losses %.1e, best ratio %.2f, clip equal %.4f, q_scales %.1e, "
               "rel_out_err %.6f (reference %.6f)\n",
               std::filesystem::path(f.source()).filename().c_str(), scale_err, loss_err,
-              result.search.best_ratio, clip_match, q_scale_err, err, golden_err);
+              result.report.search.best_ratio, clip_match, q_scale_err, err, golden_err);
 }
 
 void check_golden_file(const io::SafetensorsReader& f, const std::string& dir) {
@@ -131,21 +131,21 @@ TEST(Awq, BeatsRoundToNearestOnOutlierChannels) {
   const AwqResult<float> awq = quantize_awq(w, x, small_config(3, 32));
   // The same grid without scaling or clipping: ratio 0 and no clip search.
   AwqConfig plain = small_config(3, 32);
-  plain.grid = 1;
+  plain.scale_grid = 1;
   plain.clip = false;
   const AwqResult<float> rtn = quantize_awq(w, x, plain);
   EXPECT_EQ(rtn.scales, VectorF::Ones(128));
-  EXPECT_TRUE(rtn.clip_max_val[0].size() == 0);
+  EXPECT_TRUE(rtn.report.clip_max_val[0].size() == 0);
   auto output_error = [&](const MatrixF& q) { return ((w - q) * x.transpose()).norm() / (w * x.transpose()).norm(); };
   const double awq_err = output_error(awq.effective_weight(0));
   const double rtn_err = output_error(rtn.effective_weight(0));
   EXPECT_LT(awq_err, 0.8 * rtn_err) << awq_err << " vs " << rtn_err;
   // The chosen ratio is the arg-min of the recorded losses.
-  const auto& loss = awq.search.loss;
+  const auto& loss = awq.report.search.loss;
   ASSERT_EQ(loss.size(), 20u);
-  EXPECT_EQ(awq.search.best_index, std::min_element(loss.begin(), loss.end()) - loss.begin());
-  EXPECT_EQ(awq.search.best_ratio, awq.search.best_index / 20.0);
-  EXPECT_EQ(awq.search.best_loss, loss[static_cast<std::size_t>(awq.search.best_index)]);
+  EXPECT_EQ(awq.report.search.best_index, std::min_element(loss.begin(), loss.end()) - loss.begin());
+  EXPECT_EQ(awq.report.search.best_ratio, awq.report.search.best_index / 20.0);
+  EXPECT_EQ(awq.report.search.best_loss, loss[static_cast<std::size_t>(awq.report.search.best_index)]);
   // Scales are normalized so that max(s) * min(s) = 1.
   EXPECT_NEAR(awq.scales.maxCoeff() * awq.scales.minCoeff(), 1.0f, 1e-5f);
 }
@@ -155,7 +155,7 @@ TEST(Awq, ClipThresholdsAreShrunkGroupMaxima) {
   const MatrixF x = test::random_activations(64, 64, 104);
   const AwqResult<float> r = quantize_awq(w, x, small_config(2, 16));
   const MatrixF ws = scale_input_channels(w, r.scales);
-  const MatrixF& clip = r.clip_max_val[0];
+  const MatrixF& clip = r.report.clip_max_val[0];
   ASSERT_EQ(clip.rows(), 8);
   ASSERT_EQ(clip.cols(), 4);
   int shrunk = 0;
@@ -185,7 +185,7 @@ TEST(Awq, SharedInputLossCoversEveryLinear) {
   // A linear listed twice: the mean over both outputs equals the single one.
   const AwqResult<float> single = quantize_awq(w, x, config);
   const AwqResult<float> twice = quantize_awq({w, w}, x, config);
-  EXPECT_EQ(single.search.loss, twice.search.loss);
+  EXPECT_EQ(single.report.search.loss, twice.report.search.loss);
   EXPECT_EQ(single.scales, twice.scales);
   ASSERT_EQ(twice.weights.size(), 2u);
   EXPECT_EQ(twice.weights[1].codes, single.weights[0].codes);
@@ -196,8 +196,8 @@ TEST(Awq, SharedInputLossCoversEveryLinear) {
   const AwqResult<float> pair = quantize_awq({w, w2}, x, skip);
   ASSERT_EQ(pair.weights.size(), 2u);
   EXPECT_EQ(pair.weights[1].rows(), 24);
-  EXPECT_EQ(pair.clip_max_val[0].size(), 0);  // skipped, as the reference does for q and k
-  EXPECT_EQ(pair.clip_max_val[1].rows(), 24);
+  EXPECT_EQ(pair.report.clip_max_val[0].size(), 0);  // skipped, as the reference does for q and k
+  EXPECT_EQ(pair.report.clip_max_val[1].rows(), 24);
   // The skipped linear is W·s on the AWQ grid without clipping.
   MatrixF fake = scale_input_channels(w, pair.scales);
   detail::awq_fake_quantize(fake, 16, 3, true);
@@ -211,14 +211,14 @@ TEST(Awq, FewTokensUseThemAllAndManyAreSampled) {
   const AwqResult<float> r = quantize_awq(w, few, small_config(3, 32));
   const MatrixF ws = scale_input_channels(w, r.scales);
   const MatrixF xs = divide_input_channels(few, r.scales);
-  EXPECT_EQ(r.clip_max_val[0], detail::awq_search_clip<float>(ws, xs, small_config(3, 32), 32));
+  EXPECT_EQ(r.report.clip_max_val[0], detail::awq_search_clip<float>(ws, xs, small_config(3, 32), 32));
   // 1100 tokens: every second one (step 1100 / 512 = 2), 550 of them.
   const MatrixF many = test::random_activations(1100, 64, 110);
   const AwqResult<float> m = quantize_awq(w, many, small_config(3, 32));
   const MatrixF xm = divide_input_channels(many, m.scales);
   MatrixF sampled(550, 64);
   for (Index t = 0; t < 550; ++t) sampled.row(t) = xm.row(2 * t);
-  EXPECT_EQ(m.clip_max_val[0], detail::awq_search_clip<float>(scale_input_channels(w, m.scales), sampled,
+  EXPECT_EQ(m.report.clip_max_val[0], detail::awq_search_clip<float>(scale_input_channels(w, m.scales), sampled,
                                                               small_config(3, 32), 32));
 }
 
@@ -229,7 +229,7 @@ TEST(Awq, AnyOutputCountAndOneGroupPerRow) {
   AwqConfig config = small_config(4, -1);
   const AwqResult<float> r = quantize_awq(w, x, config);
   EXPECT_EQ(r.weights[0].groups(), 1);
-  EXPECT_EQ(r.clip_max_val[0].cols(), 1);
+  EXPECT_EQ(r.report.clip_max_val[0].cols(), 1);
   const double err = ((w - r.effective_weight(0)) * x.transpose()).norm() / (w * x.transpose()).norm();
   EXPECT_LT(err, 0.2);
 }
@@ -238,7 +238,7 @@ TEST(Awq, SymmetricGridIsTheReferencesIntendedBranch) {
   const MatrixF w = test::random_weights(12, 64, 113);
   const MatrixF x = test::random_activations(40, 64, 114);
   AwqConfig config = small_config(4, 32);
-  config.zero_point = false;
+  config.sym = true;
   const AwqResult<float> r = quantize_awq(w, x, config);
   const UniformWeights& q = r.weights[0];
   EXPECT_TRUE((q.zero.array() == 8.0f).all());  // levels -8..7 stored with zero point 8
@@ -246,7 +246,7 @@ TEST(Awq, SymmetricGridIsTheReferencesIntendedBranch) {
   MatrixF ws = scale_input_channels(w, r.scales);
   for (Index row = 0; row < 12; ++row)
     for (Index g = 0; g < 2; ++g) {
-      const float limit = r.clip_max_val[0](row, g);
+      const float limit = r.report.clip_max_val[0](row, g);
       const float absmax = ws.block(row, g * 32, 1, 32).cwiseAbs().cwiseMin(limit).maxCoeff();
       EXPECT_EQ(q.scale(g, row), absmax / 7.0f);
     }
@@ -259,7 +259,7 @@ TEST(Awq, DoublePrecisionAgreesWithFloat) {
   const MatrixF x = test::random_activations(70, 64, 116);
   const AwqResult<float> f = quantize_awq(w, x, small_config());
   const AwqResult<double> d = quantize_awq(MatrixD(w.cast<double>()), MatrixD(x.cast<double>()), small_config());
-  EXPECT_EQ(f.search.best_index, d.search.best_index);
+  EXPECT_EQ(f.report.search.best_index, d.report.search.best_index);
   EXPECT_LE(test::max_rel_diff(f.scales, d.scales), 1e-6);
 }
 
@@ -269,7 +269,7 @@ TEST(Awq, Deterministic) {
   const AwqResult<float> a = quantize_awq(w, x, small_config()), b = quantize_awq(w, x, small_config());
   EXPECT_EQ(a.scales, b.scales);
   EXPECT_EQ(a.weights[0].codes, b.weights[0].codes);
-  EXPECT_EQ(a.search.loss, b.search.loss);
+  EXPECT_EQ(a.report.search.loss, b.report.search.loss);
 }
 
 TEST(Awq, ZeroActivationsAndDeadChannels) {
@@ -281,8 +281,24 @@ TEST(Awq, ZeroActivationsAndDeadChannels) {
   EXPECT_GT(r.scales.minCoeff(), 0.0f);
   // All-zero activations: every loss is 0 and the first ratio (0) wins.
   const AwqResult<float> z = quantize_awq(w, MatrixF::Zero(20, 32), small_config(4, 16));
-  EXPECT_EQ(z.search.best_index, 0);
+  EXPECT_EQ(z.report.search.best_index, 0);
   EXPECT_EQ(z.scales, VectorF::Ones(32));
+}
+
+TEST(Awq, ProgressCountsTheSearchAndTheClips) {
+  const MatrixF w = test::random_weights(8, 64, 123);
+  const MatrixF x = test::random_activations(30, 64, 124);
+  AwqConfig config = small_config(4, 32);
+  config.skip_clip = {0};  // of three linears, two are clipped
+  std::vector<Index> done;
+  config.progress = [&](Index steps, Index total) {
+    EXPECT_EQ(total, 20 * 3 + 2);
+    done.push_back(steps);
+  };
+  const AwqResult<float> r = quantize_awq({w, w, w}, x, config);
+  ASSERT_EQ(done.size(), 62u);
+  for (std::size_t i = 0; i < done.size(); ++i) EXPECT_EQ(done[i], static_cast<Index>(i) + 1);
+  EXPECT_GE(r.report.seconds, 0.0);
 }
 
 TEST(Awq, BadArgumentsThrow) {
@@ -300,12 +316,12 @@ TEST(Awq, BadArgumentsThrow) {
   c.bits = 9;
   throws(c, "AwqConfig::bits");
   c = small_config(1, 16);
-  c.zero_point = false;
+  c.sym = true;
   throws(c, "AwqConfig::bits");
   throws(small_config(4, 12), "AwqConfig::group_size");
   c = small_config(4, 16);
-  c.grid = 0;
-  throws(c, "AwqConfig::grid");
+  c.scale_grid = 0;
+  throws(c, "AwqConfig::scale_grid");
   c = small_config(4, 16);
   c.clip_max_shrink = 1.0;
   throws(c, "clip_max_shrink");

@@ -6,6 +6,7 @@
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
 #include <lowbit/quant/rtn.hpp>
 
+#include "expected_isa.hpp"
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -76,54 +77,33 @@ MatrixD exact_product(const BitPlaneWeights& w, const MatrixF& x, const SparseOu
   return x.cast<double>() * dense.transpose();
 }
 
-// Every kernel set compiled into this binary (the native one is the widest).
-struct Isa {
-  std::string name;
-  void (*load)(const PackedBitplanes&, const float*, Index, Index, BitplaneContext&);
-  void (*multiply)(const PackedBitplanes&, const BitplaneContext&, Index, Index, float*, Index);
-};
-
-template <class Kernels>
-Isa isa(const std::string& name) {
-  return {name,
-          [](const PackedBitplanes& w, const float* x, Index n, Index ldx, BitplaneContext& ctx) {
-            detail::bitplane::load<Kernels>(w, x, n, ldx, ctx);
-          },
-          [](const PackedBitplanes& w, const BitplaneContext& ctx, Index r0, Index r1, float* y, Index ldy) {
-            detail::bitplane::multiply<Kernels>(w, ctx, r0, r1, y, ldy);
-          }};
-}
-
-std::vector<Isa> simd_isas() {
-  std::vector<Isa> isas;
-#ifdef LOWBIT_BITPLANE_AVX2
-  isas.push_back(isa<detail::bitplane_avx2::Kernels>("avx2"));
+// Every SIMD kernel set compiled into this binary (the default is the widest).
+std::vector<BitplaneKernels> simd_kernels() {
+  std::vector<BitplaneKernels> kernels;
+#ifdef LOWBIT_ISA_AVX2
+  kernels.push_back(avx2::bitplane_kernels);
 #endif
-#ifdef LOWBIT_BITPLANE_AVX512
-  isas.push_back(isa<detail::bitplane_avx512::Kernels>("avx512"));
+#ifdef LOWBIT_ISA_AVX512
+  kernels.push_back(avx512::bitplane_kernels);
 #endif
-#ifdef LOWBIT_BITPLANE_NEON
-  isas.push_back(isa<detail::bitplane_neon::Kernels>("neon"));
+#ifdef LOWBIT_ISA_NEON
+  kernels.push_back(neon::bitplane_kernels);
 #endif
-  return isas;
+  return kernels;
 }
 
 // Loads x (tokens x cols) and multiplies all rows with the given kernels.
-MatrixF run_with(const Isa& kernels, const PackedBitplanes& w, const MatrixF& x, BitplaneContext& ctx) {
+MatrixF run_with(const BitplaneKernels& kernels, const PackedBitplanes& w, const MatrixF& x,
+                 BitplaneContext& ctx) {
   MatrixF y(x.rows(), w.rows());
   kernels.load(w, x.data(), x.rows(), x.cols(), ctx);
-  kernels.multiply(w, ctx, 0, w.rows(), y.data(), w.rows());
+  kernels.multiply(w, ctx, y.data(), w.rows(), 0, w.rows());
   return y;
 }
 
-// The same with the native (dispatched) or the scalar kernels.
-MatrixF run(const PackedBitplanes& w, const MatrixF& x, BitplaneContext& ctx, bool scalar) {
-  MatrixF y(x.rows(), w.rows());
-  if (scalar) bitplane_load_scalar(w, x.data(), x.rows(), x.cols(), ctx);
-  else bitplane_load(w, x.data(), x.rows(), x.cols(), ctx);
-  if (scalar) bitplane_multiply_scalar(w, ctx, 0, w.rows(), y.data(), w.rows());
-  else bitplane_multiply(w, ctx, 0, w.rows(), y.data(), w.rows());
-  return y;
+// The same with the default (widest) or the scalar kernels.
+MatrixF run(const PackedBitplanes& w, const MatrixF& x, BitplaneContext& ctx, bool reference) {
+  return run_with(reference ? scalar::bitplane_kernels : bitplane_kernels, w, x, ctx);
 }
 
 bool identical(const MatrixF& a, const MatrixF& b) {
@@ -143,32 +123,26 @@ void expect_within_bound(const PackedBitplanes& w, const MatrixF& x, BitplaneCon
 }
 
 TEST(BitplaneLutGemm, ReportsItsInstructionSet) {
-  const std::string isa = bitplane_kernel_isa();
-#if defined(LOWBIT_FORCE_SCALAR)
-  EXPECT_EQ(isa, "scalar");
-  EXPECT_TRUE(simd_isas().empty());
-#elif defined(__AVX512F__) && defined(__AVX512BW__)
-  EXPECT_EQ(isa, "avx512");
-  EXPECT_EQ(simd_isas().size(), 2u);
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-  EXPECT_EQ(isa, "avx2");
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-  EXPECT_EQ(isa, "neon");
-#endif
-  std::cout << "bit-plane kernel: " << isa << "\n";
+  EXPECT_EQ(std::string(bitplane_kernels.isa), test::expected_bitplane_isa());
+  EXPECT_EQ(std::string(scalar::bitplane_kernels.isa), "scalar");
+  const std::size_t simd = simd_kernels().size();
+  if (test::expected_bitplane_isa() == "scalar") EXPECT_EQ(simd, 0u);
+  else EXPECT_EQ(simd, test::expected_bitplane_isa() == "avx512" ? 2u : 1u);  // avx512 brings avx2
+  std::cout << "bit-plane kernel: " << bitplane_kernels.isa << "\n";
 }
 
 TEST(BitplaneLutGemm, SimdTablesEqualScalarTables) {
-  for (const Isa& kernels : simd_isas())
-  for (const Shape& s : shapes()) {
-    SCOPED_TRACE(testing::Message() << kernels.name << " " << s);
+  if (simd_kernels().empty()) GTEST_SKIP() << "no SIMD kernels in this build";
+  for (const BitplaneKernels& kernels : simd_kernels())
+    for (const Shape& s : shapes()) {
+      SCOPED_TRACE(testing::Message() << kernels.isa << " " << s);
     const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, 1));
     const MatrixF x = test::random_activations(3, s.cols, 2);
     for (TableType type : {TableType::int8, TableType::f32}) {
-      BitplaneContext simd(w, 3, type), scalar(w, 3, type);
+      BitplaneContext simd(w, 3, type), reference(w, 3, type);
       kernels.load(w, x.data(), 3, s.cols, simd);
-      bitplane_load_scalar(w, x.data(), 3, s.cols, scalar);
-      const auto a = simd.tables(), b = scalar.tables();
+      scalar::bitplane_kernels.load(w, x.data(), 3, s.cols, reference);
+      const auto a = simd.tables(), b = reference.tables();
       const std::size_t n = static_cast<std::size_t>(3 * a.chunks * 16);
       if (type == TableType::int8) {
         EXPECT_EQ(std::memcmp(a.q, b.q, n), 0);
@@ -182,20 +156,21 @@ TEST(BitplaneLutGemm, SimdTablesEqualScalarTables) {
 }
 
 TEST(BitplaneLutGemm, SimdEqualsScalarBitForBit) {
-  for (const Isa& kernels : simd_isas()) {
-  unsigned seed = 10;
+  if (simd_kernels().empty()) GTEST_SKIP() << "no SIMD kernels in this build";
+  for (const BitplaneKernels& kernels : simd_kernels()) {
+    unsigned seed = 10;
   for (const Shape& s : shapes())
     for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
       for (TableType type : {TableType::int8, TableType::f32}) {
-        SCOPED_TRACE(testing::Message() << kernels.name << " " << s << " seed " << seed
+        SCOPED_TRACE(testing::Message() << kernels.isa << " " << s << " seed " << seed
                                         << (storage == CoefficientStorage::f16 ? " f16" : " f32")
                                         << (type == TableType::int8 ? " int8" : " f32 tables"));
         const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, seed), {storage});
         const MatrixF x = test::random_activations(6, s.cols, seed + 1);  // a tile of 4 tokens and 2 more
         ++seed;
-        BitplaneContext simd(w, 6, type), scalar(w, 6, type);
+        BitplaneContext simd(w, 6, type), reference(w, 6, type);
         const MatrixF y_simd = run_with(kernels, w, x, simd);
-        const MatrixF y_scalar = run(w, x, scalar, true);
+        const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
         EXPECT_TRUE(identical(y_simd, y_scalar)) << "max diff " << (y_simd - y_scalar).cwiseAbs().maxCoeff();
       }
   }
@@ -264,10 +239,10 @@ TEST(BitplaneLutGemm, Int8ErrorByGroupSize) {
   for (int planes : {2, 4})
     for (int group : {32, 64, 128, 256, -1}) {
       RtnConfig config;
-      config.grid.bits = planes;
+      config.bits = planes;
       config.group_size = group;
       const MatrixF wf = test::random_weights(rows, cols, 7);
-      const UniformWeights uniform = quantize_rtn(wf, config);
+      const UniformWeights uniform = quantize_rtn(wf, config).weights;
       const BitPlaneWeights w = to_bitplanes(uniform);
       const MatrixF x = test::random_activations(4, cols, 8);
       const MatrixD exact = exact_product(w, x);
@@ -314,9 +289,9 @@ TEST(BitplaneLutGemm, UniformWeightsIncludingActOrder) {
   const MatrixF wf = test::random_weights(45, 256, 30);
   for (int bits = 1; bits <= 4; ++bits) {
     RtnConfig config;
-    config.grid.bits = bits;
+    config.bits = bits;
     config.group_size = 64;
-    UniformWeights q = quantize_rtn(wf, config);
+    UniformWeights q = quantize_rtn(wf, config).weights;
     for (bool act_order : {false, true}) {
       SCOPED_TRACE(testing::Message() << "bits " << bits << (act_order ? " act-order" : ""));
       if (act_order) {  // the same codes and grids, grouped through a permutation
@@ -349,9 +324,9 @@ TEST(BitplaneLutGemm, SparseOutliersReplaceTheirWeights) {
   for (TableType type : {TableType::int8, TableType::f32}) {
     const PackedBitplanes w = pack_bitplanes(planes, outliers, {CoefficientStorage::f32});
     EXPECT_EQ(w.outliers(), outliers.nnz());
-    BitplaneContext simd(w, 3, type), scalar(w, 3, type);
+    BitplaneContext simd(w, 3, type), reference(w, 3, type);
     const MatrixF y = run(w, x, simd, false);
-    EXPECT_TRUE(identical(y, run(w, x, scalar, true)));
+    EXPECT_TRUE(identical(y, run(w, x, reference, true)));
     expect_within_bound(w, x, simd, y, exact);
   }
   // The packed weights are the planes with the outliers written over them.
@@ -371,14 +346,14 @@ TEST(BitplaneLutGemm, RowSplitsAndThreadsGiveIdenticalResults) {
     MatrixF pieces(5, s.rows);
     const Index cuts[] = {0, 1, 5, 31, 32, 33, 64, 100, 101};
     for (std::size_t i = 0; i + 1 < std::size(cuts); ++i)
-      bitplane_multiply(w, ctx, cuts[i], cuts[i + 1], pieces.data(), s.rows);
+      bitplane_multiply(w, ctx, pieces.data(), s.rows, cuts[i], cuts[i + 1]);
     EXPECT_TRUE(identical(whole, pieces));
     // One token at a time (another tiling of the tokens) gives the same rows.
     BitplaneContext one(w, 1, type);
     MatrixF single(5, s.rows);
     for (Index t = 0; t < 5; ++t) {
       bitplane_load(w, x.data() + t * s.cols, 1, s.cols, one);
-      bitplane_multiply(w, one, 0, s.rows, single.data() + t * s.rows, s.rows);
+      bitplane_multiply(w, one, single.data() + t * s.rows, s.rows, 0, s.rows);
     }
     EXPECT_TRUE(identical(whole, single));
     // The convenience call with 1 and 2 threads, and contexts of 2 and 16 tokens.
@@ -407,7 +382,7 @@ TEST(BitplaneLutGemm, MisalignedAndStridedBuffers) {
   for (Index t = 0; t < 3; ++t)
     std::copy(x.row(t).data(), x.row(t).data() + s.cols, xs.data() + 1 + t * ldx);  // offset by one float
   bitplane_load(w, xs.data() + 1, 3, ldx, ctx);
-  bitplane_multiply(w, ctx, 0, s.rows, ys.data() + 1, ldy);
+  bitplane_multiply(w, ctx, ys.data() + 1, ldy, 0, s.rows);
   for (Index t = 0; t < 3; ++t) {
     for (Index r = 0; r < s.rows; ++r) EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], expected(t, r));
     for (Index r = s.rows; r < ldy; ++r) EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], -7.0f);  // untouched

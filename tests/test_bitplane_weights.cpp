@@ -16,10 +16,10 @@ TEST(BitPlaneWeights, UniformConvertsBitForBit) {
       for (int group : {-1, 64, 32}) {
         SCOPED_TRACE(testing::Message() << "bits " << bits << " sym " << sym << " group " << group);
         RtnConfig config;
-        config.grid.bits = bits;
+        config.bits = bits;
         config.grid.sym = sym;
         config.group_size = group;
-        const UniformWeights q = quantize_rtn(w, config);
+        const UniformWeights q = quantize_rtn(w, config).weights;
         const BitPlaneWeights planes = to_bitplanes(q);
         EXPECT_EQ(planes.planes, bits);
         // Identical floats, not merely close.
@@ -30,9 +30,9 @@ TEST(BitPlaneWeights, UniformConvertsBitForBit) {
 TEST(BitPlaneWeights, ConversionKeepsActOrderGroups) {
   const MatrixF w = test::random_weights(8, 64, 22);
   RtnConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.group_size = 16;
-  UniformWeights q = quantize_rtn(w, config);
+  UniformWeights q = quantize_rtn(w, config).weights;
   q.g_idx.resize(64);
   for (int j = 0; j < 64; ++j) q.g_idx[static_cast<std::size_t>(j)] = (j * 7) % 64 / 16;  // a permuted grouping
   const BitPlaneWeights planes = to_bitplanes(q);
@@ -44,16 +44,16 @@ TEST(BitPlaneWeights, AbsmaxConvertsBitForBit) {
   const MatrixF w = test::random_weights(9, 128, 23);
   AbsmaxConfig config;
   config.bits = 8;
-  const UniformWeights q = quantize_absmax(w, config);
+  const UniformWeights q = quantize_absmax(w, config).weights;
   EXPECT_TRUE((to_bitplanes(q).dequantize().array() == q.dequantize().array()).all());
 }
 
 TEST(BitPlaneWeights, TruncationStaysWithinHalfTheDroppedCoefficients) {
   const MatrixF w = test::random_weights(16, 128, 24);
   RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 64;
-  const BitPlaneWeights full = to_bitplanes(quantize_rtn(w, config));
+  const BitPlaneWeights full = to_bitplanes(quantize_rtn(w, config).weights);
   const MatrixF full_w = full.dequantize();
   for (int keep = 1; keep <= 4; ++keep) {
     const BitPlaneWeights cut = truncate_planes(full, keep);
@@ -78,8 +78,8 @@ TEST(BitPlaneWeights, TruncatedUniformEqualsTheCoarserGridAtItsMidpoints) {
   // the mean of the dropped planes, scale * (2^d - 1) / 2.
   const MatrixF w = test::random_weights(4, 32, 25);
   RtnConfig config;
-  config.grid.bits = 4;
-  const UniformWeights q = quantize_rtn(w, config);
+  config.bits = 4;
+  const UniformWeights q = quantize_rtn(w, config).weights;
   const MatrixF cut = truncate_planes(to_bitplanes(q), 2).dequantize();
   for (Index r = 0; r < 4; ++r)
     for (Index c = 0; c < 32; ++c) {
@@ -90,21 +90,21 @@ TEST(BitPlaneWeights, TruncatedUniformEqualsTheCoarserGridAtItsMidpoints) {
 }
 
 TEST(BitPlaneWeights, RejectsInconsistentShapes) {
-  BitPlaneWeights b = to_bitplanes(quantize_rtn(test::random_weights(4, 32, 26)));
+  BitPlaneWeights b = to_bitplanes(quantize_rtn(test::random_weights(4, 32, 26)).weights);
   EXPECT_THROW(truncate_planes(b, 0), Error);
   EXPECT_THROW(truncate_planes(b, 5), Error);
   b.coeffs.conservativeResize(b.coeffs.rows() - 1, Eigen::NoChange);
   EXPECT_THROW(b.validate(), Error);
-  b = to_bitplanes(quantize_rtn(test::random_weights(4, 32, 26)));
+  b = to_bitplanes(quantize_rtn(test::random_weights(4, 32, 26)).weights);
   b.planes = 2;  // codes use 4 bits
   EXPECT_THROW(b.validate(), Error);
 }
 
 TEST(BitPlaneWeights, BitsPerWeightCountsCoefficients) {
   RtnConfig config;
-  config.grid.bits = 2;
+  config.bits = 2;
   config.group_size = 64;
-  const BitPlaneWeights b = to_bitplanes(quantize_rtn(test::random_weights(4, 128, 27), config));
+  const BitPlaneWeights b = to_bitplanes(quantize_rtn(test::random_weights(4, 128, 27), config).weights);
   EXPECT_DOUBLE_EQ(bits_per_weight(b), 2 + 16.0 * 3 / 64);
 }
 

@@ -38,14 +38,14 @@ void check_golden_case(const io::SafetensorsReader& f, const std::string& dir) {
   }
   std::printf("  best_iter agrees in %d of %ld groups\n", same_iter, static_cast<long>(groups));
   if (config.group_aware_reorder) {
-    EXPECT_EQ(report.column_order, f.ints("final_perm"));
+    EXPECT_EQ(report.hessian.column_order, f.ints("final_perm"));
     EXPECT_EQ(report.group_order, f.ints("global_perm"));
   }
-  EXPECT_EQ(report.percdamp, test::meta_double(f, "damp_used"));
+  EXPECT_EQ(report.hessian.percdamp, test::meta_double(f, "damp_used"));
   const double avg_loss = report.loss / test::meta_double(f, "nsamples");
   EXPECT_NEAR(avg_loss, test::meta_double(f, "avg_loss"), 0.01 * test::meta_double(f, "avg_loss"));
   // The dead columns' weights were zeroed; the file's W is the modified one.
-  for (Index d : report.dead_columns) EXPECT_EQ(w.col(d).cwiseAbs().maxCoeff(), 0.0f);
+  for (Index d : report.hessian.dead_columns) EXPECT_EQ(w.col(d).cwiseAbs().maxCoeff(), 0.0f);
 }
 
 TEST(BpdqGolden, BundledCasesMatchTheReference) { test::for_each_golden("bpdq_", false, check_golden_case); }
@@ -93,7 +93,7 @@ TEST(Bpdq, ResultIsAValidBitPlaneModelAndBeatsItsInit) {
       const double err = rel_out_err(layer, r.weights.dequantize());
       EXPECT_LT(err, rel_out_err(layer, init.dequantize()));
       if (gar) {
-        EXPECT_EQ(r.report.column_order.size(), 256u);
+        EXPECT_EQ(r.report.hessian.column_order.size(), 256u);
       }
     }
 }
@@ -165,7 +165,7 @@ TEST(Bpdq, DeadColumnsAndWholeRowGroups) {
   config.group_size = -1;
   config.iters = 2;
   const BpdqResult r = quantize_bpdq(layer.w, h, config);
-  EXPECT_EQ(r.report.dead_columns, std::vector<Index>{9});
+  EXPECT_EQ(r.report.hessian.dead_columns, std::vector<Index>{9});
   EXPECT_EQ(r.weights.group_size, 128);
   EXPECT_EQ(r.weights.groups(), 1);
   EXPECT_NO_THROW(r.weights.validate());

@@ -1,4 +1,5 @@
-// core/calibration.hpp: streaming statistics equal the batch formulas.
+// core/calibration.hpp: streaming statistics (activations, gradient
+// magnitudes) equal the batch formulas.
 #include <lowbit/core/calibration.hpp>
 
 #include "test_support.hpp"
@@ -34,6 +35,45 @@ TEST(Calibration, RejectsMisuse) {
   bad(1, 2) = NAN;
   EXPECT_THROW(c.add(bad), Error);
   EXPECT_EQ(c.tokens(), 0);  // a rejected batch leaves the statistics untouched
+}
+
+TEST(GradientMagnitudes, SumsAbsoluteGradientsPerSample) {
+  const MatrixF a = test::random_gaussian(5, 7, 1), b = test::random_gaussian(5, 7, 2);
+  GradientMagnitudes g(5, 7);
+  EXPECT_THROW(g.sum(), Error);
+  g.add(a);
+  g.add(b);
+  EXPECT_EQ(g.samples(), 2);
+  // |a| + |b| differs from |a + b|: the absolute value is taken per sample.
+  EXPECT_EQ(g.sum(), MatrixF(a.cwiseAbs() + b.cwiseAbs()));
+  EXPECT_GT((g.sum() - (a + b).cwiseAbs()).cwiseAbs().maxCoeff(), 0.1f);
+}
+
+TEST(GradientMagnitudes, LinearLayerGradientIsOutputGradientTimesInput) {
+  const MatrixF dy = test::random_gaussian(9, 4, 3), x = test::random_gaussian(9, 6, 4);
+  GradientMagnitudes g(4, 6);
+  g.add_linear(dy, x);
+  // dL/dW[r, c] = sum_t dL/dy[t, r] * x[t, c], summed here term by term.
+  for (Index r = 0; r < 4; ++r)
+    for (Index c = 0; c < 6; ++c) {
+      double sum = 0;
+      for (Index t = 0; t < 9; ++t) sum += double(dy(t, r)) * x(t, c);
+      EXPECT_NEAR(g.sum()(r, c), std::abs(sum), 1e-5) << r << ", " << c;
+    }
+}
+
+TEST(GradientMagnitudes, RejectsBadGradients) {
+  GradientMagnitudes g(3, 4);
+  EXPECT_THROW(g.add(MatrixF::Zero(4, 3)), Error);
+  MatrixF bad = MatrixF::Zero(3, 4);
+  bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(g.add(bad), Error);
+  bad(1, 2) = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(g.add(bad), Error);
+  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 3), MatrixF::Zero(4, 4)), Error);  // token counts differ
+  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 2), MatrixF::Zero(5, 4)), Error);  // not out_features
+  EXPECT_EQ(g.samples(), 0);
+  EXPECT_THROW(GradientMagnitudes(0, 4), Error);
 }
 
 }  // namespace

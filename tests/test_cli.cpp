@@ -1,5 +1,7 @@
 // The lowbit command-line tool: its contract (help, exit codes, tensor names)
 // and `lowbit quantize rtn` reproducing the golden reference outputs.
+#include <lowbit/quant/absmax.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -96,7 +98,7 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
   config.bits = 4;
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 64;
-  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).dequantize());
+  EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).weights.dequantize());
 }
 
 TEST_F(Cli, DemoPrintsOneRowPerRun) {

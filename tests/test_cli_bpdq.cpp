@@ -7,7 +7,7 @@ namespace lowbit {
 namespace {
 
 // The golden case's W and H (the reference's own H, normalized by tokens) and X.
-std::string write_case_input(const io::SafetensorsReader& f, const std::string& golden_dir, const std::string& path) {
+std::string write_bpdq_case_input(const io::SafetensorsReader& f, const std::string& golden_dir, const std::string& path) {
   io::SafetensorsWriter in;
   in.add_matrix("W", test::golden_input(f, golden_dir, "W"));
   in.add_matrix("X", test::golden_input(f, golden_dir, "X"));
@@ -20,7 +20,7 @@ class CliBpdq : public test::ToolTest {
  protected:
   // One golden case through the tool, checked like the API's result.
   void check_case(const io::SafetensorsReader& f, const std::string& golden_dir) {
-    const std::string in = write_case_input(f, golden_dir, dir.file("in.safetensors"));
+    const std::string in = write_bpdq_case_input(f, golden_dir, dir.file("in.safetensors"));
     const std::string out = dir.file("bpdq.safetensors");
     const std::string args = "quantize bpdq --in " + in + " --out " + out + " --planes " + test::meta(f, "msbits") +
                              " --group-size " + test::meta(f, "group_size") + " --iters " + test::meta(f, "n_iters") +

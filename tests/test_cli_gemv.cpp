@@ -3,6 +3,7 @@
 // within the documented bound (int8 tables); its errors and exit codes.
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
+#include <lowbit/quant/rtn.hpp>
 
 #include "test_support.hpp"
 
@@ -146,9 +147,9 @@ TEST_F(CliGemv, GptqAndTacqResults) {
 TEST_F(CliGemv, ActOrderOutliersAndThreads) {
   const MatrixF wf = test::random_weights(70, 96, 5);
   RtnConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.group_size = 32;
-  UniformWeights u = quantize_rtn(wf, config);
+  UniformWeights u = quantize_rtn(wf, config).weights;
   u.g_idx.resize(96);
   for (int j = 0; j < 96; ++j) u.g_idx[static_cast<std::size_t>(j)] = (j * 5 % 96) / 32;
   CodeMatrix mask = CodeMatrix::Zero(70, 96);

@@ -1,6 +1,9 @@
 // `lowbit quantize gptq`: every golden GPTQ case through the tool (bundled
 // and LOWBIT_GOLDEN_DIR), X as calibration, the damping report and misuse
 // (the demo's GPTQ rows are checked in test_cli.cpp).
+#include <lowbit/core/calibration.hpp>
+#include <lowbit/quant/gptq.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -85,7 +88,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   Calibration calibration(256);
   calibration.add(inputs.matrix("X"));
   GptqConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.grid.mse = true;
   config.group_size = 64;
   config.act_order = true;
@@ -94,7 +97,7 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   config.block_size = 64;
   const GptqResult expected = quantize_gptq(inputs.matrix("W"), calibration, config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
-  EXPECT_EQ(result.ints("perm"), expected.perm);
+  EXPECT_EQ(result.ints("perm"), expected.report.hessian.column_order);
   EXPECT_EQ(result.info("scale").shape, (std::vector<std::int64_t>{4, 64}));
   for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
            {"method", "gptq"}, {"calibration", "X"}, {"bits", "3"}, {"group_size", "64"}, {"mse", "true"},

@@ -385,11 +385,11 @@ TEST_F(Decoder, stories260k_metrics_rank_rtn_bit_widths) {
   auto rtn_metrics = [&](int bits) {
     Model q = *m;
     lowbit::RtnConfig config;
-    config.grid.bits = bits;
+    config.bits = bits;
     for (int l = 0; l < q.config.n_layers; ++l)
       for (LinearKind kind : kAllLinears)
         q.layers[std::size_t(l)].linears[index(kind)] = std::make_shared<FloatLinear>(
-            lowbit::quantize_rtn(weight(*m, l, kind), config).dequantize());
+            lowbit::quantize_rtn(weight(*m, l, kind), config).weights.dequantize());
     const Metrics metrics = compare(reference, sequence_logits(q, held_out), held_out);
     std::cout << "stories260K RTN " << bits << "-bit (per row): KL " << metrics.kl
               << " nats, top-1 " << metrics.top1 << ", perplexity " << metrics.perplexity << "\n";

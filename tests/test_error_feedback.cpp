@@ -1,7 +1,9 @@
-// core/error_feedback.hpp: the transposed-layout error-feedback primitives
+// core/detail/error_feedback.hpp: the transposed-layout error-feedback primitives
 // against the row-major formulas of the reference, the panel split, and the
 // tiled transpose.
-#include <lowbit/core/error_feedback.hpp>
+#include <lowbit/quant/gptq.hpp>  // first: detail headers refuse to be included alone
+
+#include <lowbit/core/detail/error_feedback.hpp>
 
 #include "test_support.hpp"
 
@@ -17,7 +19,7 @@ TEST(ErrorFeedback, InBlockFeedbackIsTheReferenceRankOneUpdate) {
   MatrixF expected = w1;
   for (Index j = k + 1; j < width; ++j) expected.col(j) -= err * u(k, j);
   MatrixF block_t = w1.transpose();
-  feed_back_in_block(block_t, k, u.row(k).transpose(), err.transpose());
+  detail::feed_back_in_block(block_t, k, u.row(k).transpose(), err.transpose());
   EXPECT_EQ(MatrixF(block_t.transpose()), expected);
 }
 
@@ -30,11 +32,11 @@ TEST(ErrorFeedback, BlockPropagationIsTheReferenceProduct) {
     const MatrixF u = test::random_weights(width, rest, 513, 1.0f);
     const MatrixD expected = w_rest.cast<double>() - err.cast<double>() * u.cast<double>();
     MatrixF rest_t = w_rest.transpose();
-    propagate_block_errors(rest_t, u, err.transpose());
+    detail::propagate_block_errors(rest_t, u, err.transpose());
     EXPECT_LE(test::max_rel_diff(MatrixF(rest_t.transpose()), expected), 1e-5) << width;
   }
   MatrixF empty(0, 5);
-  EXPECT_NO_THROW(propagate_block_errors(empty, MatrixF(3, 0), MatrixF(3, 5)));
+  EXPECT_NO_THROW(detail::propagate_block_errors(empty, MatrixF(3, 0), MatrixF(3, 5)));
 }
 
 TEST(ErrorFeedback, PanelsCoverEveryOutputOnce) {

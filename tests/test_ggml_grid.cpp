@@ -17,10 +17,11 @@ void check_golden_encoding(const io::GgufReader& golden) {
       const std::string name = test::golden_name(type, variant);
       if (!golden.contains_tensor(name)) continue;
       SCOPED_TRACE(name);
-      GgmlQuantizeConfig config;
+      GgmlConfig config;
       config.type = type;
       if (variant[1]) config.importance = importance;
-      const std::vector<std::uint8_t> bytes = io::pack_ggml_blocks(quantize_ggml(x, config));
+      const std::vector<std::uint8_t> bytes =
+          io::pack_ggml_blocks(quantize_ggml(x, config).weights);
       ASSERT_EQ(bytes.size(), golden.tensor(name).bytes);
       const unsigned char* expected = golden.data(name);
       std::size_t differ = 0, first = 0;
@@ -46,14 +47,14 @@ TEST(GgmlGrid, RowsAreIndependentAndImportanceIsIgnoredWhereGgmlIgnoresIt) {
   VectorF importance = VectorF::LinSpaced(512, 0.0f, 3.0f);
   for (GgmlType type : {GgmlType::q4_k, GgmlType::q3_k, GgmlType::q5_0, GgmlType::iq4_nl}) {
     SCOPED_TRACE(ggml_type_name(type));
-    const GgmlWeights all = quantize_ggml(w, {type, importance});
-    const GgmlWeights one = quantize_ggml(w.row(3), {type, importance});
+    const GgmlWeights all = quantize_ggml(w, {type, importance}).weights;
+    const GgmlWeights one = quantize_ggml(w.row(3), {type, importance}).weights;
     EXPECT_EQ(one.codes, all.codes.row(3));
     EXPECT_EQ(one.d, all.d.row(3));
   }
   for (GgmlType type : {GgmlType::q8_0, GgmlType::tq2_0})
-    EXPECT_EQ(io::pack_ggml_blocks(quantize_ggml(w, {type, importance})),
-              io::pack_ggml_blocks(quantize_ggml(w, {type, {}})));
+    EXPECT_EQ(io::pack_ggml_blocks(quantize_ggml(w, {type, importance}).weights),
+              io::pack_ggml_blocks(quantize_ggml(w, {type, {}}).weights));
 }
 
 // Zeros, constants, float denormals and a sub-block far larger than the rest:
@@ -71,7 +72,7 @@ TEST(GgmlGrid, DegenerateInputsGiveValidBlocks) {
     for (bool weighted : {false, true}) {
       SCOPED_TRACE(testing::Message()
                    << ggml_type_name(f.type) << (weighted ? " with importance" : ""));
-      const GgmlWeights q = quantize_ggml(w, {f.type, weighted ? importance : VectorF()});
+      const GgmlWeights q = quantize_ggml(w, {f.type, weighted ? importance : VectorF()}).weights;
       EXPECT_NO_THROW(q.validate());
       const MatrixF d = q.dequantize();
       EXPECT_TRUE(d.allFinite());
@@ -81,7 +82,7 @@ TEST(GgmlGrid, DegenerateInputsGiveValidBlocks) {
 }
 
 TEST(GgmlGrid, ErrorsNameTheArgument) {
-  auto message = [](const MatrixF& w, const GgmlQuantizeConfig& config) {
+  auto message = [](const MatrixF& w, const GgmlConfig& config) {
     try {
       quantize_ggml(w, config);
     } catch (const Error& e) {

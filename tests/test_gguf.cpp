@@ -186,7 +186,7 @@ TEST(Gguf, RoundTripsMatricesAndBlocks) {
   writer.add_matrix("w.bf16", w, GgmlType::bf16);
   std::vector<GgmlWeights> blocks;
   for (const GgmlBlockFormat& format : detail::kGgmlBlockFormats) {
-    blocks.push_back(quantize_ggml(w, {format.type, {}}));
+    blocks.push_back(quantize_ggml(w, {format.type, {}}).weights);
     writer.add_blocks(std::string("w.") + ggml_type_name(format.type), blocks.back());
   }
   const GgufReader f = GgufReader::from_bytes(writer.bytes());
@@ -284,7 +284,8 @@ TEST(Gguf, EveryTruncationIntoHeaderOrDataIsRejected) {
   writer.set("general.architecture", "llama");
   writer.set("v", std::vector<std::string>{"ab", "c"});
   writer.add_matrix("w", test::random_weights(2, 5, 92));
-  writer.add_blocks("q", quantize_ggml(test::random_weights(1, 32, 93), {GgmlType::q5_1, {}}));
+  writer.add_blocks("q",
+                    quantize_ggml(test::random_weights(1, 32, 93), {GgmlType::q5_1, {}}).weights);
   const std::vector<unsigned char> bytes = writer.bytes();
   const GgufReader full = GgufReader::from_bytes(bytes);
   std::size_t end = 0;  // the last byte a tensor needs; the padding after it is optional

@@ -20,7 +20,7 @@ MatrixD golden_hessian(const io::SafetensorsReader& f, const std::string& dir) {
 
 GptqConfig golden_config(const io::SafetensorsReader& f) {
   GptqConfig config;
-  config.grid.bits = test::meta_int(f, "bits");
+  config.bits = test::meta_int(f, "bits");
   config.grid.sym = test::meta_bool(f, "sym");
   config.grid.mse = test::meta_bool(f, "mse");
   config.group_size = test::meta_int(f, "groupsize");
@@ -57,9 +57,9 @@ void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, A
   const std::vector<std::int32_t> g_idx = f.ints("g_idx");
   for (Index c = 0; c < in; ++c) ASSERT_EQ(q.group_of(c), g_idx[static_cast<std::size_t>(c)]) << "g_idx " << c;
   if (f.contains("perm")) {
-    EXPECT_EQ(result.perm, f.ints("perm"));
+    EXPECT_EQ(result.report.hessian.column_order, f.ints("perm"));
   } else {
-    EXPECT_TRUE(result.perm.empty());
+    EXPECT_TRUE(result.report.hessian.column_order.empty());
   }
 
   // scale and Q within 1e-5 relative; Q rebuilt from the reference's own codes.
@@ -81,8 +81,8 @@ void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, A
   const double reference_loss = test::meta_double(f, "fasterquant_error_sum");
   const double loss_diff = std::abs(result.report.loss - reference_loss) / reference_loss;
   EXPECT_LE(loss_diff, 1e-4) << result.report.loss << " vs " << reference_loss;
-  EXPECT_EQ(result.report.failed_factorizations, 0);
-  EXPECT_EQ(result.report.percdamp, config.damping.percdamp);
+  EXPECT_EQ(result.report.hessian.failed_factorizations, 0);
+  EXPECT_EQ(result.report.hessian.percdamp, config.damping.percdamp);
 
   ++agreement.files;
   agreement.scale = std::max(agreement.scale, scale_diff);
@@ -142,17 +142,17 @@ Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config, CodeMatrix 
   const Index out = w.rows(), in = w.cols();
   const Index gs = config.group_size == -1 ? in : config.group_size;
   const bool masked = keep.size() != 0;
-  const float maxq = grid_maxq(config.grid.bits);
+  const float maxq = grid_maxq(config.bits);
   GridParams params;
   std::vector<GridParams> static_params;
-  if (config.group_size == -1) params = find_grid_params(sample_without_kept(w, keep), config.grid);
+  if (config.group_size == -1) params = find_grid_params(sample_without_kept(w, keep), config.bits, config.grid);
   for (Index d = 0; d < in; ++d)
     if (h(d, d) == 0) h(d, d) = 1, w.col(d).setZero();
   if (config.static_groups && config.group_size != -1)
     for (Index g = 0; g < in / gs; ++g)
       static_params.push_back(find_grid_params(
           sample_without_kept(w.middleCols(g * gs, gs), masked ? CodeMatrix(keep.middleCols(g * gs, gs)) : keep),
-          config.grid));
+          config.bits, config.grid));
   Permutation perm(static_cast<std::size_t>(in));
   for (Index j = 0; j < in; ++j) perm[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
   if (config.act_order) {
@@ -173,7 +173,7 @@ Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config, CodeMatrix 
         const MatrixF& source = config.fresh_group_params ? w : block_start;
         params = find_grid_params(
             sample_without_kept(source.middleCols(c, gs), masked ? CodeMatrix(keep.middleCols(c, gs)) : keep),
-            config.grid);
+            config.bits, config.grid);
       }
     }
     const float d = u(c, c);
@@ -249,7 +249,7 @@ TEST(Gptq, MatchesALiteralTranscriptionOfTheReference) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     GptqConfig config;
-    config.grid.bits = c.bits;
+    config.bits = c.bits;
     config.grid.sym = c.sym;
     config.grid.mse = c.mse;
     config.group_size = c.group_size;
@@ -259,7 +259,7 @@ TEST(Gptq, MatchesALiteralTranscriptionOfTheReference) {
     config.block_size = c.block_size;
     const GptqResult got = quantize_gptq(w, h, config);
     expect_matches_literal(got, literal_gptq(w, h, config));
-    EXPECT_EQ(got.report.dead_columns, (std::vector<Index>{7}));
+    EXPECT_EQ(got.report.hessian.dead_columns, (std::vector<Index>{7}));
     EXPECT_TRUE((got.dequantize().col(7).array() == 0.0f).all()) << "a dead input's weights are zeroed";
   }
 }
@@ -292,15 +292,15 @@ TEST(Gptq, DeadInputsAndEdgeRowsAsTheReferenceTreatsThem) {
       expect_matches_literal(got, literal_gptq(w, h, config));
       const MatrixF q = got.dequantize();
       ASSERT_TRUE(q.allFinite());
-      EXPECT_EQ(got.report.dead_columns, (std::vector<Index>{5, 100}));
+      EXPECT_EQ(got.report.hessian.dead_columns, (std::vector<Index>{5, 100}));
       EXPECT_TRUE((q.col(5).array() == 0.0f).all() && (q.col(100).array() == 0.0f).all());
       EXPECT_TRUE((q.row(0).array() == 0.0f).all()) << "an all-zero row stays zero";
       EXPECT_EQ(got.weights.scale(0, 0), 2.0f / 15.0f) << "an all-zero range is [-1, 1]";
       // Per-row grids come from the rows BEFORE dead inputs are zeroed (so the
       // scaled column still stretches them); the first group's grid from the
       // zeroed weights at the first block's start.
-      const GridParams expected = group_size == -1 ? find_grid_params(w, config.grid)
-                                                   : find_grid_params(zeroed.leftCols(32), config.grid);
+      const GridParams expected = group_size == -1 ? find_grid_params(w, config.bits, config.grid)
+                                                   : find_grid_params(zeroed.leftCols(32), config.bits, config.grid);
       EXPECT_EQ(VectorF(got.weights.scale.row(0).transpose()), expected.scale);
       EXPECT_EQ(VectorF(got.weights.zero.row(0).transpose()), expected.zero);
     }
@@ -316,7 +316,7 @@ TEST(Gptq, EqualsRoundToNearestWithoutCorrelations) {
     config.group_size = group_size;
     RtnConfig rtn;
     rtn.group_size = group_size;
-    EXPECT_EQ(quantize_gptq(w, h, config).weights.codes, quantize_rtn(w, rtn).codes) << group_size;
+    EXPECT_EQ(quantize_gptq(w, h, config).weights.codes, quantize_rtn(w, rtn).weights.codes) << group_size;
   }
 }
 
@@ -330,13 +330,13 @@ TEST(Gptq, LowersTheOutputErrorOfRoundToNearest) {
   };
   for (int bits : {2, 3, 4}) {
     GptqConfig config;
-    config.grid.bits = bits;
+    config.bits = bits;
     config.group_size = 64;
     RtnConfig rtn;
-    rtn.grid.bits = bits;
+    rtn.bits = bits;
     rtn.group_size = 64;
     EXPECT_LT(output_error(quantize_gptq(w, h, config).dequantize()),
-              0.9 * output_error(quantize_rtn(w, rtn).dequantize()))
+              0.9 * output_error(quantize_rtn(w, rtn).weights.dequantize()))
         << bits << " bits";
   }
 }
@@ -391,7 +391,7 @@ TEST(Gptq, IsBitIdenticalForAnyThreadCount) {
     EXPECT_EQ(one.weights.codes, two.weights.codes);
     EXPECT_EQ(one.weights.scale, two.weights.scale);
     EXPECT_EQ(one.weights.zero, two.weights.zero);
-    EXPECT_EQ(one.kept.values, two.kept.values);
+    EXPECT_EQ(one.outliers.values, two.outliers.values);
     EXPECT_EQ(one.report.loss, two.report.loss);
   }
 }
@@ -414,7 +414,7 @@ TEST(GptqKept, KeptWeightsFollowTheOfficialTacqSemantics) {
       config.act_order = act_order;
       const GptqResult got = quantize_gptq(w, h, config, keep);
       expect_matches_literal(got, literal_gptq(w, h, config, keep));
-      ASSERT_EQ(got.kept.nnz(), (keep.array() != 0).count());
+      ASSERT_EQ(got.outliers.nnz(), (keep.array() != 0).count());
       const MatrixF dense = got.weights.dequantize();
       for (Index r = 0; r < out; ++r)
         for (Index c = 0; c < in; ++c)
@@ -473,7 +473,7 @@ TEST(GptqKept, KeptWeightsHaveZeroErrorAndPropagateNothing) {
       EXPECT_EQ(a.weights.scale, b.weights.scale);
       EXPECT_EQ(a.weights.zero, b.weights.zero);
       EXPECT_EQ(a.report.loss, b.report.loss);
-      ASSERT_EQ(a.kept.col, b.kept.col);
+      ASSERT_EQ(a.outliers.col, b.outliers.col);
       const MatrixF qa = a.dequantize(), qb = b.dequantize();
       for (Index r = 0; r < out; ++r)
         for (Index c = 0; c < in; ++c)
@@ -492,8 +492,8 @@ TEST(Gptq, AnIndefiniteHessianRaisesTheDamping) {
   MatrixD h = correlated_hessian(in, 381);
   h(0, 1) = h(1, 0) = 2 * std::sqrt(h(0, 0) * h(1, 1));  // not positive semi-definite
   const GptqResult got = quantize_gptq(test::random_weights(8, in, 382), h);
-  EXPECT_GT(got.report.failed_factorizations, 0);
-  EXPECT_GT(got.report.percdamp, 0.01);
+  EXPECT_GT(got.report.hessian.failed_factorizations, 0);
+  EXPECT_GT(got.report.hessian.percdamp, 0.01);
   EXPECT_TRUE(got.dequantize().allFinite());
 }
 
@@ -544,8 +544,8 @@ TEST(Gptq, RejectsBadInput) {
   EXPECT_NE(message(w, h, c).find("GptqConfig::group_size"), std::string::npos);
   for (int bits : {1, 9}) {
     c = ok;
-    c.grid.bits = bits;
-    EXPECT_NE(message(w, h, c).find("GptqConfig::grid.bits: expected 2..8"), std::string::npos) << bits;
+    c.bits = bits;
+    EXPECT_NE(message(w, h, c).find("GptqConfig::bits: expected 2..8"), std::string::npos) << bits;
   }
   c = ok;
   c.block_size = 0;
@@ -553,7 +553,7 @@ TEST(Gptq, RejectsBadInput) {
   c = ok;
   c.damping.percdamp = 0;
   EXPECT_NE(message(w, h, c).find("percdamp"), std::string::npos);
-  EXPECT_NE(message(w, h, ok, CodeMatrix::Zero(4, 63)).find("keep_mask"), std::string::npos);
+  EXPECT_NE(message(w, h, ok, CodeMatrix::Zero(4, 63)).find("outlier_mask"), std::string::npos);
   EXPECT_NE(message(MatrixF(0, 64), h, ok).find("non-empty"), std::string::npos);
   Calibration wrong(32);
   wrong.add(test::random_activations(10, 32, 403));

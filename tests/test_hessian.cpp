@@ -1,6 +1,6 @@
 // core/hessian.hpp: the damped inverse-Hessian factor against the reference
-// Hinv stored in the golden GPTQ and BPDQ files, its defining property, and
-// the damping escalation.
+// Hinv stored in the golden GPTQ and BPDQ files, its defining property, the
+// damping escalation, and the prologue GPTQ and BPDQ share.
 #include <lowbit/core/column_order.hpp>
 #include <lowbit/core/hessian.hpp>
 
@@ -9,9 +9,15 @@
 namespace lowbit {
 namespace {
 
+// The references' treatment of dead inputs: H[d, d] = 1 where it is 0.
+MatrixD with_dead_diagonal_set(MatrixD h) {
+  for (Index i = 0; i < h.rows(); ++i)
+    if (h(i, i) == 0) h(i, i) = 1;
+  return h;
+}
+
 void check_reference_hinv(const io::SafetensorsReader& f, double percdamp) {
-  MatrixD h = f.matrix_d("H");
-  set_dead_diagonal(h, dead_columns(h));
+  MatrixD h = with_dead_diagonal_set(f.matrix_d("H"));
   if (f.contains("perm")) h = permute_symmetric(h, f.ints("perm"));
   if (f.contains("final_perm")) h = permute_symmetric(h, f.ints("final_perm"));
   DampingConfig config;
@@ -67,14 +73,56 @@ TEST(Hessian, TriangularInverseInChunks) {
   }
 }
 
-TEST(Hessian, DeadColumnsGetAUnitDiagonal) {
-  MatrixD h = random_hessian(6, 82);
-  h.row(2).setZero();
-  h.col(2).setZero();
-  EXPECT_EQ(dead_columns(h), (std::vector<Index>{2}));
-  set_dead_diagonal(h, dead_columns(h));
-  EXPECT_EQ(h(2, 2), 1.0);
-  EXPECT_NO_THROW(inverse_hessian_factor(h));
+TEST(HessianPrologue, DeadColumnsOrderAndFactor) {
+  MatrixD h = random_hessian(70, 82);
+  for (Index d : {2, 41}) h.row(d).setZero(), h.col(d).setZero();
+  const MatrixF original = test::random_weights(5, 70, 84);
+  MatrixF w = original;
+  MatrixD seen;
+  DampingConfig damping;
+  damping.percdamp = 0.05;
+  const detail::HessianPrologue p = detail::hessian_prologue(h, w, damping, [&](const MatrixD& fixed) {
+    seen = fixed;
+    return act_order_permutation(fixed);
+  });
+  // Dead inputs: listed, their weights zeroed, a unit diagonal before the order is chosen.
+  EXPECT_EQ(p.report.dead_columns, (std::vector<Index>{2, 41}));
+  EXPECT_TRUE(w.col(2).isZero() && w.col(41).isZero());
+  MatrixF expected_w = original;
+  expected_w.col(2).setZero();
+  expected_w.col(41).setZero();
+  EXPECT_EQ(w, expected_w);
+  EXPECT_EQ(seen, with_dead_diagonal_set(h));
+  // The order chosen on that H, and the factor of H in that order, rounded to float.
+  EXPECT_EQ(p.report.column_order, act_order_permutation(seen));
+  const InverseHessian inverse = inverse_hessian_factor(permute_symmetric(seen, p.report.column_order), damping);
+  EXPECT_EQ(p.factor, MatrixF(inverse.factor.cast<float>()));
+  EXPECT_EQ(p.report.percdamp, 0.05);
+  EXPECT_EQ(p.report.failed_factorizations, 0);
+  EXPECT_EQ(p.report.diagonal_floor, 0.0);
+  // No order: the original one, reported as empty.
+  w = original;
+  const detail::HessianPrologue plain =
+      detail::hessian_prologue(h, w, damping, [](const MatrixD&) { return Permutation(); });
+  EXPECT_TRUE(plain.report.column_order.empty());
+  EXPECT_EQ(plain.factor, MatrixF(inverse_hessian_factor(seen, damping).factor.cast<float>()));
+}
+
+TEST(HessianPrologue, RejectsAnAsymmetricOrMisshapenH) {
+  const MatrixD h = random_hessian(8, 85);
+  EXPECT_NO_THROW(detail::validate_hessian(h, 8, "test"));
+  MatrixD asymmetric = h;
+  asymmetric(1, 6) += 1;
+  try {
+    detail::validate_hessian(asymmetric, 8, "test");
+    FAIL() << "an asymmetric H was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("test: H must be symmetric"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(detail::validate_hessian(h, 9, "test"), Error);
+  MatrixD nan_h = h;
+  nan_h(3, 3) = NAN;
+  EXPECT_THROW(detail::validate_hessian(nan_h, 8, "test"), Error);
 }
 
 TEST(Hessian, DampingRisesUntilTheFactorizationSucceeds) {
@@ -121,7 +169,7 @@ TEST(Hessian, RejectsBadInput) {
 }
 
 TEST(ColumnOrder, ArgsortDescendingAndPermutations) {
-  EXPECT_EQ(torch_argsort_descending({0.5f, 2.0f, 1.0f}), (Permutation{1, 2, 0}));
+  EXPECT_EQ(detail::torch_argsort_descending({0.5f, 2.0f, 1.0f}), (Permutation{1, 2, 0}));
   const Permutation perm{2, 0, 3, 1};
   EXPECT_EQ(inverse_permutation(perm), (Permutation{1, 3, 0, 2}));
   EXPECT_THROW(inverse_permutation({0, 0}), Error);
@@ -138,9 +186,7 @@ TEST(ColumnOrder, ArgsortDescendingAndPermutations) {
 TEST(ColumnOrder, ActOrderMatchesTheGoldenPermutations) {
   test::for_each_golden("gptq_", true, [](const io::SafetensorsReader& f, const std::string&) {
     if (!f.contains("perm")) return;
-    MatrixD h = f.matrix_d("H");
-    set_dead_diagonal(h, dead_columns(h));
-    EXPECT_EQ(act_order_permutation(h), f.ints("perm"));
+    EXPECT_EQ(act_order_permutation(with_dead_diagonal_set(f.matrix_d("H"))), f.ints("perm"));
   });
 }
 

@@ -1,5 +1,6 @@
-// core/int8_weights.hpp: Int8Weights from 8-bit absmax results, and per-token
-// dynamic activation quantization as SmoothQuant's fake_quant does it.
+// core/int8_weights.hpp: Int8Weights from 8-bit absmax results and from
+// per-row absmax, and per-token dynamic activation quantization as
+// SmoothQuant's fake_quant does it.
 #include <lowbit/core/int8_weights.hpp>
 #include <lowbit/quant/absmax.hpp>
 
@@ -10,7 +11,7 @@ namespace {
 
 TEST(Int8Weights, FromAbsmaxPerRow) {
   const MatrixF w = test::random_weights(9, 70, 301);
-  const UniformWeights q = quantize_absmax(w);
+  const UniformWeights q = quantize_absmax(w).weights;
   const Int8Weights i8 = to_int8_weights(q);
   ASSERT_EQ(i8.rows(), 9);
   ASSERT_EQ(i8.cols(), 70);
@@ -23,30 +24,58 @@ TEST(Int8Weights, FromAbsmaxPerRow) {
   // Per tensor is one group per row too.
   AbsmaxConfig per_tensor;
   per_tensor.granularity = AbsmaxGranularity::per_tensor;
-  EXPECT_EQ(to_int8_weights(quantize_absmax(w, per_tensor)).dequantize(), quantize_absmax(w, per_tensor).dequantize());
+  EXPECT_EQ(to_int8_weights(quantize_absmax(w, per_tensor).weights).dequantize(), quantize_absmax(w, per_tensor).weights.dequantize());
 }
 
 TEST(Int8Weights, RejectsWhatIsNotSymmetricPerRowInt8) {
   const MatrixF w = test::random_weights(4, 64, 302);
   AbsmaxConfig config;
   config.bits = 4;
-  EXPECT_THROW(to_int8_weights(quantize_absmax(w, config)), Error);
+  EXPECT_THROW(to_int8_weights(quantize_absmax(w, config).weights), Error);
   config.bits = 8;
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 32;
-  EXPECT_THROW(to_int8_weights(quantize_absmax(w, config)), Error);
-  UniformWeights q = quantize_absmax(w);
+  EXPECT_THROW(to_int8_weights(quantize_absmax(w, config).weights), Error);
+  UniformWeights q = quantize_absmax(w).weights;
   q.zero(0, 2) = 127;
   EXPECT_THROW(to_int8_weights(q), Error);
-  q = quantize_absmax(w);
+  q = quantize_absmax(w).weights;
   q.codes(1, 5) = 0;  // level -128
   EXPECT_THROW(to_int8_weights(q), Error);
-  Int8Weights bad = to_int8_weights(quantize_absmax(w));
+  Int8Weights bad = to_int8_weights(quantize_absmax(w).weights);
   bad.values(0, 0) = -128;
   EXPECT_THROW(bad.validate(), Error);
-  bad = to_int8_weights(quantize_absmax(w));
+  bad = to_int8_weights(quantize_absmax(w).weights);
   bad.scale.resize(3);
   EXPECT_THROW(bad.validate(), Error);
+}
+
+TEST(Int8Weights, PerRowAbsmaxIsTheSymmetricInt8Grid) {
+  MatrixF w(3, 4);
+  w << 1.27f, -0.635f, 0.0f, 0.3175f,  //
+      0.0f, 0.0f, 0.0f, 0.0f,          // all zero: the 1e-5 floor
+      -2.54f, 1.0f, 0.5f, 0.02f;
+  const Int8Weights q = int8_absmax_per_row(w);
+  EXPECT_EQ(q.scale(0), 1.27f / 127.0f);
+  EXPECT_EQ(q.scale(1), 1e-5f / 127.0f);
+  EXPECT_EQ(q.scale(2), 2.54f / 127.0f);
+  for (Index r = 0; r < 3; ++r)
+    for (Index c = 0; c < 4; ++c)
+      EXPECT_EQ(q.values(r, c), static_cast<std::int8_t>(std::nearbyint(w(r, c) / q.scale(r)))) << r << ", " << c;
+  EXPECT_EQ(q.values(0, 0), 127);
+  EXPECT_EQ(q.values(2, 0), -127);
+  EXPECT_TRUE((q.values.row(1).array() == 0).all());
+  // The same as 8-bit per-row absmax with the same floor, converted.
+  const MatrixF big = test::random_weights(6, 40, 304);
+  AbsmaxConfig config;
+  config.min_absmax = kInt8AbsmaxFloor;
+  const Int8Weights via_uniform = to_int8_weights(quantize_absmax(big, config).weights);
+  EXPECT_EQ(int8_absmax_per_row(big).values, via_uniform.values);
+  EXPECT_EQ(int8_absmax_per_row(big).scale, via_uniform.scale);
+  MatrixF bad = big;
+  bad(1, 1) = NAN;
+  EXPECT_THROW(int8_absmax_per_row(bad), Error);
+  EXPECT_THROW(int8_absmax_per_row(MatrixF(0, 4)), Error);
 }
 
 TEST(Int8Weights, AbsmaxFloorAsSmoothQuant) {
@@ -55,7 +84,7 @@ TEST(Int8Weights, AbsmaxFloorAsSmoothQuant) {
   w.row(2).setZero();
   AbsmaxConfig config;
   config.min_absmax = kInt8AbsmaxFloor;
-  const UniformWeights q = quantize_absmax(w, config);
+  const UniformWeights q = quantize_absmax(w, config).weights;
   EXPECT_EQ(q.scale(0, 0), w.row(0).cwiseAbs().maxCoeff() / 127.0f);
   EXPECT_EQ(q.scale(0, 1), 1e-5f / 127.0f);
   EXPECT_EQ(q.scale(0, 2), 1e-5f / 127.0f);

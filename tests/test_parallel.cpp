@@ -1,5 +1,7 @@
-// core/parallel.hpp: fixed chunks, every item once, any thread count.
-#include <lowbit/core/parallel.hpp>
+// core/detail/parallel.hpp: fixed chunks, every item once, any thread count.
+#include <lowbit/core/hessian.hpp>  // first: detail headers refuse to be included alone
+
+#include <lowbit/core/detail/parallel.hpp>
 
 #include "test_support.hpp"
 

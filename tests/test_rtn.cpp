@@ -9,14 +9,14 @@ namespace {
 
 void check_rtn_golden(const io::SafetensorsReader& f, const std::string& dir) {
   RtnConfig config;
-  config.grid.bits = test::meta_int(f, "bits");
+  config.bits = test::meta_int(f, "bits");
   config.grid.sym = test::meta_bool(f, "sym");
   config.grid.mse = test::meta_bool(f, "mse");
   config.grid.mse_norm = test::meta_double(f, "mse_norm");
   config.grid.mse_grid = test::meta_int(f, "mse_grid");
   config.grid.mse_max_shrink = test::meta_double(f, "mse_maxshrink");
   const MatrixF w = test::golden_input(f, dir, "W");
-  const UniformWeights q = quantize_rtn(w, config);
+  const UniformWeights q = quantize_rtn(w, config).weights;
 
   const std::vector<std::int32_t> qint = f.ints("qint");
   const std::vector<float> scale = f.floats("scale");  // [out, 1]
@@ -57,9 +57,9 @@ TEST(Rtn, GroupsUseTheirOwnRange) {
   MatrixF w = test::random_weights(5, 64, 11);
   w.rightCols(32) *= 100.0f;
   RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 32;
-  const UniformWeights q = quantize_rtn(w, config);
+  const UniformWeights q = quantize_rtn(w, config).weights;
   ASSERT_EQ(q.groups(), 2);
   for (Index r = 0; r < 5; ++r) EXPECT_GT(q.scale(1, r), 20 * q.scale(0, r));
   // Asymmetric RTN error is at most half a step per element.
@@ -73,9 +73,9 @@ TEST(Rtn, MoreBitsNeverWorse) {
   double previous = INFINITY;
   for (int bits = 2; bits <= 8; ++bits) {
     RtnConfig config;
-    config.grid.bits = bits;
+    config.bits = bits;
     config.group_size = 64;
-    const double err = (quantize_rtn(w, config).dequantize() - w).norm();
+    const double err = (quantize_rtn(w, config).weights.dequantize() - w).norm();
     EXPECT_LT(err, previous) << bits << " bits";
     previous = err;
   }
@@ -84,10 +84,10 @@ TEST(Rtn, MoreBitsNeverWorse) {
 TEST(Rtn, MseSearchLowersTheClippingError) {
   const MatrixF w = test::random_weights(32, 256, 13);
   RtnConfig plain, mse;
-  plain.grid.bits = mse.grid.bits = 3;
+  plain.bits = mse.bits = 3;
   mse.grid.mse = true;
-  const MatrixF a = quantize_rtn(w, plain).dequantize() - w;
-  const MatrixF b = quantize_rtn(w, mse).dequantize() - w;
+  const MatrixF a = quantize_rtn(w, plain).weights.dequantize() - w;
+  const MatrixF b = quantize_rtn(w, mse).weights.dequantize() - w;
   EXPECT_LT(b.array().abs().pow(2.4f).sum(), a.array().abs().pow(2.4f).sum());
 }
 
@@ -99,9 +99,9 @@ TEST(Rtn, RejectsBadArguments) {
   config.group_size = 0;
   EXPECT_THROW(quantize_rtn(w, config), Error);
   config.group_size = -1;
-  config.grid.bits = 9;
+  config.bits = 9;
   EXPECT_THROW(quantize_rtn(w, config), Error);
-  config.grid.bits = 4;
+  config.bits = 4;
   MatrixF bad = w;
   bad(2, 3) = NAN;
   try {

@@ -56,6 +56,17 @@ TEST(SparseOutliers, ValidationCatchesCorruptCsr) {
   EXPECT_THROW(sparse_outliers_from_mask(w, CodeMatrix::Zero(3, 7)), Error);
 }
 
+TEST(SparseOutliers, MaskGivesBackThePositions) {
+  const MatrixF w = test::random_weights(5, 9, 74);
+  CodeMatrix mask = CodeMatrix::Zero(5, 9);
+  mask(0, 8) = mask(2, 0) = mask(2, 3) = mask(4, 4) = 1;
+  EXPECT_EQ(outlier_mask(sparse_outliers_from_mask(w, mask)), mask);
+  EXPECT_EQ(outlier_mask(sparse_outliers_from_mask(w, CodeMatrix::Zero(5, 9))), CodeMatrix::Zero(5, 9));
+  SparseOutliers broken = sparse_outliers_from_mask(w, mask);
+  broken.col[1] = 9;
+  EXPECT_THROW(outlier_mask(broken), Error);
+}
+
 TEST(SparseOutliers, BitsPerWeightCountsValuesIndicesAndRowPointers) {
   const MatrixF w = test::random_weights(4, 100, 73);
   CodeMatrix mask = CodeMatrix::Zero(4, 100);

@@ -26,9 +26,9 @@ TEST_F(Study, bitplane_linear_applies_its_input_divisor) {
   const MatrixF w = lowbit::test::random_weights(48, 64, 5);
   const MatrixF x = lowbit::test::random_activations(20, 64, 6);
   lowbit::RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 32;
-  const lowbit::UniformWeights q = lowbit::quantize_rtn(w, config);
+  const lowbit::UniformWeights q = lowbit::quantize_rtn(w, config).weights;
   const VectorF s = VectorF::LinSpaced(64, 0.5f, 2.0f);
   const BitPlaneLinear linear(lowbit::pack_bitplanes(q), s);
   MatrixF y(20, 48);

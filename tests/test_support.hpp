@@ -8,8 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <lowbit/core/error.hpp>
+#include <lowbit/core/types.hpp>
 #include <lowbit/io/safetensors.hpp>
-#include <lowbit/lowbit.hpp>
 #include <optional>
 #include <random>
 #include <string>
@@ -25,6 +26,15 @@ inline MatrixF random_weights(Index rows, Index cols, unsigned seed, float scale
   MatrixF w(rows, cols);
   for (Index i = 0; i < w.size(); ++i) w.data()[i] = scale * t(rng);
   return w;
+}
+
+// Standard normal entries.
+inline MatrixF random_gaussian(Index rows, Index cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  MatrixF m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
+  return m;
 }
 
 // Gaussian activations with a few outlier channels scaled by 20.

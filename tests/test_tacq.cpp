@@ -1,5 +1,4 @@
-// quant/tacq.hpp: the gradient accumulator, the saliency, the exact-count
-// top-p selection, TACQ's mixed-precision result (dense GPTQ part + sparse
+// quant/tacq.hpp: the saliency, the exact-count top-p selection, TACQ's mixed-precision result (dense GPTQ part + sparse
 // kept weights), its storage cost, the gradient-free fallback, TACQ against
 // GPTQ alone on the golden inputs, and `lowbit quantize tacq`.
 #include <lowbit/quant/tacq.hpp>
@@ -11,14 +10,6 @@
 namespace lowbit {
 namespace {
 
-MatrixF random_gaussian(Index rows, Index cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  MatrixF m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
-  return m;
-}
-
 MatrixD hessian_of(const MatrixF& x) {
   Calibration calibration(x.cols());
   calibration.add(x);
@@ -29,50 +20,9 @@ Index count_set(const CodeMatrix& mask) { return (mask.array() != 0).count(); }
 
 TacqConfig two_bit(int group_size = -1) {
   TacqConfig config;
-  config.gptq.grid.bits = 2;
+  config.gptq.bits = 2;
   config.gptq.group_size = group_size;
   return config;
-}
-
-// ------------------------------------------------------------ gradient magnitudes
-
-TEST(GradientMagnitudes, SumsAbsoluteGradientsPerSample) {
-  const MatrixF a = random_gaussian(5, 7, 1), b = random_gaussian(5, 7, 2);
-  GradientMagnitudes g(5, 7);
-  EXPECT_THROW(g.sum(), Error);
-  g.add(a);
-  g.add(b);
-  EXPECT_EQ(g.samples(), 2);
-  // |a| + |b| differs from |a + b|: the absolute value is taken per sample.
-  EXPECT_EQ(g.sum(), MatrixF(a.cwiseAbs() + b.cwiseAbs()));
-  EXPECT_GT((g.sum() - (a + b).cwiseAbs()).cwiseAbs().maxCoeff(), 0.1f);
-}
-
-TEST(GradientMagnitudes, LinearLayerGradientIsOutputGradientTimesInput) {
-  const MatrixF dy = random_gaussian(9, 4, 3), x = random_gaussian(9, 6, 4);
-  GradientMagnitudes g(4, 6);
-  g.add_linear(dy, x);
-  // dL/dW[r, c] = sum_t dL/dy[t, r] * x[t, c], summed here term by term.
-  for (Index r = 0; r < 4; ++r)
-    for (Index c = 0; c < 6; ++c) {
-      double sum = 0;
-      for (Index t = 0; t < 9; ++t) sum += double(dy(t, r)) * x(t, c);
-      EXPECT_NEAR(g.sum()(r, c), std::abs(sum), 1e-5) << r << ", " << c;
-    }
-}
-
-TEST(GradientMagnitudes, RejectsBadGradients) {
-  GradientMagnitudes g(3, 4);
-  EXPECT_THROW(g.add(MatrixF::Zero(4, 3)), Error);
-  MatrixF bad = MatrixF::Zero(3, 4);
-  bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_THROW(g.add(bad), Error);
-  bad(1, 2) = std::numeric_limits<float>::infinity();
-  EXPECT_THROW(g.add(bad), Error);
-  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 3), MatrixF::Zero(4, 4)), Error);  // token counts differ
-  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 2), MatrixF::Zero(5, 4)), Error);  // not out_features
-  EXPECT_EQ(g.samples(), 0);
-  EXPECT_THROW(GradientMagnitudes(0, 4), Error);
 }
 
 // ------------------------------------------------------------ saliency and selection
@@ -107,7 +57,7 @@ TEST(TacqSelection, CountIsFloorOfFractionTimesSize) {
 }
 
 TEST(TacqSelection, SelectsExactlyTheLargestWithLowerIndexFirstOnTies) {
-  const MatrixF r = random_gaussian(37, 53, 7);
+  const MatrixF r = test::random_gaussian(37, 53, 7);
   const MatrixD s = r.cast<double>().cwiseAbs();
   for (double fraction : {0.0, 0.0035, 0.01, 0.3, 0.9}) {
     const CodeMatrix mask = select_top_fraction(s, fraction);
@@ -154,12 +104,13 @@ TEST(Tacq, KeepsTheWeightsTheGradientMarks) {
   for (SaliencyReference reference : {SaliencyReference::gptq, SaliencyReference::rtn}) {
     config.reference = reference;
     const TacqResult result = quantize_tacq(w, h, g, config);
-    ASSERT_EQ(count_set(result.mask), k);
-    for (Index i : marked) EXPECT_EQ(result.mask.data()[i], 1) << "flat index " << i;
+    const CodeMatrix mask = outlier_mask(result.outliers);
+    ASSERT_EQ(count_set(mask), k);
+    for (Index i : marked) EXPECT_EQ(mask.data()[i], 1) << "flat index " << i;
     EXPECT_EQ(result.outliers.nnz(), k);
     EXPECT_EQ(result.report.outliers, k);
     EXPECT_FALSE(result.report.gradient_free);
-    EXPECT_EQ(tacq_mask(w, h, g, config), result.mask);
+    EXPECT_EQ(tacq_mask(w, h, g, config), mask);
   }
 }
 
@@ -171,7 +122,7 @@ TEST(Tacq, KeepsTheWeightsTheGradientMarks) {
 TEST(Tacq, KeptWeightsComeBackBitExact) {
   const Index out = 32, in = 128;
   const MatrixF w = test::random_weights(out, in, 21);
-  const MatrixF g = random_gaussian(out, in, 22).cwiseAbs();
+  const MatrixF g = test::random_gaussian(out, in, 22).cwiseAbs();
   MatrixD h = MatrixD::Zero(in, in);
   for (Index j = 0; j < in; ++j) h(j, j) = 0.5 + 0.01 * static_cast<double>(j % 17);
   for (OutlierPrecision precision : {OutlierPrecision::f16, OutlierPrecision::f32}) {
@@ -181,11 +132,12 @@ TEST(Tacq, KeptWeightsComeBackBitExact) {
     const TacqResult result = quantize_tacq(w, h, g, config);
     const MatrixF q = result.dequantize();
     const MatrixF dense = result.weights.dequantize();
-    ASSERT_EQ(count_set(result.mask), tacq_outlier_count(out, in, config.fraction));
+    const CodeMatrix mask = outlier_mask(result.outliers);
+    ASSERT_EQ(count_set(mask), tacq_outlier_count(out, in, config.fraction));
     EXPECT_EQ(result.outliers.precision, precision);
     for (Index r = 0; r < out; ++r)
       for (Index c = 0; c < in; ++c) {
-        if (result.mask(r, c)) {
+        if (mask(r, c)) {
           const float expected = precision == OutlierPrecision::f16 ? half_to_float(float_to_half(w(r, c))) : w(r, c);
           EXPECT_EQ(q(r, c), expected) << r << ", " << c;
           EXPECT_EQ(dense(r, c), 0.0f) << "a kept position's code is its zero point";
@@ -202,29 +154,30 @@ TEST(Tacq, IsGptqWithTheSelectedMask) {
   const Index out = 40, in = 192;
   const MatrixF w = test::random_weights(out, in, 31);
   const MatrixD h = hessian_of(test::random_activations(400, in, 32));
-  const MatrixF g = random_gaussian(out, in, 33).cwiseAbs();
+  const MatrixF g = test::random_gaussian(out, in, 33).cwiseAbs();
   for (bool act_order : {false, true}) {
     TacqConfig config = two_bit(64);
     config.gptq.act_order = act_order;
     config.fraction = 0.02;
     const TacqResult result = quantize_tacq(w, h, g, config);
-    const GptqResult gptq = quantize_gptq(w, h, config.gptq, result.mask);
+    const GptqResult gptq = quantize_gptq(w, h, config.gptq, outlier_mask(result.outliers));
     EXPECT_EQ(result.weights.codes, gptq.weights.codes);
-    EXPECT_EQ(result.perm, gptq.perm);
-    EXPECT_EQ(result.outliers.row_ptr, gptq.kept.row_ptr);
-    EXPECT_EQ(result.outliers.col, gptq.kept.col);
-    for (std::size_t i = 0; i < gptq.kept.values.size(); ++i)
-      EXPECT_EQ(result.outliers.values[i], half_to_float(float_to_half(gptq.kept.values[i])));
+    EXPECT_EQ(result.report.gptq.hessian.column_order, gptq.report.hessian.column_order);
+    EXPECT_EQ(result.report.gptq.hessian.column_order.empty(), !act_order);
+    EXPECT_EQ(result.outliers.row_ptr, gptq.outliers.row_ptr);
+    EXPECT_EQ(result.outliers.col, gptq.outliers.col);
+    for (std::size_t i = 0; i < gptq.outliers.values.size(); ++i)
+      EXPECT_EQ(result.outliers.values[i], half_to_float(float_to_half(gptq.outliers.values[i])));
     const MatrixF q = result.dequantize();
     for (Index r = 0; r < out; ++r)
       for (std::int32_t i = result.outliers.row_ptr[r]; i < result.outliers.row_ptr[r + 1]; ++i)
         EXPECT_EQ(q(r, result.outliers.col[i]), result.outliers.values[i]);
     // The fed-back values differ from the originals somewhere past the first block.
     Index moved = 0;
-    for (std::size_t i = 0; i < gptq.kept.values.size(); ++i) {
-      const Index r = std::upper_bound(gptq.kept.row_ptr.begin(), gptq.kept.row_ptr.end(), std::int32_t(i)) -
-                      gptq.kept.row_ptr.begin() - 1;
-      moved += gptq.kept.values[i] != w(r, gptq.kept.col[i]);
+    for (std::size_t i = 0; i < gptq.outliers.values.size(); ++i) {
+      const Index r = std::upper_bound(gptq.outliers.row_ptr.begin(), gptq.outliers.row_ptr.end(), std::int32_t(i)) -
+                      gptq.outliers.row_ptr.begin() - 1;
+      moved += gptq.outliers.values[i] != w(r, gptq.outliers.col[i]);
     }
     EXPECT_GT(moved, 0);
   }
@@ -234,7 +187,7 @@ TEST(Tacq, ReportsHonestBitsPerWeight) {
   const Index out = 64, in = 256;
   const MatrixF w = test::random_weights(out, in, 41);
   const MatrixD h = hessian_of(test::random_activations(300, in, 42));
-  const MatrixF g = random_gaussian(out, in, 43).cwiseAbs();
+  const MatrixF g = test::random_gaussian(out, in, 43).cwiseAbs();
   TacqConfig config = two_bit(64);
   config.fraction = 0.0035;
   const TacqResult result = quantize_tacq(w, h, g, config);
@@ -267,7 +220,8 @@ TEST(Tacq, GradientFreeFallbackUsesTheDiagonalOfH) {
   EXPECT_TRUE(fallback.report.gradient_free);
   const TacqResult explicit_g = quantize_tacq(w, h, proxy, config);
   EXPECT_FALSE(explicit_g.report.gradient_free);
-  EXPECT_EQ(fallback.mask, explicit_g.mask);
+  EXPECT_EQ(fallback.outliers.col, explicit_g.outliers.col);
+  EXPECT_EQ(fallback.outliers.row_ptr, explicit_g.outliers.row_ptr);
   EXPECT_EQ(fallback.dequantize(), explicit_g.dequantize());
 }
 
@@ -279,7 +233,7 @@ TEST(Tacq, StreamingStatisticsGiveTheSameLayer) {
   GradientMagnitudes g(out, in);
   for (Index s = 0; s < 4; ++s) {
     calibration.add(x.middleRows(s * 50, 50));
-    g.add_linear(random_gaussian(50, out, 83 + static_cast<unsigned>(s)), x.middleRows(s * 50, 50));
+    g.add_linear(test::random_gaussian(50, out, 83 + static_cast<unsigned>(s)), x.middleRows(s * 50, 50));
   }
   TacqConfig config = two_bit();
   config.fraction = 0.02;
@@ -296,8 +250,34 @@ TEST(Tacq, DeterministicAcrossRuns) {
   TacqConfig config = two_bit();
   config.fraction = 0.05;
   const TacqResult a = quantize_tacq(w, h, g, config), b = quantize_tacq(w, h, g, config);
-  EXPECT_EQ(a.mask, b.mask);
+  EXPECT_EQ(outlier_mask(a.outliers), outlier_mask(b.outliers));
   EXPECT_EQ(a.dequantize(), b.dequantize());
+}
+
+TEST(Tacq, ProgressSpansBothGptqPasses) {
+  const Index in = 256;
+  const MatrixF w = test::random_weights(8, in, 91);
+  const MatrixD h = hessian_of(test::random_activations(300, in, 92));
+  const MatrixF g = test::random_gaussian(8, in, 93).cwiseAbs();
+  TacqConfig config = two_bit(64);
+  std::vector<Index> done;
+  config.progress = [&](Index steps, Index total) {
+    EXPECT_EQ(total, 2 * in);
+    done.push_back(steps);
+  };
+  quantize_tacq(w, h, g, config);
+  EXPECT_EQ(done, (std::vector<Index>{128, 256, 384, 512}));  // blocks of 128, two passes
+  config.reference = SaliencyReference::rtn;  // one GPTQ pass
+  done.clear();
+  config.progress = [&](Index steps, Index total) {
+    EXPECT_EQ(total, in);
+    done.push_back(steps);
+  };
+  quantize_tacq(w, h, g, config);
+  EXPECT_EQ(done, (std::vector<Index>{128, 256}));
+  // GPTQ's own callback would count each pass from zero: refused.
+  config.gptq.progress = [](Index, Index) {};
+  EXPECT_THROW(quantize_tacq(w, h, g, config), Error);
 }
 
 TEST(Tacq, RejectsBadInput) {
@@ -324,7 +304,7 @@ TEST(Tacq, RejectsBadInput) {
   bad(3, 5) = std::numeric_limits<float>::quiet_NaN();
   EXPECT_NE(message([&] { quantize_tacq(w, h, bad, config); }).find("G: expected finite"), std::string::npos);
   EXPECT_NE(message([&] { quantize_tacq(w, MatrixD::Identity(32, 32), g, config); }).find("H"), std::string::npos);
-  config.gptq.grid.bits = 9;
+  config.gptq.bits = 9;
   EXPECT_NE(message([&] { quantize_tacq(w, h, g, config); }).find("bits"), std::string::npos);
   MatrixF big = w;
   big(0, 0) = 1e6f;  // kept, and too large for fp16
@@ -402,7 +382,7 @@ class TacqCli : public test::ToolTest {
     out.add_matrix("X", x);
     if (with_g) {
       GptqConfig config;
-      config.grid.bits = 2;
+      config.bits = 2;
       out.add_matrix("G", golden_gradients(w, x, quantize_gptq(w, hessian_of(x), config).dequantize()));
     }
     const std::string path = dir.file(name);
@@ -437,7 +417,8 @@ TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {
   EXPECT_EQ(result.ints("outlier_col"), expected.outliers.col);
   EXPECT_EQ(result.floats("outlier_val"), expected.outliers.values);
   const std::vector<std::int32_t> mask = result.ints("mask");
-  for (Index i = 0; i < w.size(); ++i) ASSERT_EQ(mask[static_cast<std::size_t>(i)], expected.mask.data()[i]) << i;
+  const CodeMatrix expected_mask = outlier_mask(expected.outliers);
+  for (Index i = 0; i < w.size(); ++i) ASSERT_EQ(mask[static_cast<std::size_t>(i)], expected_mask.data()[i]) << i;
 
   // Q = the dense tensors, overwritten at the CSR positions.
   SparseOutliers s;
@@ -472,14 +453,14 @@ TEST_F(TacqCli, ActOrderAndFloatValues) {
   EXPECT_EQ(result.info("outlier_val").dtype, io::Dtype::F32);
   EXPECT_TRUE(result.contains("perm"));
   TacqConfig config;
-  config.gptq.grid.bits = 3;
+  config.gptq.bits = 3;
   config.gptq.group_size = 64;
   config.gptq.act_order = true;
   config.fraction = 0.01;
   config.precision = OutlierPrecision::f32;
   const TacqResult expected = quantize_tacq(inputs.matrix("W"), hessian_of(inputs.matrix("X")), inputs.matrix("G"), config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
-  EXPECT_EQ(result.ints("perm"), expected.perm);
+  EXPECT_EQ(result.ints("perm"), expected.report.gptq.hessian.column_order);
   EXPECT_EQ(result.ints("outlier_rowptr").back(), 163);  // floor(0.01 * 16384)
 }
 

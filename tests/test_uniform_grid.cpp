@@ -6,28 +6,24 @@
 namespace lowbit {
 namespace {
 
-GridParams params_of(std::initializer_list<float> values, GridConfig config) {
+GridParams params_of(std::initializer_list<float> values, GridConfig config = {}) {
   MatrixF row(1, static_cast<Index>(values.size()));
   Index i = 0;
   for (float v : values) row(0, i++) = v;
-  return find_grid_params(row, config);
+  return find_grid_params(row, 4, config);
 }
 
 TEST(UniformGrid, RangeAlwaysIncludesZero) {
-  GridConfig config;
-  config.bits = 4;
-  const GridParams p = params_of({0.5f, 1.0f, 2.0f}, config);  // all positive: xmin = 0
+  const GridParams p = params_of({0.5f, 1.0f, 2.0f});  // all positive: xmin = 0
   EXPECT_FLOAT_EQ(p.scale(0), 2.0f / 15);
   EXPECT_EQ(p.zero(0), 0.0f);
-  const GridParams n = params_of({-3.0f, -1.0f}, config);  // all negative: xmax = 0
+  const GridParams n = params_of({-3.0f, -1.0f});  // all negative: xmax = 0
   EXPECT_FLOAT_EQ(n.scale(0), 3.0f / 15);
   EXPECT_EQ(n.zero(0), 15.0f);
 }
 
 TEST(UniformGrid, AllZeroRowUsesMinusOneToOne) {
-  GridConfig config;
-  config.bits = 4;
-  const GridParams p = params_of({0.0f, 0.0f}, config);
+  const GridParams p = params_of({0.0f, 0.0f});
   EXPECT_EQ(p.scale(0), 2.0f / 15);
   // -xmin / scale is 1 / 0.13333334f = 7.4999996f in float, so zero = 7, as in the reference.
   EXPECT_EQ(p.zero(0), 7.0f);
@@ -35,7 +31,6 @@ TEST(UniformGrid, AllZeroRowUsesMinusOneToOne) {
 
 TEST(UniformGrid, SymIsTheReferenceAsymmetricVariant) {
   GridConfig config;
-  config.bits = 4;
   config.sym = true;
   const GridParams p = params_of({-1.0f, 0.5f}, config);
   EXPECT_EQ(p.zero(0), 8.0f);
@@ -63,12 +58,11 @@ TEST(UniformGrid, RoundsHalfToEvenAfterDividing) {
 TEST(UniformGrid, MseKeepsTheFirstStrictMinimum) {
   // A single outlier: shrinking the range clips it but refines every other value.
   GridConfig config;
-  config.bits = 2;
   config.mse = true;
   std::vector<float> values(256, 0.1f);
   values[0] = 1.0f;
   MatrixF row = Eigen::Map<MatrixF>(values.data(), 1, 256);
-  const GridParams p = find_grid_params(row, config);
+  const GridParams p = find_grid_params(row, 2, config);
   EXPECT_LT(p.scale(0), 1.0f / 3);
   // Evaluate the chosen grid and the unshrunk one: the chosen error is lower.
   auto error = [&](float scale, float zero) {
@@ -82,15 +76,14 @@ TEST(UniformGrid, MseKeepsTheFirstStrictMinimum) {
 TEST(UniformGrid, RejectsBadConfigs) {
   MatrixF row = MatrixF::Ones(1, 4);
   GridConfig config;
-  config.bits = 0;
-  EXPECT_THROW(find_grid_params(row, config), Error);
-  config.bits = 4;
+  EXPECT_THROW(find_grid_params(row, 0, config), Error);
+  EXPECT_THROW(find_grid_params(row, 9, config), Error);
   config.mse = true;
   config.mse_grid = 0;
-  EXPECT_THROW(find_grid_params(row, config), Error);
+  EXPECT_THROW(find_grid_params(row, 4, config), Error);
   config.mse_grid = 100;
   config.mse_max_shrink = 1.5;
-  EXPECT_THROW(find_grid_params(row, config), Error);
+  EXPECT_THROW(find_grid_params(row, 4, config), Error);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// core/uniform_weights.hpp and core/grouping.hpp: dequantization, group maps, validation.
+// core/uniform_weights.hpp and core/detail/grouping.hpp: dequantization, group maps, validation.
 #include <lowbit/core/uniform_weights.hpp>
 #include <lowbit/quant/rtn.hpp>
 
@@ -71,9 +71,9 @@ TEST(UniformWeights, ValidationNamesTheProblem) {
 
 TEST(UniformWeights, BitsPerWeightCountsMetadata) {
   RtnConfig config;
-  config.grid.bits = 4;
+  config.bits = 4;
   config.group_size = 128;
-  const UniformWeights q = quantize_rtn(test::random_weights(8, 256, 3), config);
+  const UniformWeights q = quantize_rtn(test::random_weights(8, 256, 3), config).weights;
   EXPECT_DOUBLE_EQ(bits_per_weight(q), 4 + (16.0 + 4) / 128);
 }
 

@@ -99,9 +99,10 @@ inline QuantizedLinear int8_linear(lowbit::Int8Weights w) {
 inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   std::vector<QuantizedLinear> out;
   lowbit::RtnConfig config;
-  config.grid.bits = in.spec.bits;
+  config.bits = in.spec.bits;
   config.group_size = in.spec.group_size;
-  for (const MatrixF* w : in.weights) out.push_back(bitplane_linear(lowbit::quantize_rtn(*w, config)));
+  for (const MatrixF* w : in.weights)
+    out.push_back(bitplane_linear(lowbit::quantize_rtn(*w, config).weights));
   return out;
 }
 
@@ -113,7 +114,7 @@ inline lowbit::MatrixD hessian(const MatrixF& x) {
 
 inline lowbit::GptqConfig gptq_config(const QuantSpec& spec) {
   lowbit::GptqConfig config;
-  config.grid.bits = spec.bits;
+  config.bits = spec.bits;
   config.group_size = spec.group_size;
   config.act_order = spec.act_order;
   return config;
@@ -180,7 +181,7 @@ inline lowbit::Int8Weights absmax_int8(const MatrixF& w) {
   lowbit::AbsmaxConfig config;
   config.bits = 8;
   config.granularity = lowbit::AbsmaxGranularity::per_row;
-  return lowbit::to_int8_weights(lowbit::quantize_absmax(w, config));
+  return lowbit::to_int8_weights(lowbit::quantize_absmax(w, config).weights);
 }
 
 inline std::vector<QuantizedLinear> absmax_w8a8(const GroupInputs& in) {
@@ -195,11 +196,12 @@ inline std::vector<QuantizedLinear> smoothquant_w8a8(const GroupInputs& in) {
   if (in.norm == nullptr) return absmax_w8a8(in);
   std::vector<lowbit::MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
-  const VectorF act_max = in.x.cwiseAbs().colwise().maxCoeff().transpose();
-  const lowbit::SmoothQuantResult<float> r = lowbit::smooth_linears(linears, act_max, {});
+  const lowbit::VectorD act_max =
+      in.x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>();
+  const lowbit::SmoothQuantResult<float> r = lowbit::quantize_smoothquant(linears, act_max);
   *in.norm = in.norm->cwiseQuotient(r.scales);
   std::vector<QuantizedLinear> out;
-  for (const MatrixF& w : r.weights) out.push_back(int8_linear(lowbit::smoothquant_int8_weights(w)));
+  for (const lowbit::Int8Weights& w : r.weights) out.push_back(int8_linear(w));
   return out;
 }
 

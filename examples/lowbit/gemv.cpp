@@ -137,7 +137,7 @@ int run_gemv(const Options& options) {
 
   io::SafetensorsWriter out;
   out.add_matrix("y", y);
-  out.set_metadata("kernel", bitplane_kernel_isa());
+  out.set_metadata("kernel", bitplane_kernels.isa);
   out.set_metadata("tables", exact ? "f32" : "int8");
   out.set_metadata("coefficients", exact ? "f32" : "f16");
   out.set_metadata("planes", std::to_string(w.planes()));

@@ -26,11 +26,12 @@ MethodResult run_awq(const MatrixT<Scalar>& w, const std::vector<MatrixT<Scalar>
     result.tensors.add_matrix("Wq" + suffix, q.dequantize());
     result.tensors.add_matrix("q_scales" + suffix, q.scale.transpose());  // [out, groups] as the reference
     result.tensors.add_matrix("q_zeros" + suffix, q.zero.transpose());
-    result.tensors.add_matrix("clip_max_val" + suffix, awq.clip_max_val[l]);
+    result.tensors.add_matrix("clip_max_val" + suffix, awq.report.clip_max_val[l]);
   }
   add_vector_tensor(result, "scales", awq.scales.template cast<double>());
   add_vector_tensor(result, "search_loss_history",
-                    Eigen::Map<const VectorD>(awq.search.loss.data(), static_cast<Index>(awq.search.loss.size())),
+                    Eigen::Map<const VectorD>(awq.report.search.loss.data(),
+                                              static_cast<Index>(awq.report.search.loss.size())),
                     io::Dtype::F64);
   if (ln_weight) {
     NormParams<Scalar> norm{*ln_weight, ln_bias ? *ln_bias : VectorT<Scalar>()};
@@ -40,11 +41,11 @@ MethodResult run_awq(const MatrixT<Scalar>& w, const std::vector<MatrixT<Scalar>
   }
   result.metadata = {{"bits", std::to_string(config.bits)},
                      {"group_size", std::to_string(awq.weights[0].group_size)},
-                     {"grid", std::to_string(config.grid)},
-                     {"zero_point", format_bool(config.zero_point)},
+                     {"grid", std::to_string(config.scale_grid)},
+                     {"zero_point", format_bool(!config.sym)},
                      {"linears", std::to_string(linears.size())},
                      {"precision", std::is_same_v<Scalar, double> ? "float64" : "float32"},
-                     {"best_ratio", format_double(awq.search.best_ratio)}};
+                     {"best_ratio", format_double(awq.report.search.best_ratio)}};
   return result;
 }
 
@@ -63,8 +64,8 @@ Method awq_method() {
     AwqConfig config;
     config.bits = options.integer("bits", 4);
     config.group_size = options.integer("group-size", 128);
-    config.grid = options.integer("grid", 20);
-    config.zero_point = !options.flag("sym");
+    config.scale_grid = options.integer("grid", 20);
+    config.sym = options.flag("sym");
     if (in.f64)
       return run_awq<double>(in.f64->w, in.f64->extra_weights, *in.f64->x, in.f64->ln_weight,
                              in.f64->ln_bias, config);

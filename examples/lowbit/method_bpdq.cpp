@@ -36,9 +36,10 @@ Method bpdq_method() {
     add_bitplane_tensors(result, bpdq.weights);
     result.tensors.add_matrix("init_scale8", report.init_scale);  // [groups, out] as the reference
     result.tensors.add_matrix("init_zero8", report.init_zero);
-    if (!report.column_order.empty()) {
-      result.tensors.add_ints("final_perm", {static_cast<std::int64_t>(report.column_order.size())},
-                              report.column_order.data(), report.column_order.size());
+    const Permutation& column_order = report.hessian.column_order;
+    if (!column_order.empty()) {
+      result.tensors.add_ints("final_perm", {static_cast<std::int64_t>(column_order.size())},
+                              column_order.data(), column_order.size());
       result.tensors.add_ints("global_perm", {static_cast<std::int64_t>(report.group_order.size())},
                               report.group_order.data(), report.group_order.size());
     }
@@ -47,9 +48,9 @@ Method bpdq_method() {
                        {"iters", std::to_string(config.iters)},
                        {"ridge", format_double(config.ridge)},
                        {"gar", format_bool(config.group_aware_reorder)},
-                       {"damp", format_double(report.percdamp)},
+                       {"damp", format_double(report.hessian.percdamp)},
                        {"loss", format_double(report.loss)},
-                       {"dead_columns", std::to_string(report.dead_columns.size())}};
+                       {"dead_columns", std::to_string(report.hessian.dead_columns.size())}};
     if (in.x) result.metadata["avg_loss"] = format_double(report.loss / static_cast<double>(in.x->rows()));
     return result;
   };

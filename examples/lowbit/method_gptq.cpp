@@ -14,7 +14,7 @@ std::vector<std::string> gptq_option_names() {
 
 GptqConfig gptq_config(const Options& options, int default_bits, const std::string& method) {
   GptqConfig config;
-  config.grid.bits = options.integer("bits", default_bits);
+  config.bits = options.integer("bits", default_bits);
   config.grid.sym = options.flag("sym");
   config.grid.mse = options.flag("mse");
   config.group_size = options.integer("group-size", -1);
@@ -28,7 +28,7 @@ GptqConfig gptq_config(const Options& options, int default_bits, const std::stri
   return config;
 }
 
-void announce_damping(const std::string& method, const GptqConfig& config, const GptqReport& report) {
+void announce_damping(const std::string& method, const GptqConfig& config, const HessianReport& report) {
   if (report.failed_factorizations == 0) return;
   std::cerr << "lowbit: " << method << ": H + " << config.damping.percdamp
             << " * mean(diag H) was not positive definite; damping raised to " << report.percdamp;
@@ -39,7 +39,7 @@ void announce_damping(const std::string& method, const GptqConfig& config, const
 std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
                                                  const GptqReport& report) {
   std::map<std::string, std::string> metadata{
-      {"bits", std::to_string(config.grid.bits)},
+      {"bits", std::to_string(config.bits)},
       {"group_size", std::to_string(config.group_size)},
       {"sym", format_bool(config.grid.sym)},
       {"mse", format_bool(config.grid.mse)},
@@ -49,10 +49,11 @@ std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, cons
       {"block_size", std::to_string(config.block_size)},
       {"calibration", inputs.h ? "H" : "X"},
       {"loss", format_double(report.loss)},
-      {"damp_used", format_double(report.percdamp)},
-      {"failed_factorizations", std::to_string(report.failed_factorizations)},
-      {"dead_columns", std::to_string(report.dead_columns.size())}};
-  if (report.diagonal_floor > 0) metadata["diagonal_floor"] = format_double(report.diagonal_floor);
+      {"damp_used", format_double(report.hessian.percdamp)},
+      {"failed_factorizations", std::to_string(report.hessian.failed_factorizations)},
+      {"dead_columns", std::to_string(report.hessian.dead_columns.size())}};
+  if (report.hessian.diagonal_floor > 0)
+    metadata["diagonal_floor"] = format_double(report.hessian.diagonal_floor);
   return metadata;
 }
 
@@ -68,12 +69,13 @@ Method gptq_method() {
   m.run = [](const LayerInputs& in, const Options& options) {
     const GptqConfig config = gptq_config(options, 4, "gptq");
     const GptqResult gptq = quantize_gptq(in.w, in.hessian(), config);
-    announce_damping("gptq", config, gptq.report);
+    announce_damping("gptq", config, gptq.report.hessian);
     MethodResult result;
     result.q = gptq.dequantize();
     result.bits_per_weight = bits_per_weight(gptq.weights);
     add_uniform_tensors(result, gptq.weights);
-    if (config.act_order) result.tensors.add_vector("perm", gptq.perm, io::Dtype::I32);
+    if (config.act_order)
+      result.tensors.add_vector("perm", gptq.report.hessian.column_order, io::Dtype::I32);
     result.metadata = gptq_metadata(in, config, gptq.report);
     return result;
   };

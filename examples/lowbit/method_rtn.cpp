@@ -14,16 +14,16 @@ Method rtn_method() {
                  {"--bits", "2", "--group-size", "64"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     RtnConfig config;
-    config.grid.bits = options.integer("bits", 4);
+    config.bits = options.integer("bits", 4);
     config.grid.sym = options.flag("sym");
     config.grid.mse = options.flag("mse");
     config.group_size = options.integer("group-size", -1);
-    const UniformWeights q = quantize_rtn(in.w, config);
+    const UniformWeights q = quantize_rtn(in.w, config).weights;
     MethodResult result;
     result.q = q.dequantize();
     result.bits_per_weight = bits_per_weight(q);
     add_uniform_tensors(result, q);
-    result.metadata = {{"bits", std::to_string(config.grid.bits)},
+    result.metadata = {{"bits", std::to_string(config.bits)},
                        {"group_size", std::to_string(config.group_size)},
                        {"sym", format_bool(config.grid.sym)},
                        {"mse", format_bool(config.grid.mse)}};
@@ -48,7 +48,7 @@ Method absmax_method() {
     } else if (config.group_size != -1) {
       config.granularity = AbsmaxGranularity::per_group;
     }
-    const UniformWeights q = quantize_absmax(in.w, config);
+    const UniformWeights q = quantize_absmax(in.w, config).weights;
     MethodResult result;
     result.q = q.dequantize();
     result.bits_per_weight = bits_per_weight(q);

@@ -15,16 +15,17 @@ MethodResult run_smoothquant(const MatrixT<Scalar>& w, const std::vector<MatrixT
   std::vector<MatrixRef<Scalar>> linears{w};
   for (const MatrixT<Scalar>& e : extra) linears.emplace_back(e);
   // The reference's act_scales are max|X| per channel, kept in float.
-  const VectorT<Scalar> act = x.cwiseAbs().colwise().maxCoeff().transpose().template cast<float>().template cast<Scalar>();
-  const SmoothQuantResult<Scalar> smooth = smooth_linears(linears, act, config);
+  const VectorD act =
+      x.cwiseAbs().colwise().maxCoeff().transpose().template cast<float>().template cast<double>();
+  const SmoothQuantResult<Scalar> smooth = quantize_smoothquant(linears, act, config);
   const VectorF s = smooth.scales.template cast<float>();
 
   MethodResult result;
   add_vector_tensor(result, "scales", smooth.scales.template cast<double>());
   for (std::size_t l = 0; l < linears.size(); ++l) {
     const std::string name = l == 0 ? "W" : "W" + std::to_string(l + 1);
-    result.tensors.add_matrix(name + "_smoothed", smooth.weights[l]);
-    const Int8Weights w8 = smoothquant_int8_weights(smooth.weights[l].template cast<float>());
+    result.tensors.add_matrix(name + "_smoothed", scale_input_channels(linears[l], smooth.scales));
+    const Int8Weights& w8 = smooth.weights[l];
     MatrixF q = w8.dequantize();  // in the smoothed domain; back to the input domain:
     for (Index j = 0; j < q.cols(); ++j) q.col(j) /= s(j);
     const std::string suffix = linear_suffix(l);

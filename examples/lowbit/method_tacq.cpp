@@ -23,7 +23,7 @@ TacqConfig tacq_config(const Options& options) {
 
 void add_outlier_tensors(MethodResult& result, const TacqResult& tacq) {
   const SparseOutliers& s = tacq.outliers;
-  result.tensors.add_matrix("mask", tacq.mask, io::Dtype::U8);
+  result.tensors.add_matrix("mask", outlier_mask(s), io::Dtype::U8);
   result.tensors.add_vector("outlier_rowptr", s.row_ptr, io::Dtype::I32);
   result.tensors.add_vector("outlier_col", s.col, io::Dtype::I32);
   result.tensors.add_vector("outlier_val", s.values,
@@ -51,12 +51,13 @@ Method tacq_method() {
     const MatrixD h = in.hessian();
     const TacqResult tacq =
         gradient_free ? quantize_tacq_without_gradients(in.w, h, config) : quantize_tacq(in.w, h, *in.g, config);
-    announce_damping("tacq", config.gptq, tacq.report.gptq);
+    announce_damping("tacq", config.gptq, tacq.report.gptq.hessian);
     MethodResult result;
     result.q = tacq.dequantize();
     result.bits_per_weight = tacq.report.bits_per_weight;
     add_uniform_tensors(result, tacq.weights);
-    if (config.gptq.act_order) result.tensors.add_vector("perm", tacq.perm, io::Dtype::I32);
+    if (config.gptq.act_order)
+      result.tensors.add_vector("perm", tacq.report.gptq.hessian.column_order, io::Dtype::I32);
     add_outlier_tensors(result, tacq);
     result.metadata = gptq_metadata(in, config.gptq, tacq.report.gptq);
     result.metadata.insert(

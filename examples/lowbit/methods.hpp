@@ -86,7 +86,7 @@ std::string format_double(double value);
 // stderr, and the metadata describing the run.
 std::vector<std::string> gptq_option_names();
 GptqConfig gptq_config(const Options& options, int default_bits, const std::string& method);
-void announce_damping(const std::string& method, const GptqConfig& config, const GptqReport& report);
+void announce_damping(const std::string& method, const GptqConfig& config, const HessianReport& report);
 std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs, const GptqConfig& config,
                                                  const GptqReport& report);
 

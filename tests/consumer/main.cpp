@@ -1,6 +1,6 @@
 // Quantizes a small matrix, converts it to bit planes, round-trips it through
 // safetensors in memory, and checks the results agree.
-#include <lowbit/io/safetensors.hpp>
+#include <lowbit/io.hpp>
 #include <lowbit/lowbit.hpp>
 
 #include <cstdio>
@@ -8,9 +8,9 @@
 int main() {
   const lowbit::MatrixF w = lowbit::MatrixF::Random(8, 64);
   lowbit::RtnConfig config;
-  config.grid.bits = 3;
+  config.bits = 3;
   config.group_size = 32;
-  const lowbit::UniformWeights q = lowbit::quantize_rtn(w, config);
+  const lowbit::UniformWeights q = lowbit::quantize_rtn(w, config).weights;
   const lowbit::MatrixF dequantized = q.dequantize();
   if (lowbit::to_bitplanes(q).dequantize() != dequantized) return std::puts("bit planes differ"), 1;
 

@@ -7,10 +7,12 @@
 // sum rounds once, giving bit for bit the float scale * (code - zero).
 #pragma once
 
+#define LOWBIT_PUBLIC_HEADER
+
 #include <cstdint>
 
 #include "lowbit/core/error.hpp"
-#include "lowbit/core/grouping.hpp"
+#include "lowbit/core/detail/grouping.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 

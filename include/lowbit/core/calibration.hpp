@@ -1,6 +1,9 @@
-// Streaming activation statistics: the Hessian proxy H = 2/N * sum X^T X,
-// per-channel max|x| and mean|x|, and the token count N. Memory is
-// O(in_features^2) whatever the number of tokens.
+// Streaming calibration statistics of one linear layer, in memory
+// independent of the amount of calibration data:
+//   * Calibration: the activations' Hessian proxy H = 2/N * sum X^T X,
+//     per-channel max|x| and mean|x|, and the token count N (O(in^2));
+//   * GradientMagnitudes: G = sum over samples of |dL/dW| (TACQ's saliency;
+//     out x in, float like the weights).
 #pragma once
 
 #include <cstdint>
@@ -64,6 +67,63 @@ class Calibration {
   MatrixD xtx_;  // lower triangle holds sum X^T X
   VectorD max_abs_;
   VectorD sum_abs_;
+};
+
+// Streaming G = sum_samples |dL/dW| for one weight matrix (out x in): one call
+// per calibration sample (a sequence, in the official TACQ pipeline), whatever
+// the number of samples. Accumulates in float like the reference (a whole
+// model's accumulators are alive at once during backpropagation; float halves
+// that).
+class GradientMagnitudes {
+ public:
+  GradientMagnitudes(Index out_features, Index in_features) {
+    detail::require(out_features > 0 && in_features > 0,
+                    "GradientMagnitudes: expected a positive shape, got ", out_features, " x ",
+                    in_features);
+    sum_.setZero(out_features, in_features);
+  }
+
+  // Adds |gradient| of one sample (out x in).
+  void add(const MatrixFRef& gradient) {
+    detail::require_shape(gradient, sum_.rows(), sum_.cols(), "GradientMagnitudes::add: gradient");
+    detail::require_finite(gradient, "GradientMagnitudes::add: gradient");
+    sum_ += gradient.cwiseAbs();
+    ++samples_;
+  }
+
+  // Adds the sample's gradient of a linear layer y = W x from what backward
+  // sees: dL/dY (tokens x out) and the input X (tokens x in); the weight
+  // gradient is dL/dY^T X, and its absolute value is accumulated.
+  void add_linear(const MatrixFRef& output_gradient, const MatrixFRef& input) {
+    const char* who = "GradientMagnitudes::add_linear";
+    detail::require(output_gradient.rows() == input.rows(), who, ": output_gradient has ",
+                    output_gradient.rows(), " tokens, input has ", input.rows());
+    detail::require(output_gradient.cols() == sum_.rows(), who, ": output_gradient has ",
+                    output_gradient.cols(), " columns, expected out_features = ", sum_.rows());
+    detail::require(input.cols() == sum_.cols(), who, ": input has ", input.cols(),
+                    " columns, expected in_features = ", sum_.cols());
+    detail::require_finite(output_gradient, "GradientMagnitudes::add_linear: output_gradient");
+    detail::require_finite(input, "GradientMagnitudes::add_linear: input");
+    const MatrixF gradient = output_gradient.transpose() * input;
+    detail::require_finite(gradient,
+                           "GradientMagnitudes::add_linear: the gradient (float overflow)");
+    sum_ += gradient.cwiseAbs();
+    ++samples_;
+  }
+
+  Index rows() const { return sum_.rows(); }
+  Index cols() const { return sum_.cols(); }
+  std::int64_t samples() const { return samples_; }
+
+  // G: the accumulated magnitudes.
+  const MatrixF& sum() const {
+    detail::require(samples_ > 0, "GradientMagnitudes::sum: no gradients were added yet");
+    return sum_;
+  }
+
+ private:
+  MatrixF sum_;
+  std::int64_t samples_ = 0;
 };
 
 }  // namespace lowbit

@@ -22,6 +22,8 @@
 // blocks (denormal inputs, constant sub-blocks) give ggml's bytes.
 #pragma once
 
+#define LOWBIT_PUBLIC_HEADER
+
 #include <algorithm>
 #include <cfloat>
 #include <climits>
@@ -29,11 +31,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "lowbit/core/detail/parallel.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/ggml_types.hpp"
 #include "lowbit/core/ggml_weights.hpp"
 #include "lowbit/core/half.hpp"
-#include "lowbit/core/parallel.hpp"
+#include "lowbit/core/progress.hpp"
 #include "lowbit/core/types.hpp"
 
 #if defined(__clang__)
@@ -46,9 +49,18 @@
 
 namespace lowbit {
 
-struct GgmlQuantizeConfig {
+struct GgmlConfig {
   GgmlType type = GgmlType::q4_k;
   VectorF importance;  // empty, or one finite weight >= 0 per input column (llama.cpp's imatrix)
+};
+
+struct GgmlReport {
+  double seconds = 0;
+};
+
+struct GgmlResult {
+  GgmlWeights weights;
+  GgmlReport report;
 };
 
 namespace detail::ggml {
@@ -710,7 +722,8 @@ inline void encode_row(const GgmlBlockFormat& f, const float* x, const float* qw
 
 // llama.cpp's quantizer (ggml_quantize_chunk) into one of the block types of
 // core/ggml_types.hpp, with or without an importance matrix; rows in parallel.
-inline GgmlWeights quantize_ggml(const MatrixFRef& weights, const GgmlQuantizeConfig& config) {
+inline GgmlResult quantize_ggml(const MatrixFRef& weights, const GgmlConfig& config) {
+  const detail::Stopwatch stopwatch;
   const GgmlBlockFormat& f = ggml_block_format(config.type);
   const char* name = ggml_type_name(config.type);
   detail::require_nonempty(weights, "quantize_ggml: weights");
@@ -719,22 +732,24 @@ inline GgmlWeights quantize_ggml(const MatrixFRef& weights, const GgmlQuantizeCo
                   " needs in_features to be a multiple of ", f.block, ", got ", weights.cols());
   const bool weighted = config.importance.size() != 0;
   if (weighted) {
-    detail::require(config.importance.size() == weights.cols(),
-                    "GgmlQuantizeConfig::importance: expected ", weights.cols(),
-                    " entries (one per input column), got ", config.importance.size());
-    detail::require_finite(config.importance, "GgmlQuantizeConfig::importance");
+    detail::require(config.importance.size() == weights.cols(), "GgmlConfig::importance: expected ",
+                    weights.cols(), " entries (one per input column), got ",
+                    config.importance.size());
+    detail::require_finite(config.importance, "GgmlConfig::importance");
     detail::require(config.importance.minCoeff() >= 0.0f,
-                    "GgmlQuantizeConfig::importance: expected values >= 0, got ",
+                    "GgmlConfig::importance: expected values >= 0, got ",
                     config.importance.minCoeff());
   }
-  GgmlWeights out = GgmlWeights::zeros(config.type, weights.rows(), weights.cols());
+  GgmlResult result{GgmlWeights::zeros(config.type, weights.rows(), weights.cols()), {}};
+  GgmlWeights& out = result.weights;
   const float* qw = weighted ? config.importance.data() : nullptr;
   detail::parallel_for(weights.rows(), [&](Index r) {
     detail::ggml::encode_row(f, weights.data() + r * weights.outerStride(), qw, weights.cols(),
                              detail::ggml::RowOut(out, r));
   });
   detail::ggml::require_fp16_range(out, weights);
-  return out;
+  result.report.seconds = stopwatch.seconds();
+  return result;
 }
 
 }  // namespace lowbit

@@ -1,17 +1,21 @@
 // The inverse-Hessian machinery GPTQ, BPDQ and TACQ share: dead input
 // columns, damping with the escalation GPTQModel applies when the Cholesky
-// factorization fails, and the upper Cholesky factor U of the damped inverse
+// factorization fails, the upper Cholesky factor U of the damped inverse
 // (H + damp * mean(diag H) * I)^-1 = U^T U that drives the column-by-column
-// error feedback.
+// error feedback, and the prologue that runs these steps before a sweep.
 #pragma once
+
+#define LOWBIT_PUBLIC_HEADER
 
 #include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
+#include "lowbit/core/column_order.hpp"
+#include "lowbit/core/detail/parallel.hpp"
 #include "lowbit/core/error.hpp"
-#include "lowbit/core/parallel.hpp"
 #include "lowbit/core/types.hpp"
 
 namespace lowbit {
@@ -24,25 +28,21 @@ struct DampingConfig {
 };
 
 struct InverseHessian {
-  MatrixD factor;               // U, upper triangular, U^T U = (H + damp * mean(diag) * I)^-1
-  double percdamp = 0;          // the damping fraction that succeeded
-  double diagonal_floor = 0;    // 0 unless the diagonal had to be floored
+  MatrixD factor;             // U, upper triangular, U^T U = (H + damp * mean(diag) * I)^-1
+  double percdamp = 0;        // the damping fraction that succeeded
+  double diagonal_floor = 0;  // 0 unless the diagonal had to be floored
   int failed_factorizations = 0;
 };
 
-// Input columns that never saw a non-zero activation: diag(H) == 0.
-inline std::vector<Index> dead_columns(const MatrixDRef& h) {
-  std::vector<Index> dead;
-  for (Index i = 0; i < h.rows(); ++i)
-    if (h(i, i) == 0) dead.push_back(i);
-  return dead;
-}
-
-// The references set H[d, d] = 1 for dead columns (their weights are zeroed
-// by the caller), which keeps H positive definite without touching the rest.
-inline void set_dead_diagonal(MatrixD& h, const std::vector<Index>& dead) {
-  for (Index d : dead) h(d, d) = 1;
-}
+// What the Hessian prologue did: the part of the report GPTQ, BPDQ and TACQ share.
+struct HessianReport {
+  std::vector<Index> dead_columns;  // inputs with diag(H) == 0: their weights were zeroed
+  Permutation column_order;         // processing position i holds original column column_order[i];
+                                    // empty: the original order
+  double percdamp = 0;              // the damping that factorized H
+  double diagonal_floor = 0;        // > 0 when H's diagonal had to be floored
+  int failed_factorizations = 0;    // damping escalations before success
+};
 
 namespace detail {
 
@@ -66,11 +66,13 @@ inline void invert_lower_triangular(Eigen::Ref<MatrixD> l) {
   MatrixD b_times_a(rest, half);
   parallel_chunks(rest, chunk, [&](Index first, Index rows) {
     b_times_a.middleRows(first, rows).noalias() =
-        l.block(half + first, 0, rows, half) * l.topLeftCorner(half, half).triangularView<Eigen::Lower>();
+        l.block(half + first, 0, rows, half) *
+        l.topLeftCorner(half, half).triangularView<Eigen::Lower>();
   });
   parallel_chunks(half, chunk, [&](Index first, Index cols) {
     l.block(half, first, rest, cols).noalias() =
-        -(l.bottomRightCorner(rest, rest).triangularView<Eigen::Lower>() * b_times_a.middleCols(first, cols));
+        -(l.bottomRightCorner(rest, rest).triangularView<Eigen::Lower>() *
+          b_times_a.middleCols(first, cols));
   });
 }
 
@@ -95,13 +97,16 @@ inline bool inverse_upper_factor(const MatrixD& h, MatrixD& factor) {
 // rises by `increment` while it stays below 1; if that is not enough, the
 // diagonal is floored (GPTQModel's recovery), and the report says what was
 // needed. Throws lowbit::Error when nothing recovers a factorization.
-inline InverseHessian inverse_hessian_factor(const MatrixDRef& h, const DampingConfig& config = {}) {
-  detail::require(h.rows() > 0 && h.rows() == h.cols(), "inverse_hessian_factor: H must be square and non-empty, got ",
-                  h.rows(), " x ", h.cols());
+inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
+                                             const DampingConfig& config = {}) {
+  detail::require(h.rows() > 0 && h.rows() == h.cols(),
+                  "inverse_hessian_factor: H must be square and non-empty, got ", h.rows(), " x ",
+                  h.cols());
   detail::require_finite(h, "inverse_hessian_factor: H");
   detail::require(config.percdamp > 0 && config.percdamp < 1,
                   "DampingConfig::percdamp: expected a fraction in (0, 1), got ", config.percdamp);
-  detail::require(config.increment >= 0, "DampingConfig::increment: expected >= 0, got ", config.increment);
+  detail::require(config.increment >= 0, "DampingConfig::increment: expected >= 0, got ",
+                  config.increment);
   detail::require(config.floor_attempts >= 0, "DampingConfig::floor_attempts: expected >= 0, got ",
                   config.floor_attempts);
 
@@ -114,8 +119,8 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h, const DampingC
   MatrixD damped = h;
   for (int attempt = 0; attempt <= config.floor_attempts; ++attempt) {
     const double floor = attempt == 0 ? 0.0 : floor_base * std::pow(10.0, attempt - 1);
-    const VectorD diag = attempt == 0 ? original_diag
-                                      : (original_diag.array() + floor).max(floor).matrix().eval();
+    const VectorD diag =
+        attempt == 0 ? original_diag : (original_diag.array() + floor).max(floor).matrix().eval();
     const double mean = diag.mean();
     for (double damp = config.percdamp; damp > 0 && damp < 1; damp += config.increment) {
       damped.diagonal() = diag.array() + damp * mean;
@@ -128,9 +133,68 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h, const DampingC
       if (config.increment == 0) break;
     }
   }
-  detail::fail("inverse_hessian_factor: H is not positive definite even with damping up to 1 and "
-               "diagonal floors up to ", floor_base * std::pow(10.0, config.floor_attempts - 1),
-               " (", result.failed_factorizations, " failed factorizations)");
+  detail::fail(
+      "inverse_hessian_factor: H is not positive definite even with damping up to 1 and "
+      "diagonal floors up to ",
+      floor_base * std::pow(10.0, config.floor_attempts - 1), " (", result.failed_factorizations,
+      " failed factorizations)");
 }
 
+namespace detail {
+
+// Checks the Hessian proxy of a layer with `in` inputs: square, finite and
+// symmetric (compared tile by tile: a column walk over a large row-major
+// matrix is slow). `who` names the caller in the messages.
+inline void validate_hessian(const MatrixDRef& h, Index in, const char* who) {
+  require_shape(h, in, in, concat(who, ": H (in_features x in_features)").c_str());
+  require_finite(h, concat(who, ": H").c_str());
+  constexpr Index tile = 32;
+  const double tolerance = 1e-5 * std::max(h.diagonal().cwiseAbs().maxCoeff(), 1e-300);
+  for (Index i = 0; i < h.rows(); i += tile)
+    for (Index j = i; j < h.cols(); j += tile) {
+      const Index rows = std::min(tile, h.rows() - i), cols = std::min(tile, h.cols() - j);
+      const MatrixD difference = h.block(i, j, rows, cols) - h.block(j, i, cols, rows).transpose();
+      Index r = 0, c = 0;
+      if (difference.cwiseAbs().maxCoeff(&r, &c) > tolerance)
+        fail(who, ": H must be symmetric, but H(", i + r, ", ", j + c, ") = ", h(i + r, j + c),
+             " and H(", j + c, ", ", i + r, ") = ", h(j + c, i + r));
+    }
+}
+
+// The inverse-Hessian factor in processing order, in float (the precision of
+// the column sweeps), and what it took.
+struct HessianPrologue {
+  MatrixF factor;
+  HessianReport report;
+};
+
+// What GPTQ and BPDQ do before their column sweep, in the references' order:
+//   1. dead inputs (diag H == 0): H[d, d] = 1, and W[:, d] = 0 in `w`, which
+//      stays in the original column order;
+//   2. the processing order: order(H) on that H, a Permutation (empty: keep
+//      the original order);
+//   3. U, the upper factor of the damped inverse of H in that order, computed
+//      in double and rounded to float.
+template <class Order>
+HessianPrologue hessian_prologue(MatrixD h, MatrixF& w, const DampingConfig& damping,
+                                 Order&& order) {
+  HessianPrologue prologue;
+  HessianReport& report = prologue.report;
+  for (Index i = 0; i < h.rows(); ++i)
+    if (h(i, i) == 0) report.dead_columns.push_back(i);
+  for (Index d : report.dead_columns) {
+    h(d, d) = 1;
+    w.col(d).setZero();
+  }
+  report.column_order = order(std::as_const(h));
+  if (!report.column_order.empty()) h = permute_symmetric(h, report.column_order);
+  const InverseHessian inverse = inverse_hessian_factor(h, damping);
+  prologue.factor = inverse.factor.cast<float>();
+  report.percdamp = inverse.percdamp;
+  report.diagonal_floor = inverse.diagonal_floor;
+  report.failed_factorizations = inverse.failed_factorizations;
+  return prologue;
+}
+
+}  // namespace detail
 }  // namespace lowbit

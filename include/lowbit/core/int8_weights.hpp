@@ -1,9 +1,9 @@
 // The W8A8 representation: int8 weights with one scale per output row, and
 // int8 activations with one scale per token (dynamic absmax, quantized when
-// the activations arrive). kernels/int8_gemm.hpp multiplies the two as
-// integers. Values are limited to -127..127, the symmetric absmax levels: the
-// kernels rely on it (no -128, so sign tricks and 16-bit pair sums cannot
-// overflow).
+// the activations arrive), and the per-row absmax that produces both.
+// kernels/int8_gemm.hpp multiplies the two as integers. Values are limited
+// to -127..127, the symmetric absmax levels: the kernels rely on it (no
+// -128, so sign tricks and 16-bit pair sums cannot overflow).
 #pragma once
 
 #include <algorithm>
@@ -105,10 +105,12 @@ struct Int8Activations {
 
 namespace detail {
 
-// One token, dynamic absmax as SmoothQuant's quantize_activation_per_token_absmax:
-// scale = max(max|x|, 1e-5) / 127, q = round-half-even(x / scale). |x / scale|
-// never rounds past 127, so no clamp is needed. Requires finite x.
-inline float quantize_token_int8(const float* x, Index n, std::int8_t* q) noexcept {
+// One row (a token, or an output row of W), symmetric int8 absmax as
+// SmoothQuant's quantize_activation_per_token_absmax and
+// quantize_weight_per_channel_absmax both compute it: scale =
+// max(max|x|, 1e-5) / 127, q = round-half-even(x / scale). |x / scale| never
+// rounds past 127, so no clamp is needed. Requires finite x.
+inline float quantize_row_int8(const float* x, Index n, std::int8_t* q) noexcept {
   float absmax = 0;
   for (Index j = 0; j < n; ++j) absmax = std::max(absmax, std::abs(x[j]));
   const float scale = absmax_scale(absmax, 127.0f, kInt8AbsmaxFloor);
@@ -126,12 +128,26 @@ inline void quantize_activations(const MatrixFRef& x, Int8Activations& out) {
   out.values.resize(x.rows(), x.cols());
   out.scale.resize(x.rows());
   for (Index t = 0; t < x.rows(); ++t)
-    out.scale(t) = detail::quantize_token_int8(x.row(t).data(), x.cols(), out.values.row(t).data());
+    out.scale(t) = detail::quantize_row_int8(x.row(t).data(), x.cols(), out.values.row(t).data());
 }
 
 inline Int8Activations quantize_activations(const MatrixFRef& x) {
   Int8Activations out;
   quantize_activations(x, out);
+  return out;
+}
+
+// Int8 weights per output row, symmetric absmax with the 1e-5 floor
+// (SmoothQuant's quantize_weight_per_channel_absmax): the W8 of W8A8.
+inline Int8Weights int8_absmax_per_row(const MatrixFRef& weights) {
+  detail::require_nonempty(weights, "int8_absmax_per_row: weights");
+  detail::require_finite(weights, "int8_absmax_per_row: weights");
+  Int8Weights out;
+  out.values.resize(weights.rows(), weights.cols());
+  out.scale.resize(weights.rows());
+  for (Index r = 0; r < weights.rows(); ++r)
+    out.scale(r) =
+        detail::quantize_row_int8(weights.row(r).data(), weights.cols(), out.values.row(r).data());
   return out;
 }
 

@@ -46,7 +46,8 @@ struct SparseOutliers {
       require(begin <= end, "SparseOutliers::row_ptr decreases at row ", r);
       for (std::int32_t i = begin; i < end; ++i) {
         const std::int32_t c = col[static_cast<std::size_t>(i)];
-        require(c >= 0 && c < cols, "SparseOutliers::col[", i, "] = ", c, " is outside [0, ", cols, ")");
+        require(c >= 0 && c < cols, "SparseOutliers::col[", i, "] = ", c, " is outside [0, ", cols,
+                ")");
         require(i == begin || col[static_cast<std::size_t>(i) - 1] < c,
                 "SparseOutliers: columns of row ", r, " must be strictly increasing");
         const float v = values[static_cast<std::size_t>(i)];
@@ -62,15 +63,17 @@ struct SparseOutliers {
     validate();
     detail::require_shape(dense, rows, cols, "SparseOutliers::overwrite: dense");
     for (Index r = 0; r < rows; ++r)
-      for (std::int32_t i = row_ptr[static_cast<std::size_t>(r)]; i < row_ptr[static_cast<std::size_t>(r) + 1]; ++i)
+      for (std::int32_t i = row_ptr[static_cast<std::size_t>(r)];
+           i < row_ptr[static_cast<std::size_t>(r) + 1]; ++i)
         dense(r, col[static_cast<std::size_t>(i)]) = values[static_cast<std::size_t>(i)];
   }
 };
 
 // Builds the CSR of `weights` at the positions where mask != 0, rounding the
 // values to fp16 when precision is f16.
-inline SparseOutliers sparse_outliers_from_mask(const MatrixFRef& weights, const CodeMatrix& mask,
-                                                OutlierPrecision precision = OutlierPrecision::f16) {
+inline SparseOutliers sparse_outliers_from_mask(
+    const MatrixFRef& weights, const CodeMatrix& mask,
+    OutlierPrecision precision = OutlierPrecision::f16) {
   detail::require_shape(mask, weights.rows(), weights.cols(), "sparse_outliers_from_mask: mask");
   detail::require_finite(weights, "sparse_outliers_from_mask: weights");
   SparseOutliers s;
@@ -91,6 +94,18 @@ inline SparseOutliers sparse_outliers_from_mask(const MatrixFRef& weights, const
     s.row_ptr.push_back(static_cast<std::int32_t>(s.values.size()));
   }
   return s;
+}
+
+// The positions of the stored values (out x in, 1 = stored): the mask
+// sparse_outliers_from_mask was given.
+inline CodeMatrix outlier_mask(const SparseOutliers& s) {
+  s.validate();
+  CodeMatrix mask = CodeMatrix::Zero(s.rows, s.cols);
+  for (Index r = 0; r < s.rows; ++r)
+    for (std::int32_t i = s.row_ptr[static_cast<std::size_t>(r)];
+         i < s.row_ptr[static_cast<std::size_t>(r) + 1]; ++i)
+      mask(r, s.col[static_cast<std::size_t>(i)]) = 1;
+  return mask;
 }
 
 // Storage of the sparse part per dense weight: a value (16 or 32 bits) and an

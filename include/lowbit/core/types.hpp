@@ -1,4 +1,14 @@
-// Matrix types shared by every layer, and the group-size convention.
+// Matrix types shared by every layer, the precision rule, and the group-size
+// convention.
+//
+// Precision: weights, activations and data shaped like the weights (TACQ's
+// gradient magnitudes) are float; statistics over the input channels (the
+// Hessian proxy H, max|x|, mean|x|) are double, as Calibration returns them,
+// and every entry that takes statistics takes them in double. AWQ and
+// SmoothQuant also have all-double overloads (weights and activations in
+// double), because the references' float64 runs that the golden files pin
+// need them. Numerically delicate steps inside (Cholesky, small ridge
+// systems) use double whatever the inputs.
 #pragma once
 
 #include <Eigen/Core>

@@ -16,13 +16,14 @@
 
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
+#include "lowbit/core/uniform_weights.hpp"
 
 namespace lowbit {
 
+// The grid's shape; its width (bits) belongs to each method's config.
 struct GridConfig {
-  int bits = 4;                 // 1..8
-  bool sym = false;             // the reference "symmetric" variant (see above)
-  bool mse = false;             // search shrunk ranges for the smallest |q - x|^norm error
+  bool sym = false;  // the reference "symmetric" variant (see above)
+  bool mse = false;  // search shrunk ranges for the smallest |q - x|^norm error
   double mse_norm = 2.4;
   int mse_grid = 100;
   double mse_max_shrink = 0.8;  // tries p = 1, 1 - 1/grid, ... for max_shrink * grid steps
@@ -37,7 +38,6 @@ struct GridParams {
 namespace detail {
 
 inline void validate_grid_config(const GridConfig& config) {
-  require_bits(config.bits, 1, 8, "GridConfig::bits");
   if (config.mse) {
     require(config.mse_grid > 0, "GridConfig::mse_grid: expected > 0, got ", config.mse_grid);
     require(config.mse_max_shrink > 0.0 && config.mse_max_shrink <= 1.0,
@@ -59,11 +59,12 @@ inline float grid_code(float x, float scale, float zero, float maxq) {
 inline float grid_value(float code, float scale, float zero) { return scale * (code - zero); }
 
 // Reference find_params(x, weight=True) with perchannel=True: one (scale, zero)
-// per row of `block`. Rows must be finite.
-inline GridParams find_grid_params(const MatrixFRef& block, const GridConfig& config) {
+// per row of `block` on a `bits`-wide grid (1..8). Rows must be finite.
+inline GridParams find_grid_params(const MatrixFRef& block, int bits, const GridConfig& config) {
+  detail::require_bits(bits, 1, 8, "find_grid_params: bits");
   detail::validate_grid_config(config);
   detail::require(block.cols() > 0, "find_grid_params: block has no columns");
-  const float maxq = grid_maxq(config.bits);
+  const float maxq = grid_maxq(bits);
   const Index rows = block.rows();
   GridParams params{VectorF(rows), VectorF(rows)};
   for (Index r = 0; r < rows; ++r) {
@@ -111,4 +112,33 @@ inline GridParams find_grid_params(const MatrixFRef& block, const GridConfig& co
   return params;
 }
 
+namespace detail {
+
+// Round-to-nearest of `weights` on the grid, one grid per row and group of
+// `group_size` columns (resolved, a divisor of in_features): RTN itself, and
+// TACQ's cheaper saliency reference.
+inline UniformWeights round_to_nearest(const MatrixFRef& weights, int bits,
+                                       const GridConfig& config, Index group_size) {
+  const float maxq = grid_maxq(bits);
+  UniformWeights out;
+  out.bits = bits;
+  out.group_size = group_size;
+  const Index groups = weights.cols() / group_size;
+  out.codes.resize(weights.rows(), weights.cols());
+  out.scale.resize(groups, weights.rows());
+  out.zero.resize(groups, weights.rows());
+  for (Index g = 0; g < groups; ++g) {
+    const auto block = weights.middleCols(g * group_size, group_size);
+    const GridParams params = find_grid_params(block, bits, config);
+    out.scale.row(g) = params.scale.transpose();
+    out.zero.row(g) = params.zero.transpose();
+    for (Index r = 0; r < weights.rows(); ++r)
+      for (Index c = 0; c < group_size; ++c)
+        out.codes(r, g * group_size + c) = static_cast<std::uint8_t>(
+            grid_code(block(r, c), params.scale(r), params.zero(r), maxq));
+  }
+  return out;
+}
+
+}  // namespace detail
 }  // namespace lowbit

@@ -2,11 +2,13 @@
 // per (group, row). The result of round-to-nearest, absmax, GPTQ and AWQ.
 #pragma once
 
+#define LOWBIT_PUBLIC_HEADER
+
 #include <cmath>
 #include <cstdint>
 
 #include "lowbit/core/error.hpp"
-#include "lowbit/core/grouping.hpp"
+#include "lowbit/core/detail/grouping.hpp"
 #include "lowbit/core/types.hpp"
 
 namespace lowbit {

@@ -29,9 +29,9 @@
 // comparison with the original W.
 //
 // Deviations from the reference, all where it crashes or refuses:
-//  * zero_point = false: the reference's symmetric branch raises before doing
-//    anything (`assert min_val is None` on an unbound name). We implement what
-//    it spells out: scale = max(max|w|, 1e-5) / (2^(b-1) − 1), levels
+//  * sym (the reference's zero_point = false): its symmetric branch raises
+//    before doing anything (`assert min_val is None` on an unbound name). We
+//    implement what it spells out: scale = max(max|w|, 1e-5) / (2^(b-1) − 1), levels
 //    −2^(b-1) .. 2^(b-1) − 1, zero 0 (stored as codes offset by 2^(b-1)).
 //  * Fewer tokens than clip_sample_tokens: the reference's step n / 512 is 0
 //    and slicing fails; we use every token (step 1).
@@ -52,45 +52,56 @@
 
 #include "lowbit/core/channel_scaling.hpp"
 #include "lowbit/core/error.hpp"
+#include "lowbit/core/progress.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 
 namespace lowbit {
 
 struct AwqConfig {
-  int bits = 4;                // 1..8 (2..8 without zero point)
-  int group_size = 128;        // -1: one group per row
-  bool zero_point = true;      // the reference grid; false: symmetric (see above)
-  int grid = 20;               // scale search ratios i / grid, i = 0..grid-1
-  bool clip = true;            // run the clipping search
-  int clip_grid = 20;          // shrink steps 1 - i / clip_grid ...
-  double clip_max_shrink = 0.5;  // ... for i < int(clip_max_shrink * clip_grid)
+  int bits = 4;                    // 1..8 (2..8 with sym)
+  int group_size = 128;            // -1: one group per row
+  bool sym = false;                // the reference's zero_point = false branch (see above)
+  int scale_grid = 20;             // scale search ratios i / scale_grid, i = 0..scale_grid-1
+  bool clip = true;                // run the clipping search
+  int clip_grid = 20;              // shrink steps 1 - i / clip_grid ...
+  double clip_max_shrink = 0.5;    // ... for i < int(clip_max_shrink * clip_grid)
   Index clip_sample_tokens = 512;  // clip search uses every (tokens / this)-th token
   // Linears (indices into the list) left out of the clipping search: the
   // reference skips q and k, whose product in attention makes the output
   // error of each a poor guide.
   std::vector<std::size_t> skip_clip;
+  // After each (ratio, linear) of the scale search and each linear's clip
+  // search: (steps done, scale_grid * linears + linears clipped).
+  Progress progress;
 };
 
 // The scale search: the loss of every ratio and the one chosen.
 struct AwqSearch {
-  std::vector<double> loss;  // loss[i] for ratio i / grid (float values, as the reference's .item())
+  std::vector<double>
+      loss;  // loss[i] for ratio i / grid (float values, as the reference's .item())
   int best_index = 0;
   double best_ratio = 0;
   double best_loss = 0;
 };
 
 template <class Scalar>
+struct AwqReport {
+  AwqSearch search;
+  // Per linear: the clip threshold per (row, group), out x groups (the
+  // reference's [out, groups] layout); empty for a linear not clipped.
+  std::vector<MatrixT<Scalar>> clip_max_val;
+  double seconds = 0;
+};
+
+template <class Scalar>
 struct AwqResult {
-  VectorT<Scalar> scales;  // s: the linears were quantized as W·diag(s)
   // Per linear: the quantized clip(W·diag(s)) (AWQ grid, contiguous groups),
   // acting on X·diag(1/s). Codes are exact in either precision; scale and
   // zero are stored in float, the format engines keep.
   std::vector<UniformWeights> weights;
-  // Per linear: the clip threshold per (row, group), out x groups (the
-  // reference's [out, groups] layout); empty for a linear not clipped.
-  std::vector<MatrixT<Scalar>> clip_max_val;
-  AwqSearch search;
+  VectorT<Scalar> scales;  // s: the linears were quantized as W·diag(s)
+  AwqReport<Scalar> report;
 
   // Wq·diag(1/s): the quantized linear in the original input domain.
   MatrixT<Scalar> effective_weight(std::size_t linear) const {
@@ -127,7 +138,9 @@ struct AwqGrid {
     }
   }
 
-  Scalar level(Scalar w) const { return std::clamp(std::nearbyint(w / scale) + zero, min_int, max_int); }
+  Scalar level(Scalar w) const {
+    return std::clamp(std::nearbyint(w / scale) + zero, min_int, max_int);
+  }
   Scalar value(Scalar w) const { return (level(w) - zero) * scale; }
 };
 
@@ -218,16 +231,18 @@ void validate_awq(const std::vector<MatrixRef<Scalar>>& linears, const MatrixRef
     require_finite(linears[i], "quantize_awq: linear weights");
   }
   require(x.rows() > 0, "quantize_awq: x has no tokens");
-  require(x.cols() == in, "quantize_awq: x has ", x.cols(), " columns, expected in_features = ", in);
+  require(x.cols() == in, "quantize_awq: x has ", x.cols(),
+          " columns, expected in_features = ", in);
   require_finite(x, "quantize_awq: x");
-  require_bits(config.bits, config.zero_point ? 1 : 2, 8, "AwqConfig::bits");
+  require_bits(config.bits, config.sym ? 2 : 1, 8, "AwqConfig::bits");
   resolve_group_size(config.group_size, in, "AwqConfig::group_size");
-  require(config.grid >= 1, "AwqConfig::grid: expected >= 1, got ", config.grid);
+  require(config.scale_grid >= 1, "AwqConfig::scale_grid: expected >= 1, got ", config.scale_grid);
   if (config.clip) {
     require(config.clip_grid >= 1, "AwqConfig::clip_grid: expected >= 1, got ", config.clip_grid);
     require(config.clip_max_shrink > 0 && config.clip_max_shrink < 1 &&
                 static_cast<int>(config.clip_max_shrink * config.clip_grid) >= 1,
-            "AwqConfig::clip_max_shrink: expected in (0, 1) with at least one step of 1 / clip_grid, got ",
+            "AwqConfig::clip_max_shrink: expected in (0, 1) with at least one step of 1 / "
+            "clip_grid, got ",
             config.clip_max_shrink);
     require(config.clip_sample_tokens >= 1, "AwqConfig::clip_sample_tokens: expected >= 1, got ",
             config.clip_sample_tokens);
@@ -240,7 +255,7 @@ void validate_awq(const std::vector<MatrixRef<Scalar>>& linears, const MatrixRef
 template <class Scalar>
 AwqSearch awq_search_scales(const std::vector<MatrixRef<Scalar>>& linears,
                             const MatrixRef<Scalar>& x, const AwqConfig& config, Index group_size,
-                            VectorT<Scalar>& best_scales) {
+                            VectorT<Scalar>& best_scales, ProgressCounter& steps) {
   const Index in = x.cols();
   const VectorT<Scalar> x_mean = cascade_column_sums(x.cwiseAbs()) / static_cast<Scalar>(x.rows());
   std::vector<MatrixT<Scalar>> original_out;
@@ -253,19 +268,20 @@ AwqSearch awq_search_scales(const std::vector<MatrixRef<Scalar>>& linears,
   AwqSearch search;
   search.best_index = -1;
   search.best_loss = std::numeric_limits<double>::infinity();
-  for (int i = 0; i < config.grid; ++i) {
-    const double ratio = static_cast<double>(i) / config.grid;
+  for (int i = 0; i < config.scale_grid; ++i) {
+    const double ratio = static_cast<double>(i) / config.scale_grid;
     const VectorT<Scalar> s = awq_ratio_scales(x_mean, ratio);
     double sum = 0;
     for (std::size_t l = 0; l < linears.size(); ++l) {
       MatrixT<Scalar> q = scale_input_channels(linears[l], s);
-      awq_fake_quantize(q, group_size, config.bits, config.zero_point);
+      awq_fake_quantize(q, group_size, config.bits, !config.sym);
       for (Index j = 0; j < in; ++j) q.col(j) /= s(j);
       const MatrixT<Scalar> out = x * q.transpose();
       for (Index k = 0; k < out.size(); ++k) {
         const float d = static_cast<float>(original_out[l].data()[k] - out.data()[k]);
         sum += static_cast<double>(d * d);
       }
+      steps.step();
     }
     // The reference's loss is a float mean.
     const double loss = static_cast<double>(static_cast<float>(sum / outputs));
@@ -303,7 +319,7 @@ MatrixT<Scalar> awq_search_clip(const MatrixT<Scalar>& w, const MatrixT<Scalar>&
         for (Index j = 0; j < group_size; ++j)
           candidate(r, j) = std::clamp(wg(r, j), -max_val, max_val);
       }
-      awq_fake_quantize(candidate, group_size, config.bits, config.zero_point);
+      awq_fake_quantize(candidate, group_size, config.bits, !config.sym);
       const MatrixT<Scalar> out = candidate * xg.transpose();
       for (Index r = 0; r < rows; ++r) {
         double sum = 0;
@@ -322,37 +338,53 @@ MatrixT<Scalar> awq_search_clip(const MatrixT<Scalar>& w, const MatrixT<Scalar>&
   return best;
 }
 
+// The inputs the clip search sees: X·diag(1/s), every (tokens / clip_sample_tokens)-th token.
+template <class Scalar>
+MatrixT<Scalar> awq_clip_sample(const MatrixRef<Scalar>& x, const VectorT<Scalar>& scales,
+                                const AwqConfig& config) {
+  const MatrixT<Scalar> x_scaled = divide_input_channels(x, scales);
+  const Index step = std::max<Index>(1, x.rows() / config.clip_sample_tokens);
+  MatrixT<Scalar> sample((x.rows() + step - 1) / step, x.cols());
+  for (Index t = 0; t < sample.rows(); ++t) sample.row(t) = x_scaled.row(t * step);
+  return sample;
+}
+
+inline bool awq_clips(const AwqConfig& config, std::size_t linear) {
+  return config.clip && std::find(config.skip_clip.begin(), config.skip_clip.end(), linear) ==
+                            config.skip_clip.end();
+}
+
 template <class Scalar>
 AwqResult<Scalar> quantize_awq(const std::vector<MatrixRef<Scalar>>& linears,
                                const MatrixRef<Scalar>& x, const AwqConfig& config) {
+  const Stopwatch stopwatch;
   validate_awq(linears, x, config);
   const Index group_size = resolve_group_size(config.group_size, x.cols(), "AwqConfig::group_size");
+  Index clipped = 0;
+  for (std::size_t l = 0; l < linears.size(); ++l) clipped += awq_clips(config, l);
+  ProgressCounter steps(config.progress,
+                        config.scale_grid * static_cast<Index>(linears.size()) + clipped);
   AwqResult<Scalar> result;
-  result.search = awq_search_scales(linears, x, config, group_size, result.scales);
+  result.report.search = awq_search_scales(linears, x, config, group_size, result.scales, steps);
 
-  MatrixT<Scalar> x_sampled;
-  if (config.clip) {
-    const MatrixT<Scalar> x_scaled = divide_input_channels(x, result.scales);
-    const Index step = std::max<Index>(1, x.rows() / config.clip_sample_tokens);
-    x_sampled.resize((x.rows() + step - 1) / step, x.cols());
-    for (Index t = 0; t < x_sampled.rows(); ++t) x_sampled.row(t) = x_scaled.row(t * step);
-  }
+  const MatrixT<Scalar> x_sampled =
+      clipped > 0 ? awq_clip_sample(x, result.scales, config) : MatrixT<Scalar>();
   for (std::size_t l = 0; l < linears.size(); ++l) {
     MatrixT<Scalar> w = scale_input_channels(linears[l], result.scales);
-    const bool skipped =
-        std::find(config.skip_clip.begin(), config.skip_clip.end(), l) != config.skip_clip.end();
     MatrixT<Scalar> clip;
-    if (config.clip && !skipped) {
+    if (awq_clips(config, l)) {
       clip = awq_search_clip(w, x_sampled, config, group_size);
       for (Index r = 0; r < w.rows(); ++r)
         for (Index j = 0; j < w.cols(); ++j) {
           const Scalar max_val = clip(r, j / group_size);
           w(r, j) = std::clamp(w(r, j), -max_val, max_val);
         }
+      steps.step();
     }
-    result.weights.push_back(awq_uniform_weights(w, group_size, config.bits, config.zero_point));
-    result.clip_max_val.push_back(std::move(clip));
+    result.weights.push_back(awq_uniform_weights(w, group_size, config.bits, !config.sym));
+    result.report.clip_max_val.push_back(std::move(clip));
   }
+  result.report.seconds = stopwatch.seconds();
   return result;
 }
 

@@ -5,8 +5,10 @@
 // with free coefficients: every group gets its own 2^k levels.
 //
 // The pass, in the column order of group-aware reordering (GAR) when enabled:
-//   * H: dead columns (diag 0) get H[d, d] = 1 and W[:, d] = 0; GAR permutes H
-//     before the damped inverse; U is its upper factor (core/hessian.hpp).
+//   * H (in float, as the reference holds it): dead columns (diag 0) get
+//     H[d, d] = 1 and W[:, d] = 0; GAR permutes H before the damped inverse;
+//     U is its upper factor (the Hessian prologue shared with GPTQ,
+//     core/hessian.hpp).
 //   * Blocks of max(block_size, group) columns (whole groups). Per group: the
 //     8-bit asymmetric reference grid of the current (updated) weights; its k
 //     most significant bits are the initial planes; coefficients by ridge least
@@ -16,7 +18,7 @@
 //   * `iters` rounds from the same snapshot of the group: per column, the
 //     nearest of the 2^k levels (candidate order: plane 0 varies slowest; ties
 //     to the first), error e = (y - q) / U[t, t] fed back to the later columns
-//     (GPTQ's feedback, core/error_feedback.hpp); then the refit with the planes
+//     (GPTQ's feedback, core/detail/error_feedback.hpp); then the refit with the planes
 //     fixed and the delta correction dE U_loc = Q_old - Q_new, E = E_old + dE.
 //     The round with the smallest ||E||_F^2 is kept (the earliest on ties); the
 //     next round always starts from the latest refit, kept or not.
@@ -45,15 +47,14 @@
 // operation by operation, which we do not do.
 #pragma once
 
+#define LOWBIT_PUBLIC_HEADER
+
 #include <Eigen/Core>
 #include <Eigen/Dense>
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <functional>
-#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -61,26 +62,26 @@
 #include "lowbit/core/bitplane_weights.hpp"
 #include "lowbit/core/calibration.hpp"
 #include "lowbit/core/column_order.hpp"
+#include "lowbit/core/detail/error_feedback.hpp"
 #include "lowbit/core/error.hpp"
-#include "lowbit/core/error_feedback.hpp"
 #include "lowbit/core/hessian.hpp"
+#include "lowbit/core/progress.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_grid.hpp"
 
 namespace lowbit {
 
 struct BpdqConfig {
-  int planes = 2;           // k, 1..4 (the reference's msbits)
-  int group_size = 64;      // a divisor of in_features, or -1 for one group per row
-  int iters = 10;           // refinement rounds per group (n_iters), >= 1
-  double ridge = 1e-4;      // absolute ridge of the whitened fit: the scale of H matters
-                            // (the reference's H = 2/tokens X^T X)
-  int init_bits = 8;        // the uniform grid whose `planes` top bits start each group, planes..8
-  bool group_aware_reorder = true;  // GAR; the reference forces it on
+  int planes = 2;       // k, 1..4 (the reference's msbits)
+  int group_size = 64;  // a divisor of in_features, or -1 for one group per row
+  int iters = 10;       // refinement rounds per group (n_iters), >= 1
+  double ridge = 1e-4;  // absolute ridge of the whitened fit: the scale of H matters
+                        // (the reference's H = 2/tokens X^T X)
+  int init_bits = 8;    // the uniform grid whose `planes` top bits start each group, planes..8
+  bool group_aware_reorder = true;       // GAR; the reference forces it on
   DampingConfig damping{0.05, 0.01, 6};  // GPTQModel's default damp_percent for BPDQ is 0.05
-  int block_size = 128;     // lazy-update width: max(block_size, group), rounded down to whole groups
-  // Called after every block with (columns done, in_features), on the calling thread.
-  std::function<void(Index, Index)> progress;
+  int block_size = 128;  // lazy-update width: max(block_size, group), rounded down to whole groups
+  Progress progress;     // after every block: (columns done, in_features)
 };
 
 struct BpdqReport {
@@ -89,15 +90,13 @@ struct BpdqReport {
   std::vector<int> best_iter;       // the kept round, 1..iters
   MatrixF init_scale;               // the initial uniform grid, [groups x out]
   MatrixF init_zero;
-  MatrixD init_coeffs;              // the first fit, in the BitPlaneWeights::coeffs layout
-  Permutation group_order;          // GAR: original group processed i-th (global_perm); else empty
-  Permutation column_order;         // GAR: original column processed i-th (final_perm); else empty
-  std::vector<Index> dead_columns;  // diag(H) == 0: zeroed in W (Q there need not be 0)
-  double loss = 0;                  // sum of E^2 / 2 over all weights
-  std::optional<double> avg_loss;   // loss / calibration tokens, when they are known
-  double percdamp = 0;              // the damping that factorized H (see InverseHessian)
-  double diagonal_floor = 0;
-  int failed_factorizations = 0;
+  MatrixD init_coeffs;      // the first fit, in the BitPlaneWeights::coeffs layout
+  Permutation group_order;  // GAR: original group processed i-th (global_perm); else empty
+  // Dead columns (zeroed in W; Q there need not be 0), GAR's column_order
+  // (final_perm; empty without GAR), the damping used.
+  HessianReport hessian;
+  double loss = 0;                 // sum of E^2 / 2 over all weights
+  std::optional<double> avg_loss;  // loss / calibration tokens, when they are known
   double seconds = 0;
 };
 
@@ -184,10 +183,10 @@ struct GroupProblem {
   int k;
   Index g;
   double ridge;
-  MatrixF u_loc;        // g x g: U[group, group], upper
-  VectorF white_ones;   // U_loc^-T 1: the bias feature, whitened
-  MatrixF target;       // g x out: the group's weights when the group starts
-  MatrixF white_target; // g x out: U_loc^-T target
+  MatrixF u_loc;         // g x g: U[group, group], upper
+  VectorF white_ones;    // U_loc^-T 1: the bias feature, whitened
+  MatrixF target;        // g x out: the group's weights when the group starts
+  MatrixF white_target;  // g x out: U_loc^-T target
 
   // z = U_loc^-T z in place (z is g x n): the whitening of the reference's
   // solve_triangular(U^T, ., lower).
@@ -200,15 +199,16 @@ struct GroupProblem {
 // The ridge fit of the outputs [first, first + count) to their planes in
 // `codes`; coefficients into `coeffs`. Leaves the whitened planes in `planes`
 // (k blocks of g rows). Returns false if a coefficient is not finite.
-inline bool fit(const GroupProblem& pb, Index first, Index count, const CodeMatrix& codes, MatrixF& coeffs,
-                MatrixF& planes) {
+inline bool fit(const GroupProblem& pb, Index first, Index count, const CodeMatrix& codes,
+                MatrixF& coeffs, MatrixF& planes) {
   const int k = pb.k, n = k + 1;
   const Index g = pb.g;
   planes.resize(k * g, count);
   for (int p = 0; p < k; ++p) {
     auto z = planes.middleRows(p * g, g);
     for (Index t = 0; t < g; ++t)
-      for (Index r = 0; r < count; ++r) z(t, r) = static_cast<float>((codes(t, first + r) >> p) & 1u);
+      for (Index r = 0; r < count; ++r)
+        z(t, r) = static_cast<float>((codes(t, first + r) >> p) & 1u);
     pb.whiten(z);
   }
   // Gram entries and right-hand sides, one row vector over the outputs each.
@@ -249,11 +249,13 @@ inline bool fit(const GroupProblem& pb, Index first, Index count, const CodeMatr
 // One round for the outputs [first, first + count): the plane choice with
 // in-group error feedback from the coefficients in `from`, the refit, and the
 // delta correction. Results go to `to`; returns false on a non-finite fit.
-inline bool run_round(const GroupProblem& pb, Index first, Index count, const GroupState& from, GroupState& to) {
+inline bool run_round(const GroupProblem& pb, Index first, Index count, const GroupState& from,
+                      GroupState& to) {
   const int k = pb.k, candidates = 1 << k;
   const Index g = pb.g;
   std::array<std::uint8_t, 1 << max_planes> code_of{};
-  for (int c = 0; c < candidates; ++c) code_of[static_cast<std::size_t>(c)] = code_of_candidate(c, k);
+  for (int c = 0; c < candidates; ++c)
+    code_of[static_cast<std::size_t>(c)] = code_of_candidate(c, k);
 
   // Candidate levels C b + c_k, one row per candidate.
   MatrixF levels(candidates, count);
@@ -298,13 +300,15 @@ inline bool run_round(const GroupProblem& pb, Index first, Index count, const Gr
   MatrixF planes;
   if (!fit(pb, first, count, to.codes, to.coeffs, planes)) return false;
   // E = E_old + dE with dE^T = sum_p dc_p Z_p + dc_k U_loc^-T 1, dc = c_old - c_new.
-  Eigen::RowVectorXf dc = from.coeffs.row(k).segment(first, count) - to.coeffs.row(k).segment(first, count);
+  Eigen::RowVectorXf dc =
+      from.coeffs.row(k).segment(first, count) - to.coeffs.row(k).segment(first, count);
   err.noalias() += pb.white_ones * dc;
   for (int p = 0; p < k; ++p) {
     dc = from.coeffs.row(p).segment(first, count) - to.coeffs.row(p).segment(first, count);
     err.array() += planes.middleRows(p * g, g).array().rowwise() * dc.array();
   }
-  to.panel_score[static_cast<std::size_t>(first / error_feedback_panel)] = err.cast<double>().squaredNorm();
+  to.panel_score[static_cast<std::size_t>(first / error_feedback_panel)] =
+      err.cast<double>().squaredNorm();
   return true;
 }
 
@@ -316,158 +320,173 @@ void for_panels(Index out, Work&& work) {
     ok[static_cast<std::size_t>(first / error_feedback_panel)] = work(first, count) ? 1 : 0;
   });
   for (char v : ok)
-    require(v != 0, "quantize_bpdq: a coefficient fit gave a non-finite value (weights or H out of float range)");
+    require(v != 0,
+            "quantize_bpdq: a coefficient fit gave a non-finite value (weights or H out of float "
+            "range)");
 }
 
-inline void validate(const MatrixFRef& w, const MatrixDRef& h, const BpdqConfig& config) {
+// Validates the arguments; returns the resolved group size.
+inline Index validate(const MatrixFRef& w, const MatrixDRef& h, const BpdqConfig& config) {
   require_nonempty(w, "quantize_bpdq: weights");
   require_finite(w, "quantize_bpdq: weights");
-  require_shape(h, w.cols(), w.cols(), "quantize_bpdq: H (in_features x in_features)");
-  require_finite(h, "quantize_bpdq: H");
+  validate_hessian(h, w.cols(), "quantize_bpdq");
   require_bits(config.planes, 1, max_planes, "BpdqConfig::planes");
   require_bits(config.init_bits, config.planes, 8, "BpdqConfig::init_bits (at least planes)");
-  resolve_group_size(config.group_size, w.cols(), "BpdqConfig::group_size");
   require(config.iters >= 1, "BpdqConfig::iters: expected >= 1, got ", config.iters);
-  require(config.ridge >= 0 && std::isfinite(config.ridge), "BpdqConfig::ridge: expected a finite value >= 0, got ",
-          config.ridge);
+  require(config.ridge >= 0 && std::isfinite(config.ridge),
+          "BpdqConfig::ridge: expected a finite value >= 0, got ", config.ridge);
   require(config.block_size >= 1, "BpdqConfig::block_size: expected >= 1, got ", config.block_size);
+  return resolve_group_size(config.group_size, w.cols(), "BpdqConfig::group_size");
 }
 
-}  // namespace detail::bpdq
+// What the pass keeps of each group, in processing order.
+struct SweepResults {
+  CodeMatrix codes_t;  // in x out
+  std::vector<MatrixF> coeffs, init_coeffs;
+  std::vector<GridParams> init_grid;
+  std::vector<double> score;  // ||E||_F^2 of the kept round
+  std::vector<int> best_iter;
+};
 
-// Quantizes `weights` (out x in) with the Hessian proxy `hessian` (in x in,
-// the reference normalizes it by tokens: H = 2/N X^T X; the ridge is absolute,
-// so the scale of H matters). avg_loss stays empty: the token count is unknown.
-inline BpdqResult quantize_bpdq(const MatrixFRef& weights, const MatrixDRef& hessian, const BpdqConfig& config = {}) {
-  namespace bp = detail::bpdq;
-  const auto start = std::chrono::steady_clock::now();
-  bp::validate(weights, hessian, config);
-  const int k = config.planes;
-  const Index out = weights.rows(), in = weights.cols();
-  const Index g = detail::resolve_group_size(config.group_size, in, "BpdqConfig::group_size");
-  const Index groups = in / g;
-  const Index block = std::max<Index>(1, std::max<Index>(config.block_size, g) / g) * g;
-  BpdqResult result;
-  BpdqReport& report = result.report;
-
-  // Dead columns, GAR, the inverse-Hessian factor. The reference holds H in float.
-  report.dead_columns = dead_columns(hessian);
-  MatrixD h = hessian.cast<float>().cast<double>();
-  set_dead_diagonal(h, report.dead_columns);
-  MatrixF w = weights;
-  for (Index d : report.dead_columns) w.col(d).setZero();
-  if (config.group_aware_reorder) {
-    GroupAwareOrder order = group_aware_order(h, g);
-    report.group_order = std::move(order.groups);
-    report.column_order = std::move(order.columns);
-    w = permute_columns(w, report.column_order);
-    h = permute_symmetric(h, report.column_order);
+// The pass over the groups in processing order: per group the initial planes
+// and fit, the rounds and the choice of the kept one, whose error feeds the
+// rest of the block; at each block's end, the block's errors feed the rest of
+// W. Results stay in processing order (see bpdq_result).
+class Sweep {
+ public:
+  Sweep(const BpdqConfig& config, Index group_size, MatrixF factor, const MatrixF& w)
+      : config_(config),
+        pb_{config.planes, group_size, config.ridge, {}, {}, {}, {}},
+        u_(std::move(factor)) {
+    transpose_tiled(wt_, w);
+    const Index in = w.cols(), out = w.rows();
+    block_ = std::max<Index>(1, std::max<Index>(config.block_size, group_size) / group_size) *
+             group_size;
+    const std::size_t n = static_cast<std::size_t>(in / group_size);
+    results_.codes_t.resize(in, out);
+    results_.coeffs.resize(n);
+    results_.init_coeffs.resize(n);
+    results_.init_grid.resize(n);
+    results_.score.resize(n);
+    results_.best_iter.resize(n);
+    // The initial state, then one per round.
+    states_.resize(static_cast<std::size_t>(config.iters) + 1);
+    for (GroupState& state : states_) state.resize(group_size, config.planes, out);
+    errors_.resize(block_, out);
   }
-  MatrixF u;
-  {
-    const InverseHessian inverse = inverse_hessian_factor(h, config.damping);
-    u = inverse.factor.cast<float>();
-    report.percdamp = inverse.percdamp;
-    report.diagonal_floor = inverse.diagonal_floor;
-    report.failed_factorizations = inverse.failed_factorizations;
-  }
-  h.resize(0, 0);
-  MatrixF wt;
-  detail::transpose_tiled(wt, w);
-  w.resize(0, 0);
 
-  // Results in processing order.
-  CodeMatrix codes_t(in, out);
-  std::vector<MatrixF> coeffs(static_cast<std::size_t>(groups)), init_coeffs(coeffs.size());
-  std::vector<GridParams> init_grid(coeffs.size());
-  std::vector<double> score(coeffs.size());
-  std::vector<int> best_iter(coeffs.size());
-
-  GridConfig grid;
-  grid.bits = config.init_bits;
-  const float maxq = grid_maxq(grid.bits);
-  const int drop = config.init_bits - k;
-  bp::GroupProblem pb{k, g, config.ridge, {}, {}, {}, {}};
-  // initial, then one state per round: each output panel runs the whole
-  // sequence of rounds on its own (a round starts from the previous refit
-  // whatever is kept), so a group is one parallel region; the kept round is
-  // chosen afterwards from the panels' scores summed in a fixed order.
-  std::vector<bp::GroupState> states(static_cast<std::size_t>(config.iters) + 1);
-  for (bp::GroupState& state : states) state.resize(g, k, out);
-  bp::GroupState& initial = states[0];
-  MatrixF errors(block, out);
-
-  for (Index i1 = 0; i1 < in; i1 += block) {
-    const Index i2 = std::min(i1 + block, in);
-    for (Index a0 = i1; a0 < i2; a0 += g) {
-      const std::size_t gi = static_cast<std::size_t>(a0 / g);
-      pb.u_loc = u.block(a0, a0, g, g);
-      pb.white_ones = VectorF::Ones(g);
-      pb.whiten(pb.white_ones);
-      pb.target = wt.middleRows(a0, g);
-      pb.white_target.resize(g, out);
-      GridParams& gp = init_grid[gi];
-      gp.scale.resize(out);
-      gp.zero.resize(out);
-      bp::for_panels(out, [&](Index first, Index count) {
-        pb.white_target.middleCols(first, count) = pb.target.middleCols(first, count);
-        pb.whiten(pb.white_target.middleCols(first, count));
-        // The initial planes: the top bits of the reference grid on the current weights.
-        const GridParams panel = find_grid_params(pb.target.middleCols(first, count).transpose(), grid);
-        gp.scale.segment(first, count) = panel.scale;
-        gp.zero.segment(first, count) = panel.zero;
-        for (Index t = 0; t < g; ++t)
-          for (Index r = 0; r < count; ++r)
-            initial.codes(t, first + r) = static_cast<std::uint8_t>(
-                static_cast<unsigned>(grid_code(pb.target(t, first + r), panel.scale(r), panel.zero(r), maxq)) >>
-                drop);
-        MatrixF planes;
-        if (!bp::fit(pb, first, count, initial.codes, initial.coeffs, planes)) return false;
-        for (std::size_t it = 1; it < states.size(); ++it)
-          if (!bp::run_round(pb, first, count, states[it - 1], states[it])) return false;
-        return true;
-      });
-      init_coeffs[gi] = initial.coeffs;
-
-      // Keep the smallest score (strictly: the earliest on ties).
-      std::size_t kept = 1;
-      double best_score = states[1].score();
-      for (std::size_t it = 2; it < states.size(); ++it) {
-        const double total = states[it].score();
-        if (total < best_score) {
-          best_score = total;
-          kept = it;
-        }
-      }
-      const bp::GroupState& best = states[kept];
-      best_iter[gi] = static_cast<int>(kept);
-      score[gi] = best_score;
-      report.loss += best_score / 2;
-      codes_t.middleRows(a0, g) = best.codes;
-      coeffs[gi] = best.coeffs;
-      errors.middleRows(a0 - i1, g) = best.error;
-      // The kept error, fed to the rest of the block.
-      const Index rest = i2 - a0 - g;
-      if (rest > 0)
-        detail::for_each_panel(out, [&](Index first, Index count) {
-          propagate_block_errors(wt.block(a0 + g, first, rest, count), u.block(a0, a0 + g, g, rest),
-                                 best.error.middleCols(first, count));
+  // Every block in turn; progress after each.
+  void run() {
+    const Index in = wt_.rows(), out = wt_.cols();
+    for (Index i1 = 0; i1 < in; i1 += block_) {
+      const Index i2 = std::min(i1 + block_, in);
+      for (Index a0 = i1; a0 < i2; a0 += pb_.g) quantize_group(a0, i1, i2);
+      if (i2 < in)
+        for_each_panel(out, [&](Index first, Index count) {
+          propagate_block_errors(wt_.block(i2, first, in - i2, count),
+                                 u_.block(i1, i2, i2 - i1, in - i2),
+                                 errors_.block(0, first, i2 - i1, count));
         });
+      if (config_.progress) config_.progress(i2, in);
     }
-    if (i2 < in)
-      detail::for_each_panel(out, [&](Index first, Index count) {
-        propagate_block_errors(wt.block(i2, first, in - i2, count), u.block(i1, i2, i2 - i1, in - i2),
-                               errors.block(0, first, i2 - i1, count));
-      });
-    if (config.progress) config.progress(i2, in);
   }
 
-  // Back to the original order: GAR moves columns only inside their group.
+  const SweepResults& results() const { return results_; }
+
+ private:
+  // The group starting at processing position a0, inside block [i1, i2).
+  void quantize_group(Index a0, Index i1, Index i2) {
+    const Index g = pb_.g, out = wt_.cols();
+    const std::size_t gi = static_cast<std::size_t>(a0 / g);
+    pb_.u_loc = u_.block(a0, a0, g, g);
+    pb_.white_ones = VectorF::Ones(g);
+    pb_.whiten(pb_.white_ones);
+    pb_.target = wt_.middleRows(a0, g);
+    pb_.white_target.resize(g, out);
+    results_.init_grid[gi].scale.resize(out);
+    results_.init_grid[gi].zero.resize(out);
+    for_panels(out, [&](Index first, Index count) { return run_rounds(gi, first, count); });
+    results_.init_coeffs[gi] = states_[0].coeffs;
+    const std::size_t kept = kept_round();
+    const GroupState& best = states_[kept];
+    results_.best_iter[gi] = static_cast<int>(kept);
+    results_.score[gi] = best.score();
+    results_.codes_t.middleRows(a0, g) = best.codes;
+    results_.coeffs[gi] = best.coeffs;
+    errors_.middleRows(a0 - i1, g) = best.error;
+    // The kept error, fed to the rest of the block.
+    const Index rest = i2 - a0 - g;
+    if (rest > 0)
+      for_each_panel(out, [&](Index first, Index count) {
+        propagate_block_errors(wt_.block(a0 + g, first, rest, count), u_.block(a0, a0 + g, g, rest),
+                               best.error.middleCols(first, count));
+      });
+  }
+
+  // The whole sequence for the outputs [first, first + count) of group gi:
+  // the initial planes (the top bits of the reference grid on the current
+  // weights) and their fit, then every round (a round starts from the
+  // previous refit whatever is kept, so a panel runs them all on its own).
+  bool run_rounds(std::size_t gi, Index first, Index count) {
+    const float maxq = grid_maxq(config_.init_bits);
+    const int drop = config_.init_bits - pb_.k;
+    GroupState& initial = states_[0];
+    pb_.white_target.middleCols(first, count) = pb_.target.middleCols(first, count);
+    pb_.whiten(pb_.white_target.middleCols(first, count));
+    const GridParams panel = find_grid_params(pb_.target.middleCols(first, count).transpose(),
+                                              config_.init_bits, GridConfig{});
+    results_.init_grid[gi].scale.segment(first, count) = panel.scale;
+    results_.init_grid[gi].zero.segment(first, count) = panel.zero;
+    for (Index t = 0; t < pb_.g; ++t)
+      for (Index r = 0; r < count; ++r)
+        initial.codes(t, first + r) = static_cast<std::uint8_t>(
+            static_cast<unsigned>(
+                grid_code(pb_.target(t, first + r), panel.scale(r), panel.zero(r), maxq)) >>
+            drop);
+    MatrixF planes;
+    if (!fit(pb_, first, count, initial.codes, initial.coeffs, planes)) return false;
+    for (std::size_t it = 1; it < states_.size(); ++it)
+      if (!run_round(pb_, first, count, states_[it - 1], states_[it])) return false;
+    return true;
+  }
+
+  // The round with the smallest score, the earliest on ties (1..iters).
+  std::size_t kept_round() const {
+    std::size_t kept = 1;
+    double best_score = states_[1].score();
+    for (std::size_t it = 2; it < states_.size(); ++it) {
+      const double total = states_[it].score();
+      if (total < best_score) {
+        best_score = total;
+        kept = it;
+      }
+    }
+    return kept;
+  }
+
+  const BpdqConfig& config_;
+  GroupProblem pb_;
+  MatrixF u_;   // the inverse-Hessian factor
+  MatrixF wt_;  // working weights, in x out
+  Index block_ = 0;
+  std::vector<GroupState> states_;
+  MatrixF errors_;  // block width x out: the kept errors of the block's groups
+  SweepResults results_;
+};
+
+// The result in the original order (GAR moves columns only inside their
+// group): codes, coefficients and the per-group report entries.
+inline void bpdq_result(const SweepResults& sweep, const BpdqConfig& config, Index group_size,
+                        BpdqResult& result) {
+  const int k = config.planes;
+  const Index out = sweep.codes_t.cols(), groups = sweep.codes_t.rows() / group_size;
+  BpdqReport& report = result.report;
   BitPlaneWeights& q = result.weights;
   q.planes = k;
-  q.group_size = g;
-  detail::transpose_tiled(q.codes, codes_t);
-  if (!report.column_order.empty()) q.codes = permute_columns(q.codes, inverse_permutation(report.column_order));
+  q.group_size = group_size;
+  transpose_tiled(q.codes, sweep.codes_t);
+  const Permutation& column_order = report.hessian.column_order;
+  if (!column_order.empty()) q.codes = permute_columns(q.codes, inverse_permutation(column_order));
   q.coeffs.resize(groups * (k + 1), out);
   report.init_coeffs.resize(groups * (k + 1), out);
   report.init_scale.resize(groups, out);
@@ -477,14 +496,44 @@ inline BpdqResult quantize_bpdq(const MatrixFRef& weights, const MatrixDRef& hes
   for (Index i = 0; i < groups; ++i) {
     const std::size_t pi = static_cast<std::size_t>(i);
     const Index og = report.group_order.empty() ? i : report.group_order[pi];
-    q.coeffs.middleRows(og * (k + 1), k + 1) = coeffs[pi].cast<double>();
-    report.init_coeffs.middleRows(og * (k + 1), k + 1) = init_coeffs[pi].cast<double>();
-    report.init_scale.row(og) = init_grid[pi].scale.transpose();
-    report.init_zero.row(og) = init_grid[pi].zero.transpose();
-    report.group_score[static_cast<std::size_t>(og)] = score[pi];
-    report.best_iter[static_cast<std::size_t>(og)] = best_iter[pi];
+    q.coeffs.middleRows(og * (k + 1), k + 1) = sweep.coeffs[pi].cast<double>();
+    report.init_coeffs.middleRows(og * (k + 1), k + 1) = sweep.init_coeffs[pi].cast<double>();
+    report.init_scale.row(og) = sweep.init_grid[pi].scale.transpose();
+    report.init_zero.row(og) = sweep.init_grid[pi].zero.transpose();
+    report.group_score[static_cast<std::size_t>(og)] = sweep.score[pi];
+    report.best_iter[static_cast<std::size_t>(og)] = sweep.best_iter[pi];
+    report.loss += sweep.score[pi] / 2;
   }
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace detail::bpdq
+
+// Quantizes `weights` (out x in) with the Hessian proxy `hessian` (in x in,
+// the reference normalizes it by tokens: H = 2/N X^T X; the ridge is absolute,
+// so the scale of H matters). avg_loss stays empty: the token count is unknown.
+inline BpdqResult quantize_bpdq(const MatrixFRef& weights, const MatrixDRef& hessian,
+                                const BpdqConfig& config = {}) {
+  namespace bp = detail::bpdq;
+  const detail::Stopwatch stopwatch;
+  const Index group_size = bp::validate(weights, hessian, config);
+  BpdqResult result;
+  MatrixF w = weights;
+  detail::HessianPrologue prologue = detail::hessian_prologue(
+      hessian.cast<float>().cast<double>(), w, config.damping, [&](const MatrixD& h) {
+        if (!config.group_aware_reorder) return Permutation();
+        GroupAwareOrder order = group_aware_order(h, group_size);
+        result.report.group_order = std::move(order.groups);
+        return std::move(order.columns);
+      });
+  result.report.hessian = std::move(prologue.report);
+  const Permutation& column_order = result.report.hessian.column_order;
+  if (!column_order.empty()) w = permute_columns(w, column_order);
+
+  bp::Sweep sweep(config, group_size, std::move(prologue.factor), w);
+  w.resize(0, 0);
+  sweep.run();
+  bp::bpdq_result(sweep.results(), config, group_size, result);
+  result.report.seconds = stopwatch.seconds();
   return result;
 }
 

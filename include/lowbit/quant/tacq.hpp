@@ -7,9 +7,10 @@
 //     S = | G ⊙ (W − Q(W)) ⊙ W |
 //
 // where G = Σ_samples |∂L/∂W| is the accumulated absolute per-sample gradient
-// of the task loss (GradientMagnitudes), Q(W) a uniform quantization of W at
-// the target bits (GPTQ by default, as the official pipeline's "corrupt
-// model"; round-to-nearest optional), and ⊙ is element-wise. The official
+// of the task loss (GradientMagnitudes, core/calibration.hpp), Q(W) a uniform
+// quantization of W at the target bits (GPTQ by default, as the official
+// pipeline's "corrupt model"; round-to-nearest optional), and ⊙ is
+// element-wise. The official
 // code (measure_importances: `sample_abs` accumulation, then
 // `weight_prod_contrastive_postprocess`) forms G·(W − Wq)·W, and the mask step
 // takes its absolute value and keeps the global top fraction
@@ -22,7 +23,7 @@
 // (--proportional_total_params); per-matrix selection keeps every layer's
 // budget exact and is what a one-matrix-at-a-time tool can do.
 //
-// The kept weights: GPTQ runs with them as its keep-exact mask (quant/gptq.hpp
+// The kept weights: GPTQ runs with them as its outlier mask (quant/gptq.hpp
 // documents the official behaviour reproduced there): they do not stretch the
 // grid, contribute no error and feed nothing back, and the value kept is the
 // weight as updated by the error feedback of the columns processed before it
@@ -39,93 +40,47 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "lowbit/core/calibration.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/half.hpp"
+#include "lowbit/core/progress.hpp"
 #include "lowbit/core/sparse_outliers.hpp"
 #include "lowbit/core/types.hpp"
+#include "lowbit/core/uniform_grid.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/quant/gptq.hpp"
-#include "lowbit/quant/rtn.hpp"
 
 namespace lowbit {
 
-// Streaming G = Σ_samples |∂L/∂W| for one weight matrix (out x in): one call
-// per calibration sample (a sequence, in the official pipeline), whatever the
-// number of samples. Accumulates in float like the reference (a whole model's
-// accumulators are alive at once during backpropagation; float halves that).
-class GradientMagnitudes {
- public:
-  GradientMagnitudes(Index out_features, Index in_features) {
-    detail::require(out_features > 0 && in_features > 0,
-                    "GradientMagnitudes: expected a positive shape, got ", out_features, " x ", in_features);
-    sum_.setZero(out_features, in_features);
-  }
-
-  // Adds |gradient| of one sample (out x in).
-  void add(const MatrixFRef& gradient) {
-    detail::require_shape(gradient, sum_.rows(), sum_.cols(), "GradientMagnitudes::add: gradient");
-    detail::require_finite(gradient, "GradientMagnitudes::add: gradient");
-    sum_ += gradient.cwiseAbs();
-    ++samples_;
-  }
-
-  // Adds the sample's gradient of a linear layer y = W x from what backward
-  // sees: dL/dY (tokens x out) and the input X (tokens x in); the weight
-  // gradient is dL/dYᵀ X, and its absolute value is accumulated.
-  void add_linear(const MatrixFRef& output_gradient, const MatrixFRef& input) {
-    detail::require(output_gradient.rows() == input.rows(), "GradientMagnitudes::add_linear: output_gradient has ",
-                    output_gradient.rows(), " tokens, input has ", input.rows());
-    detail::require(output_gradient.cols() == sum_.rows(), "GradientMagnitudes::add_linear: output_gradient has ",
-                    output_gradient.cols(), " columns, expected out_features = ", sum_.rows());
-    detail::require(input.cols() == sum_.cols(), "GradientMagnitudes::add_linear: input has ", input.cols(),
-                    " columns, expected in_features = ", sum_.cols());
-    detail::require_finite(output_gradient, "GradientMagnitudes::add_linear: output_gradient");
-    detail::require_finite(input, "GradientMagnitudes::add_linear: input");
-    const MatrixF gradient = output_gradient.transpose() * input;
-    detail::require_finite(gradient, "GradientMagnitudes::add_linear: the gradient (float overflow)");
-    sum_ += gradient.cwiseAbs();
-    ++samples_;
-  }
-
-  Index rows() const { return sum_.rows(); }
-  Index cols() const { return sum_.cols(); }
-  std::int64_t samples() const { return samples_; }
-
-  // G: the accumulated magnitudes.
-  const MatrixF& sum() const {
-    detail::require(samples_ > 0, "GradientMagnitudes::sum: no gradients were added yet");
-    return sum_;
-  }
-
- private:
-  MatrixF sum_;
-  std::int64_t samples_ = 0;
-};
-
 // S = |G ⊙ (W − Q) ⊙ W|, in double (no overflow for any finite float inputs).
-inline MatrixD tacq_saliency(const MatrixFRef& weights, const MatrixFRef& gradients, const MatrixFRef& quantized) {
+inline MatrixD tacq_saliency(const MatrixFRef& weights, const MatrixFRef& gradients,
+                             const MatrixFRef& quantized) {
   detail::require_nonempty(weights, "tacq_saliency: weights");
-  detail::require_shape(gradients, weights.rows(), weights.cols(), "tacq_saliency: G (out x in, W's shape)");
-  detail::require_shape(quantized, weights.rows(), weights.cols(), "tacq_saliency: Q (out x in, W's shape)");
+  detail::require_shape(gradients, weights.rows(), weights.cols(),
+                        "tacq_saliency: G (out x in, W's shape)");
+  detail::require_shape(quantized, weights.rows(), weights.cols(),
+                        "tacq_saliency: Q (out x in, W's shape)");
   detail::require_finite(weights, "tacq_saliency: weights");
   detail::require_finite(gradients, "tacq_saliency: G");
   detail::require_finite(quantized, "tacq_saliency: Q");
   const MatrixD w = weights.cast<double>();
-  return (gradients.cast<double>().array() * (w - quantized.cast<double>()).array() * w.array()).abs().matrix();
+  return (gradients.cast<double>().array() * (w - quantized.cast<double>()).array() * w.array())
+      .abs()
+      .matrix();
 }
 
 // ⌊fraction · rows · cols⌋ for fraction in [0, 1).
 inline Index tacq_outlier_count(Index rows, Index cols, double fraction) {
   detail::require(std::isfinite(fraction) && fraction >= 0.0 && fraction < 1.0,
                   "TACQ fraction: expected a value in [0, 1), got ", fraction);
-  return static_cast<Index>(std::floor(fraction * static_cast<double>(rows) * static_cast<double>(cols)));
+  return static_cast<Index>(
+      std::floor(fraction * static_cast<double>(rows) * static_cast<double>(cols)));
 }
 
 // The `count` largest entries of `saliency` (mask out x in, 1 = selected);
@@ -133,14 +88,16 @@ inline Index tacq_outlier_count(Index rows, Index cols, double fraction) {
 inline CodeMatrix select_top_count(const MatrixDRef& saliency, Index count) {
   detail::require_finite(saliency, "select_top_count: saliency");
   const Index n = saliency.size();
-  detail::require(count >= 0 && count <= n, "select_top_count: count must be in [0, ", n, "], got ", count);
+  detail::require(count >= 0 && count <= n, "select_top_count: count must be in [0, ", n, "], got ",
+                  count);
   CodeMatrix mask = CodeMatrix::Zero(saliency.rows(), saliency.cols());
   if (count == 0) return mask;
   // The count-th largest value, then everything above it and the first
   // (count - above) entries equal to it in flat order.
   std::vector<double> values(static_cast<std::size_t>(n));
   for (Index r = 0, i = 0; r < saliency.rows(); ++r)
-    for (Index c = 0; c < saliency.cols(); ++c, ++i) values[static_cast<std::size_t>(i)] = saliency(r, c);
+    for (Index c = 0; c < saliency.cols(); ++c, ++i)
+      values[static_cast<std::size_t>(i)] = saliency(r, c);
   const auto kth = values.begin() + (count - 1);
   std::nth_element(values.begin(), kth, values.end(), std::greater<double>());
   const double threshold = *kth;
@@ -170,9 +127,10 @@ inline CodeMatrix select_top_fraction(const MatrixDRef& saliency, double fractio
 // the energy of input c broadcast along the rows.
 inline MatrixF activation_energy_proxy(const MatrixDRef& hessian, Index out_features) {
   detail::require(hessian.rows() == hessian.cols() && hessian.rows() > 0,
-                  "activation_energy_proxy: H must be square and non-empty, got ", hessian.rows(), " x ",
-                  hessian.cols());
-  detail::require(out_features > 0, "activation_energy_proxy: out_features must be positive, got ", out_features);
+                  "activation_energy_proxy: H must be square and non-empty, got ", hessian.rows(),
+                  " x ", hessian.cols());
+  detail::require(out_features > 0, "activation_energy_proxy: out_features must be positive, got ",
+                  out_features);
   detail::require_finite(hessian.diagonal().transpose(), "activation_energy_proxy: diag(H)");
   const Eigen::RowVectorXf energy = hessian.diagonal().transpose().cast<float>();
   return energy.replicate(out_features, 1);
@@ -186,18 +144,21 @@ enum class SaliencyReference {
 
 struct TacqConfig {
   // The dense part; Q(W) for the saliency uses the same configuration. Its
-  // progress callback runs through both GPTQ passes (Q(W), then the masked one).
+  // progress stays empty: TACQ reports both GPTQ passes through `progress`.
   GptqConfig gptq;
-  double fraction = 0.0035;      // kept in full precision, of all out x in weights; [0, 1)
+  double fraction = 0.0035;  // kept in full precision, of all out x in weights; [0, 1)
   SaliencyReference reference = SaliencyReference::gptq;
   OutlierPrecision precision = OutlierPrecision::f16;  // storage of the kept values
+  // After every block of each GPTQ pass: (columns done, total), counted over
+  // both passes (total = 2 * in_features; in_features with the RTN reference).
+  Progress progress;
 };
 
 struct TacqReport {
-  GptqReport gptq;                    // of the final GPTQ pass (with the mask)
+  GptqReport gptq;                    // of the final GPTQ pass (with the outlier mask)
   Index outliers = 0;                 // ⌊fraction · out · in⌋
   double dense_bits_per_weight = 0;   // codes + per-group scale and zero (+ g_idx)
-  double sparse_bits_per_weight = 0;  // per outlier a value and an int32 column; int32 row pointers
+  double sparse_bits_per_weight = 0;  // per outlier a value and an int32 column; row pointers
   double bits_per_weight = 0;         // the sum: what the layer costs to store
   bool gradient_free = false;         // G was the activation-energy proxy, not gradients
   double seconds = 0;
@@ -205,11 +166,9 @@ struct TacqReport {
 
 struct TacqResult {
   // Codes, scale and zero in the original column order (g_idx with act-order);
-  // the kept positions hold their zero point (dequantize to 0 here).
+  // the outlier positions hold their zero point (dequantize to 0 here).
   UniformWeights weights;
-  SparseOutliers outliers;  // the kept values, CSR
-  CodeMatrix mask;          // out x in, 1 = kept
-  Permutation perm;         // act-order processing order; else empty
+  SparseOutliers outliers;  // the kept values, CSR (outlier_mask gives their positions)
   TacqReport report;
 
   // The dense part with the kept values written in.
@@ -222,20 +181,46 @@ struct TacqResult {
 
 namespace detail {
 
-inline void validate_tacq_inputs(const MatrixFRef& weights, const MatrixFRef& gradients, const TacqConfig& config) {
+inline void validate_tacq(const MatrixFRef& weights, const MatrixDRef& hessian,
+                          const MatrixFRef& gradients, const TacqConfig& config) {
   tacq_outlier_count(weights.rows(), weights.cols(), config.fraction);  // validates the fraction
-  require_nonempty(weights, "quantize_tacq: weights");
-  require_shape(gradients, weights.rows(), weights.cols(), "quantize_tacq: G (out x in, W's shape)");
+  validate_gptq(weights, hessian, config.gptq, CodeMatrix(), "quantize_tacq");
+  require(!config.gptq.progress,
+          "TacqConfig::gptq.progress: expected empty; TACQ reports its GPTQ passes through "
+          "TacqConfig::progress");
+  require_shape(gradients, weights.rows(), weights.cols(),
+                "quantize_tacq: G (out x in, W's shape)");
   require_finite(gradients, "quantize_tacq: G");
 }
 
-// Q(W) at the target grid, as the saliency sees it.
-inline MatrixF saliency_reference(const MatrixFRef& weights, const MatrixDRef& hessian, const TacqConfig& config) {
-  if (config.reference == SaliencyReference::gptq) return quantize_gptq(weights, hessian, config.gptq).dequantize();
-  RtnConfig rtn;
-  rtn.grid = config.gptq.grid;
-  rtn.group_size = config.gptq.group_size;
-  return quantize_rtn(weights, rtn).dequantize();
+// config.gptq reporting to config.progress as pass `pass` of `passes`.
+inline GptqConfig gptq_pass(const TacqConfig& config, Index pass, Index passes) {
+  GptqConfig gptq = config.gptq;
+  if (config.progress)
+    gptq.progress = [&config, pass, passes](Index done, Index in) {
+      config.progress(pass * in + done, passes * in);
+    };
+  return gptq;
+}
+
+inline Index gptq_passes(const TacqConfig& config) {
+  return config.reference == SaliencyReference::gptq ? 2 : 1;
+}
+
+// Q(W) at the target grid, as the saliency sees it (the first GPTQ pass).
+inline MatrixF saliency_reference(const MatrixFRef& weights, const MatrixDRef& hessian,
+                                  const TacqConfig& config) {
+  if (config.reference == SaliencyReference::gptq)
+    return quantize_gptq(weights, hessian, gptq_pass(config, 0, gptq_passes(config))).dequantize();
+  const Index group_size =
+      resolve_group_size(config.gptq.group_size, weights.cols(), "GptqConfig::group_size");
+  return round_to_nearest(weights, config.gptq.bits, config.gptq.grid, group_size).dequantize();
+}
+
+inline CodeMatrix tacq_mask(const MatrixFRef& weights, const MatrixDRef& hessian,
+                            const MatrixFRef& gradients, const TacqConfig& config) {
+  const MatrixF reference = saliency_reference(weights, hessian, config);
+  return select_top_fraction(tacq_saliency(weights, gradients, reference), config.fraction);
 }
 
 inline SparseOutliers stored_outliers(SparseOutliers kept, OutlierPrecision precision) {
@@ -243,7 +228,8 @@ inline SparseOutliers stored_outliers(SparseOutliers kept, OutlierPrecision prec
     for (std::size_t i = 0; i < kept.values.size(); ++i) {
       const float v = kept.values[i];
       const float h = half_to_float(float_to_half(v));
-      require(std::isfinite(h), "quantize_tacq: kept weight ", v, " overflows fp16; use OutlierPrecision::f32");
+      require(std::isfinite(h), "quantize_tacq: kept weight ", v,
+              " overflows fp16; use OutlierPrecision::f32");
       kept.values[i] = h;
     }
   }
@@ -251,17 +237,17 @@ inline SparseOutliers stored_outliers(SparseOutliers kept, OutlierPrecision prec
   return kept;
 }
 
-inline TacqResult run_tacq(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
-                           const TacqConfig& config, bool gradient_free) {
-  const auto start = std::chrono::steady_clock::now();
-  validate_tacq_inputs(weights, gradients, config);
+inline TacqResult run_tacq(const MatrixFRef& weights, const MatrixDRef& hessian,
+                           const MatrixFRef& gradients, const TacqConfig& config,
+                           bool gradient_free) {
+  const Stopwatch stopwatch;
+  validate_tacq(weights, hessian, gradients, config);
+  const CodeMatrix mask = tacq_mask(weights, hessian, gradients, config);
+  const Index passes = gptq_passes(config);
+  GptqResult gptq = quantize_gptq(weights, hessian, gptq_pass(config, passes - 1, passes), mask);
   TacqResult result;
-  result.mask = select_top_fraction(tacq_saliency(weights, gradients, saliency_reference(weights, hessian, config)),
-                                    config.fraction);
-  GptqResult gptq = quantize_gptq(weights, hessian, config.gptq, result.mask);
   result.weights = std::move(gptq.weights);
-  result.outliers = stored_outliers(std::move(gptq.kept), config.precision);
-  result.perm = std::move(gptq.perm);
+  result.outliers = stored_outliers(std::move(gptq.outliers), config.precision);
   TacqReport& report = result.report;
   report.gptq = std::move(gptq.report);
   report.outliers = result.outliers.nnz();
@@ -269,29 +255,29 @@ inline TacqResult run_tacq(const MatrixFRef& weights, const MatrixDRef& hessian,
   report.sparse_bits_per_weight = sparse_bits_per_weight(result.outliers);
   report.bits_per_weight = report.dense_bits_per_weight + report.sparse_bits_per_weight;
   report.gradient_free = gradient_free;
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = stopwatch.seconds();
   return result;
 }
 
 }  // namespace detail
 
 // The mask TACQ keeps (out x in, 1 = kept): the top fraction of the saliency.
-inline CodeMatrix tacq_mask(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
-                            const TacqConfig& config = {}) {
-  detail::validate_tacq_inputs(weights, gradients, config);
-  return select_top_fraction(
-      tacq_saliency(weights, gradients, detail::saliency_reference(weights, hessian, config)), config.fraction);
+inline CodeMatrix tacq_mask(const MatrixFRef& weights, const MatrixDRef& hessian,
+                            const MatrixFRef& gradients, const TacqConfig& config = {}) {
+  detail::validate_tacq(weights, hessian, gradients, config);
+  return detail::tacq_mask(weights, hessian, gradients, config);
 }
 
 // TACQ of `weights` (out x in) with the Hessian proxy (in x in, as for
 // quantize_gptq) and the accumulated gradient magnitudes G (out x in).
-inline TacqResult quantize_tacq(const MatrixFRef& weights, const MatrixDRef& hessian, const MatrixFRef& gradients,
-                                const TacqConfig& config = {}) {
+inline TacqResult quantize_tacq(const MatrixFRef& weights, const MatrixDRef& hessian,
+                                const MatrixFRef& gradients, const TacqConfig& config = {}) {
   return detail::run_tacq(weights, hessian, gradients, config, false);
 }
 
 inline TacqResult quantize_tacq(const MatrixFRef& weights, const Calibration& calibration,
-                                const GradientMagnitudes& gradients, const TacqConfig& config = {}) {
+                                const GradientMagnitudes& gradients,
+                                const TacqConfig& config = {}) {
   detail::require(calibration.in_features() == weights.cols(), "quantize_tacq: calibration has ",
                   calibration.in_features(), " input features, weights have ", weights.cols());
   return quantize_tacq(weights, calibration.hessian(), gradients.sum(), config);
@@ -299,11 +285,14 @@ inline TacqResult quantize_tacq(const MatrixFRef& weights, const Calibration& ca
 
 // Gradient-free fallback, NOT the paper's method: G = diag(H) along the rows
 // (activation_energy_proxy). report.gradient_free is set.
-inline TacqResult quantize_tacq_without_gradients(const MatrixFRef& weights, const MatrixDRef& hessian,
+inline TacqResult quantize_tacq_without_gradients(const MatrixFRef& weights,
+                                                  const MatrixDRef& hessian,
                                                   const TacqConfig& config = {}) {
   detail::require_nonempty(weights, "quantize_tacq_without_gradients: weights");
-  detail::require_shape(hessian, weights.cols(), weights.cols(), "quantize_tacq_without_gradients: H (in x in)");
-  return detail::run_tacq(weights, hessian, activation_energy_proxy(hessian, weights.rows()), config, true);
+  detail::require_shape(hessian, weights.cols(), weights.cols(),
+                        "quantize_tacq_without_gradients: H (in x in)");
+  return detail::run_tacq(weights, hessian, activation_energy_proxy(hessian, weights.rows()),
+                          config, true);
 }
 
 }  // namespace lowbit

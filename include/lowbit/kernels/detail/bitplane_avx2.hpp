@@ -2,13 +2,18 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken as two halves of 32 rows (one 32-byte load of
-// plane bytes per pair), half after half within each segment. int8 inner loop, per load (32 rows x one pair of
-// chunks): split the nibbles (and, shift, and), look both chunks up with
-// vpshufb in tables broadcast to both lanes, interleave the two results
-// bytewise (unpacklo/hi) and add each row's two entries into int16 with
-// vpmaddubsw(1, .): 11 instructions for 64 lookups. The int16 sums of a
-// segment are widened to float once and scaled by the plane coefficient.
+// plane bytes per pair), half after half within each segment. int8 inner
+// loop, per load (32 rows x one pair of chunks): split the nibbles (and,
+// shift, and), look both chunks up with vpshufb in tables broadcast to both
+// lanes, interleave the two results bytewise (unpacklo/hi) and add each row's
+// two entries into int16 with vpmaddubsw(1, .): 11 instructions for 64
+// lookups. The int16 sums of a segment are widened to float once and scaled
+// by the plane coefficient.
 #pragma once
+
+#ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <immintrin.h>
 
@@ -16,14 +21,18 @@
 #include <cstdint>
 
 #include "lowbit/kernels/detail/bitplane_layout.hpp"
+#include "lowbit/kernels/detail/isa.hpp"
 
-namespace lowbit::detail::bitplane_avx2 {
+namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace bitplane_avx2 {
 
 using namespace lowbit::detail::bitplane;
 
 inline __m256 sign_flips(int a, int b, int c, int d, int e, int f, int g, int h) {
   const int s = static_cast<int>(0x80000000u);
-  return _mm256_castsi256_ps(_mm256_setr_epi32(a * s, b * s, c * s, d * s, e * s, f * s, g * s, h * s));
+  return _mm256_castsi256_ps(
+      _mm256_setr_epi32(a * s, b * s, c * s, d * s, e * s, f * s, g * s, h * s));
 }
 
 // Entries 0..7 and 8..15 of one chunk's table (scalar: table_entry).
@@ -37,7 +46,8 @@ inline void chunk_entries(const float* x, __m256& lo, __m256& hi) {
   const __m256 s1 = _mm256_xor_ps(_mm256_broadcast_ss(x + 1), flip1);
   const __m256 s2 = _mm256_xor_ps(_mm256_broadcast_ss(x + 2), flip2);
   const __m256 s3 = _mm256_xor_ps(_mm256_broadcast_ss(x + 3), all);
-  lo = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), s2), s3));
+  lo = _mm256_mul_ps(_mm256_set1_ps(0.5f),
+                     _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), s2), s3));
   // e[15 - i] = -e[i] exactly (every rounding step is sign-symmetric).
   hi = _mm256_permutevar8x32_ps(_mm256_xor_ps(lo, all), _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0));
 }
@@ -69,14 +79,17 @@ inline void quantize_tables(const float* entries, Index chunks, float inverse_sc
     const __m256i b0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(entries + 16), inv));
     const __m256i b1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(entries + 24), inv));
     // packs work per 128-bit lane; the dword permutation restores entry order.
-    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(b0, b1));
+    const __m256i bytes =
+        _mm256_packs_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(b0, b1));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(bytes, order));
   }
 }
 
 struct CoeffF32 {
   static constexpr std::size_t size = sizeof(float);
-  static __m256 load(const std::uint8_t* p) { return _mm256_load_ps(reinterpret_cast<const float*>(p)); }
+  static __m256 load(const std::uint8_t* p) {
+    return _mm256_load_ps(reinterpret_cast<const float*>(p));
+  }
 };
 struct CoeffF16 {
   static constexpr std::size_t size = sizeof(std::uint16_t);
@@ -88,8 +101,9 @@ struct CoeffF16 {
 // Coefficients of one slot (plane p or the bias) for rows 8i..8i+7 of half h.
 template <class Coeff>
 inline __m256 coefficients(const std::uint8_t* group, int slot, int h, int i) {
-  return Coeff::load(group + Coeff::size * static_cast<std::size_t>(slot * kBlockRows +
-                                                                    coefficient_position(32 * h + 8 * i)));
+  return Coeff::load(group +
+                     Coeff::size * static_cast<std::size_t>(slot * kBlockRows +
+                                                            coefficient_position(32 * h + 8 * i)));
 }
 
 // int16 sums (lo: rows 0-7 | 16-23, hi: rows 8-15 | 24-31) to float rows 0-7, 8-15, 16-23, 24-31.
@@ -103,7 +117,8 @@ inline void widen(__m256i lo, __m256i hi, __m256 f[4]) {
 // One block, tokens t0..t0+T-1, int8 tables: out[t][row]. Each segment is
 // taken half by half while its bytes are in L1.
 template <class Coeff, int T>
-void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index t0, float (*out)[kBlockRows]) {
+void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index t0,
+                float (*out)[kBlockRows]) {
   const __m256i nibble = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi8(1);
   __m256 acc[2][T][4];
@@ -117,7 +132,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const std::int8_t* table[T];
-      for (int t = 0; t < T; ++t) table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
+      for (int t = 0; t < T; ++t)
+        table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
       for (int h = 0; h < 2; ++h) {
         const std::uint8_t* bytes = segment_bytes + 32 * h;
         __m256 part[T][4];
@@ -127,18 +143,22 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
           __m256i lo[T], hi[T];
           for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm256_setzero_si256();
           for (Index q = 0; q < pairs; ++q) {
-            const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes + q * kPairBytes));
+            const __m256i w =
+                _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes + q * kPairBytes));
             const __m256i first = _mm256_and_si256(w, nibble);
             const __m256i second = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
             for (int t = 0; t < T; ++t) {
               const std::int8_t* at = table[t] + 2 * kTableEntries * q;
-              const __m256i ta = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
+              const __m256i ta =
+                  _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
               const __m256i tb2 = _mm256_broadcastsi128_si256(
                   _mm_load_si128(reinterpret_cast<const __m128i*>(at + kTableEntries)));
               const __m256i a = _mm256_shuffle_epi8(ta, first);
               const __m256i b = _mm256_shuffle_epi8(tb2, second);
-              lo[t] = _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(a, b)));
-              hi[t] = _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(a, b)));
+              lo[t] =
+                  _mm256_add_epi16(lo[t], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(a, b)));
+              hi[t] =
+                  _mm256_add_epi16(hi[t], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(a, b)));
             }
           }
           __m256 c[4];
@@ -151,7 +171,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
         }
         for (int t = 0; t < T; ++t) {
           const __m256 scale = _mm256_set1_ps(tb.scale[(t0 + t) * l.segments() + segment]);
-          for (int i = 0; i < 4; ++i) acc[h][t][i] = _mm256_fmadd_ps(part[t][i], scale, acc[h][t][i]);
+          for (int i = 0; i < 4; ++i)
+            acc[h][t][i] = _mm256_fmadd_ps(part[t][i], scale, acc[h][t][i]);
         }
       }
       segment_bytes += l.planes * pairs * kPairBytes;
@@ -161,7 +182,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
       for (int i = 0; i < 4; ++i) {
         const __m256 bias = coefficients<Coeff>(group, l.planes, h, i);
         for (int t = 0; t < T; ++t)
-          acc[h][t][i] = _mm256_fmadd_ps(bias, _mm256_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[h][t][i]);
+          acc[h][t][i] =
+              _mm256_fmadd_ps(bias, _mm256_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[h][t][i]);
       }
   }
   for (int h = 0; h < 2; ++h)
@@ -178,7 +200,8 @@ inline __m256 lookup16(__m256 low_half, __m256 high_half, __m256i index) {
 
 // One block, one token, exact float tables.
 template <class Coeff>
-void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index token, float* out) {
+void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index token,
+               float* out) {
   const __m256i nibble = _mm256_set1_epi32(15);
   __m256 acc[2][4];
   for (auto& half : acc)
@@ -202,13 +225,14 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
             const __m256 a0 = _mm256_loadu_ps(at), a1 = _mm256_loadu_ps(at + 8);
             const __m256 b0 = _mm256_loadu_ps(at + 16), b1 = _mm256_loadu_ps(at + 24);
             for (int i = 0; i < 4; ++i) {
-              const __m256i v = _mm256_cvtepu8_epi32(
-                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + q * kPairBytes + 8 * i)));
+              const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                  reinterpret_cast<const __m128i*>(bytes + q * kPairBytes + 8 * i)));
               sum[i] = _mm256_add_ps(sum[i], lookup16(a0, a1, _mm256_and_si256(v, nibble)));
               sum[i] = _mm256_add_ps(sum[i], lookup16(b0, b1, _mm256_srli_epi32(v, 4)));
             }
           }
-          for (int i = 0; i < 4; ++i) part[i] = _mm256_fmadd_ps(sum[i], coefficients<Coeff>(group, p, h, i), part[i]);
+          for (int i = 0; i < 4; ++i)
+            part[i] = _mm256_fmadd_ps(sum[i], coefficients<Coeff>(group, p, h, i), part[i]);
         }
         const __m256 scale = _mm256_set1_ps(tb.scale[token * l.segments() + segment]);
         for (int i = 0; i < 4; ++i) acc[h][i] = _mm256_fmadd_ps(part[i], scale, acc[h][i]);
@@ -225,7 +249,9 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
     for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 32 * h + 8 * i, acc[h][i]);
 }
 
-struct Kernels {
+// The kernel set (see detail::bitplane::load and multiply).
+struct Isa {
+  static constexpr const char* name = "avx2";
   using F16 = CoeffF16;
   using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {
@@ -245,9 +271,12 @@ struct Kernels {
                          Index t0, float (*out)[kBlockRows]) noexcept {
     bitplane_avx2::block_int8<Coeff, T>(l, tb, group, t0, out);
   }
-  static void multiply_blocks(const Layout& l, const Tables& t, Index r0, Index r1, float* y, Index ldy) noexcept {
-    bitplane::multiply_blocks<Kernels>(l, t, r0, r1, y, ldy);
+  static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
+                              Index r1) noexcept {
+    bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
   }
 };
 
-}  // namespace lowbit::detail::bitplane_avx2
+}  // namespace bitplane_avx2
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -10,6 +10,10 @@
 // Tables are built by the AVX2 code (identical results).
 #pragma once
 
+#ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp>, not kernels/detail/"
+#endif
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,14 +21,19 @@
 
 #include "lowbit/kernels/detail/bitplane_avx2.hpp"
 #include "lowbit/kernels/detail/bitplane_layout.hpp"
+#include "lowbit/kernels/detail/isa.hpp"
 
-namespace lowbit::detail::bitplane_avx512 {
+namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace bitplane_avx512 {
 
 using namespace lowbit::detail::bitplane;
 
 struct CoeffF32 {
   static constexpr std::size_t size = sizeof(float);
-  static __m512 load(const std::uint8_t* p) { return _mm512_load_ps(reinterpret_cast<const float*>(p)); }
+  static __m512 load(const std::uint8_t* p) {
+    return _mm512_load_ps(reinterpret_cast<const float*>(p));
+  }
 };
 struct CoeffF16 {
   static constexpr std::size_t size = sizeof(std::uint16_t);
@@ -64,7 +73,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const std::int8_t* table[T];
-      for (int t = 0; t < T; ++t) table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
+      for (int t = 0; t < T; ++t)
+        table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
       __m512 part[T][4];
       for (auto& a : part)
         for (auto& v : a) v = _mm512_setzero_ps();
@@ -77,9 +87,10 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
           const __m512i second = _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble);
           for (int t = 0; t < T; ++t) {
             const std::int8_t* at = table[t] + 2 * kTableEntries * q;
-            const __m512i ta = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
-            const __m512i tb2 =
-                _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(at + kTableEntries)));
+            const __m512i ta =
+                _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(at)));
+            const __m512i tb2 = _mm512_broadcast_i32x4(
+                _mm_load_si128(reinterpret_cast<const __m128i*>(at + kTableEntries)));
             const __m512i a = _mm512_shuffle_epi8(ta, first);
             const __m512i b = _mm512_shuffle_epi8(tb2, second);
             lo[t] = _mm512_add_epi16(lo[t], _mm512_maddubs_epi16(ones, _mm512_unpacklo_epi8(a, b)));
@@ -89,7 +100,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
         __m512 c[4];
         for (int j = 0; j < 4; ++j) c[j] = coefficients<Coeff>(group, p, j);
         for (int t = 0; t < T; ++t) {
-          const __m512 f[4] = {to_float(_mm512_castsi512_si256(lo[t])), to_float(_mm512_castsi512_si256(hi[t])),
+          const __m512 f[4] = {to_float(_mm512_castsi512_si256(lo[t])),
+                               to_float(_mm512_castsi512_si256(hi[t])),
                                to_float(_mm512_extracti64x4_epi64(lo[t], 1)),
                                to_float(_mm512_extracti64x4_epi64(hi[t], 1))};
           for (int j = 0; j < 4; ++j) part[t][j] = _mm512_fmadd_ps(f[j], c[j], part[t][j]);
@@ -104,7 +116,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
     for (int j = 0; j < 4; ++j) {
       const __m512 bias = coefficients<Coeff>(group, l.planes, j);
       for (int t = 0; t < T; ++t)
-        acc[t][j] = _mm512_fmadd_ps(bias, _mm512_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[t][j]);
+        acc[t][j] =
+            _mm512_fmadd_ps(bias, _mm512_set1_ps(tb.xsum[(t0 + t) * l.groups + g]), acc[t][j]);
     }
   }
   for (int t = 0; t < T; ++t) store_rows(acc[t], out[t]);
@@ -113,7 +126,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, In
 // One block, one token, exact float tables. Plane bytes are read in the
 // stored coefficient order (8-row chunks 0,2 | 1,3 | 4,6 | 5,7).
 template <class Coeff>
-void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index token, float* out) {
+void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index token,
+               float* out) {
   const __m512i nibble = _mm512_set1_epi32(15);
   __m512 acc[4];
   for (auto& v : acc) v = _mm512_setzero_ps();
@@ -134,28 +148,35 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
           const __m512 tb2 = _mm512_loadu_ps(table + 2 * kTableEntries * q + kTableEntries);
           const std::uint8_t* unit = bytes + q * kPairBytes;
           for (int j = 0; j < 4; ++j) {
-            // Stored positions 16j..16j+15 are rows 8 * order[2j] + 0..7 and 8 * order[2j + 1] + 0..7.
+            // Stored positions 16j..16j+15 are rows 8 * order[2j] + 0..7
+            // and 8 * order[2j + 1] + 0..7.
             const __m128i rows = _mm_unpacklo_epi64(
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(unit + coefficient_position(16 * j))),
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(unit + coefficient_position(16 * j + 8))));
+                _mm_loadl_epi64(
+                    reinterpret_cast<const __m128i*>(unit + coefficient_position(16 * j))),
+                _mm_loadl_epi64(
+                    reinterpret_cast<const __m128i*>(unit + coefficient_position(16 * j + 8))));
             const __m512i v = _mm512_cvtepu8_epi32(rows);
             sum[j] = _mm512_add_ps(sum[j], _mm512_permutexvar_ps(_mm512_and_si512(v, nibble), ta));
             sum[j] = _mm512_add_ps(sum[j], _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tb2));
           }
         }
-        for (int j = 0; j < 4; ++j) part[j] = _mm512_fmadd_ps(sum[j], coefficients<Coeff>(group, p, j), part[j]);
+        for (int j = 0; j < 4; ++j)
+          part[j] = _mm512_fmadd_ps(sum[j], coefficients<Coeff>(group, p, j), part[j]);
       }
       const __m512 scale = _mm512_set1_ps(tb.scale[token * l.segments() + segment]);
       for (int j = 0; j < 4; ++j) acc[j] = _mm512_fmadd_ps(part[j], scale, acc[j]);
       pair += pairs;
     }
     const __m512 xsum = _mm512_set1_ps(tb.xsum[token * l.groups + g]);
-    for (int j = 0; j < 4; ++j) acc[j] = _mm512_fmadd_ps(coefficients<Coeff>(group, l.planes, j), xsum, acc[j]);
+    for (int j = 0; j < 4; ++j)
+      acc[j] = _mm512_fmadd_ps(coefficients<Coeff>(group, l.planes, j), xsum, acc[j]);
   }
   store_rows(acc, out);
 }
 
-struct Kernels {
+// The kernel set (see detail::bitplane::load and multiply).
+struct Isa {
+  static constexpr const char* name = "avx512";
   using F16 = CoeffF16;
   using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {
@@ -175,9 +196,12 @@ struct Kernels {
                          Index t0, float (*out)[kBlockRows]) noexcept {
     bitplane_avx512::block_int8<Coeff, T>(l, tb, group, t0, out);
   }
-  static void multiply_blocks(const Layout& l, const Tables& t, Index r0, Index r1, float* y, Index ldy) noexcept {
-    bitplane::multiply_blocks<Kernels>(l, t, r0, r1, y, ldy);
+  static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
+                              Index r1) noexcept {
+    bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
   }
 };
 
-}  // namespace lowbit::detail::bitplane_avx512
+}  // namespace bitplane_avx512
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -36,40 +36,34 @@
 // so all packed loads are aligned. The stream is read strictly in order.
 #pragma once
 
-#include <cmath>
-#include <cstddef>
+#ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp>, not kernels/detail/"
+#endif
+
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <new>
 #include <utility>
 
+#include "lowbit/core/half.hpp"
 #include "lowbit/core/types.hpp"
 
-namespace lowbit {
-
-// How the kernel turns activations into lookup tables.
-//   int8: each table quantized to int8 with one scale per segment (fast path);
-//   f32:  exact float tables (the reference path).
-enum class TableType { int8, f32 };
-
-// How packed coefficients are stored: f16 halves the bytes streamed per
-// group (checkpoints store them in 16 bits too); f32 keeps them exactly.
-enum class CoefficientStorage { f16, f32 };
-
-namespace detail::bitplane {
+namespace lowbit::detail::bitplane {
 
 constexpr Index kBlockRows = 64;
 constexpr Index kChunkCols = 4;
 constexpr Index kPairCols = 8;
 constexpr Index kTableEntries = 16;
-constexpr Index kPairBytes = kBlockRows;          // plane bytes of one pair for one block
-constexpr Index kMaxSegmentPairs = 16;            // 128 columns: one int8 table scale, |int16 sum| <= 16 * 254
+constexpr Index kPairBytes = kBlockRows;  // plane bytes of one pair for one block
+constexpr Index kMaxSegmentPairs =
+    16;  // 128 columns: one int8 table scale, |int16 sum| <= 16 * 254
 constexpr Index kMaxSegmentChunks = 2 * kMaxSegmentPairs;
 constexpr std::size_t kAlignment = 64;
 
-// Kernels prefetch each group's bytes this far ahead: the hardware
-// prefetchers alone leave a stream from memory at about half the bandwidth.
+// Kernels prefetch each group's bytes this far ahead: from memory, the
+// hardware prefetchers alone do not keep the stream at full bandwidth.
 constexpr std::size_t kPrefetchDistance = 4096;
 
 inline void prefetch_ahead(const std::uint8_t* group, std::size_t bytes) {
@@ -94,10 +88,10 @@ struct Layout {
   Index blocks = 0;
   int planes = 0;
   Index groups = 0;
-  Index group_pairs = 0;         // pairs per (padded) group
+  Index group_pairs = 0;  // pairs per (padded) group
   Index segments_per_group = 0;
   CoefficientStorage coefficients = CoefficientStorage::f16;
-  std::size_t coeff_bytes = 0;   // per group and block
+  std::size_t coeff_bytes = 0;  // per group and block
   std::size_t group_bytes = 0;
   std::size_t block_bytes = 0;
   const std::uint8_t* data = nullptr;
@@ -110,23 +104,54 @@ struct Layout {
     return s + 1 < segments_per_group ? kMaxSegmentPairs
                                       : group_pairs - kMaxSegmentPairs * (segments_per_group - 1);
   }
+  std::size_t group_offset(Index block, Index g) const {
+    return static_cast<std::size_t>(block) * block_bytes +
+           static_cast<std::size_t>(g) * group_bytes;
+  }
+  const std::uint8_t* group_data(Index block, Index g) const {
+    return data + group_offset(block, g);
+  }
+  // Offset, from the start of a group, of the byte that holds plane p's bit
+  // for column i of the (padded) group and row r of the block: bit i % 8.
+  std::size_t plane_byte(Index i, int p, Index r) const {
+    const Index pair = i / kPairCols, segment = pair / kMaxSegmentPairs;
+    const Index segment_start = segment * kMaxSegmentPairs * planes;
+    return coeff_bytes +
+           static_cast<std::size_t>(
+               (segment_start + p * segment_pairs(segment) + pair % kMaxSegmentPairs) * kPairBytes +
+               r);
+  }
 };
+
+// Coefficient `slot` (plane, or the bias at slot = planes) of row r of a block,
+// from the group's data.
+inline float coefficient(const Layout& layout, const std::uint8_t* group, int slot, Index r) {
+  const Index i = slot * kBlockRows + coefficient_position(r);
+  if (layout.coefficients == CoefficientStorage::f32) {
+    float v;
+    std::memcpy(&v, group + sizeof(float) * static_cast<std::size_t>(i), sizeof v);
+    return v;
+  }
+  std::uint16_t h;
+  std::memcpy(&h, group + sizeof(std::uint16_t) * static_cast<std::size_t>(i), sizeof h);
+  return half_to_float(h);
+}
 
 // The tables of one call (read-only for the kernels). Token t's tables start
 // at t * chunks entries; scales and activation sums are per token too.
 struct Tables {
   TableType type = TableType::int8;
   Index tokens = 0;
-  Index chunks = 0;                  // per token
-  const std::int8_t* q = nullptr;    // int8: [token][chunk][16]
-  const float* f = nullptr;          // f32:  [token][chunk][16]
-  const float* scale = nullptr;      // [token][segment]: int8 table scale (1 for f32)
-  const float* xsum = nullptr;       // [token][group]: sum of the group's activations
-  const float* x = nullptr;          // [token][packed column]: the gathered activations
+  Index chunks = 0;                // per token
+  const std::int8_t* q = nullptr;  // int8: [token][chunk][16]
+  const float* f = nullptr;        // f32:  [token][chunk][16]
+  const float* scale = nullptr;    // [token][segment]: int8 table scale (1 for f32)
+  const float* xsum = nullptr;     // [token][group]: sum of the group's activations
+  const float* x = nullptr;        // [token][packed column]: the gathered activations
   Index padded_cols = 0;
 };
 
-// The block loop every SIMD kernel shares: for each block of kBlockRows rows,
+// The block loop the SIMD kernels share: for each block of kBlockRows rows,
 // tokens in tiles of up to 4 (one pass over the block's plane bytes per tile),
 // then the requested rows copied out. Isa provides the coefficient readers
 // Isa::F16 and Isa::F32 and two block kernels that compute at least rows
@@ -134,12 +159,12 @@ struct Tables {
 //   Isa::block_f32<Coeff>(l, tb, group, first, last, token, out[kBlockRows])
 //   Isa::block_int8<Coeff, T>(l, tb, group, first, last, t0, out[T][kBlockRows])
 template <class Isa, class Coeff>
-void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, Index row_end, float* y,
-                          Index ldy) noexcept {
+void multiply_blocks_with(const Layout& l, const Tables& tb, float* y, Index ldy, Index row_begin,
+                          Index row_end) noexcept {
   constexpr int kTile = 4;
   alignas(64) float out[kTile][kBlockRows];
   for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
-    const std::uint8_t* group = l.data + static_cast<std::size_t>(block) * l.block_bytes;
+    const std::uint8_t* group = l.group_data(block, 0);
     const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
     const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
     for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
@@ -149,10 +174,18 @@ void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, In
           Isa::template block_f32<Coeff>(l, tb, group, first, last, t0 + t, out[t]);
       } else {
         switch (n) {
-          case 1: Isa::template block_int8<Coeff, 1>(l, tb, group, first, last, t0, out); break;
-          case 2: Isa::template block_int8<Coeff, 2>(l, tb, group, first, last, t0, out); break;
-          case 3: Isa::template block_int8<Coeff, 3>(l, tb, group, first, last, t0, out); break;
-          default: Isa::template block_int8<Coeff, 4>(l, tb, group, first, last, t0, out); break;
+          case 1:
+            Isa::template block_int8<Coeff, 1>(l, tb, group, first, last, t0, out);
+            break;
+          case 2:
+            Isa::template block_int8<Coeff, 2>(l, tb, group, first, last, t0, out);
+            break;
+          case 3:
+            Isa::template block_int8<Coeff, 3>(l, tb, group, first, last, t0, out);
+            break;
+          default:
+            Isa::template block_int8<Coeff, 4>(l, tb, group, first, last, t0, out);
+            break;
         }
       }
       for (Index t = 0; t < n; ++t)
@@ -162,37 +195,12 @@ void multiply_blocks_with(const Layout& l, const Tables& tb, Index row_begin, In
 }
 
 template <class Isa>
-void multiply_blocks(const Layout& l, const Tables& tb, Index row_begin, Index row_end, float* y,
-                     Index ldy) noexcept {
+void multiply_blocks(const Layout& l, const Tables& tb, float* y, Index ldy, Index row_begin,
+                     Index row_end) noexcept {
   if (l.coefficients == CoefficientStorage::f16)
-    multiply_blocks_with<Isa, typename Isa::F16>(l, tb, row_begin, row_end, y, ldy);
+    multiply_blocks_with<Isa, typename Isa::F16>(l, tb, y, ldy, row_begin, row_end);
   else
-    multiply_blocks_with<Isa, typename Isa::F32>(l, tb, row_begin, row_end, y, ldy);
-}
-
-// Fused multiply-add when the hardware has it (every SIMD build does, and
-// the SIMD kernels use it), so the scalar reference rounds exactly as they do.
-inline float fmadd(float a, float b, float c) {
-#ifdef FP_FAST_FMAF
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
-// Entry i of a chunk's centred table (see the top of this file). Every ISA
-// computes these exact operations in this order, so tables agree bit for bit.
-inline float table_entry(const float* x, int i) {
-  const float s0 = (i & 1) ? x[0] : -x[0];
-  const float s1 = (i & 2) ? x[1] : -x[1];
-  const float s2 = (i & 4) ? x[2] : -x[2];
-  const float s3 = (i & 8) ? x[3] : -x[3];
-  return 0.5f * (((s0 + s1) + s2) + s3);
-}
-
-// int8 quantization of a table entry, round half to even like cvtps2dq / vcvtnq.
-inline std::int8_t quantize_entry(float entry, float inverse_scale) {
-  return static_cast<std::int8_t>(std::nearbyint(entry * inverse_scale));
+    multiply_blocks_with<Isa, typename Isa::F32>(l, tb, y, ldy, row_begin, row_end);
 }
 
 // A 64-byte aligned array of trivially copyable values (no value-initialization
@@ -230,5 +238,4 @@ class AlignedArray {
   std::size_t size_ = 0;
 };
 
-}  // namespace detail::bitplane
-}  // namespace lowbit
+}  // namespace lowbit::detail::bitplane

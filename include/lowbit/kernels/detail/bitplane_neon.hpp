@@ -2,11 +2,16 @@
 // order as bitplane_scalar.hpp; layout in bitplane_layout.hpp.
 //
 // A block of 64 rows is taken in four quarters of 16 rows (one 16-byte load
-// of plane bytes per pair), quarter after quarter within each segment. int8 inner loop, per load: split the nibbles
-// (and, shift), look both chunks up with vqtbl1q_s8, and add each row's two
-// entries into int16 with vaddl_s8 / vaddl_high_s8. Float tables (64 bytes)
-// are looked up with vqtbl4q_u8 on byte indices 4i..4i+3.
+// of plane bytes per pair), quarter after quarter within each segment. int8
+// inner loop, per load: split the nibbles (and, shift), look both chunks up
+// with vqtbl1q_s8, and add each row's two entries into int16 with vaddl_s8 /
+// vaddl_high_s8. Float tables (64 bytes) are looked up with vqtbl4q_u8 on
+// byte indices 4i..4i+3.
 #pragma once
+
+#ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <arm_neon.h>
 
@@ -14,8 +19,11 @@
 #include <cstdint>
 
 #include "lowbit/kernels/detail/bitplane_layout.hpp"
+#include "lowbit/kernels/detail/isa.hpp"
 
-namespace lowbit::detail::bitplane_neon {
+namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace bitplane_neon {
 
 using namespace lowbit::detail::bitplane;
 
@@ -43,12 +51,15 @@ inline float table_entries(const float* x, Index chunks, float* out) noexcept {
   return vmaxvq_f32(largest);
 }
 
-inline void quantize_tables(const float* entries, Index chunks, float inverse_scale, std::int8_t* out) noexcept {
+inline void quantize_tables(const float* entries, Index chunks, float inverse_scale,
+                            std::int8_t* out) noexcept {
   for (Index i = 0; i < kTableEntries * chunks; i += 16) {
     int16x8_t h[2];
     for (int k = 0; k < 2; ++k) {
-      const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(entries + i + 8 * k), inverse_scale));
-      const int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(entries + i + 8 * k + 4), inverse_scale));
+      const int32x4_t a =
+          vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(entries + i + 8 * k), inverse_scale));
+      const int32x4_t b =
+          vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(entries + i + 8 * k + 4), inverse_scale));
       h[k] = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
     }
     vst1q_s8(out + i, vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1])));
@@ -57,7 +68,9 @@ inline void quantize_tables(const float* entries, Index chunks, float inverse_sc
 
 struct CoeffF32 {
   static constexpr std::size_t size = sizeof(float);
-  static float32x4_t load(const std::uint8_t* p) { return vld1q_f32(reinterpret_cast<const float*>(p)); }
+  static float32x4_t load(const std::uint8_t* p) {
+    return vld1q_f32(reinterpret_cast<const float*>(p));
+  }
 };
 struct CoeffF16 {
   static constexpr std::size_t size = sizeof(std::uint16_t);
@@ -69,15 +82,16 @@ struct CoeffF16 {
 // Coefficients of one slot for rows 4i..4i+3 of quarter u.
 template <class Coeff>
 inline float32x4_t coefficients(const std::uint8_t* group, int slot, int u, int i) {
-  return Coeff::load(group + Coeff::size * static_cast<std::size_t>(slot * kBlockRows +
-                                                                    coefficient_position(16 * u + 4 * i)));
+  return Coeff::load(group +
+                     Coeff::size * static_cast<std::size_t>(slot * kBlockRows +
+                                                            coefficient_position(16 * u + 4 * i)));
 }
 
 // Quarters u0..u1-1 of one block, tokens t0..t0+T-1, int8 tables: out[t][row].
 // Each segment is taken quarter by quarter while its bytes are in L1.
 template <class Coeff, int T>
-void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1, Index t0,
-                float (*out)[kBlockRows]) {
+void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1,
+                Index t0, float (*out)[kBlockRows]) {
   const uint8x16_t nibble = vdupq_n_u8(0x0f);
   float32x4_t acc[4][T][4];
   for (auto& quarter : acc)
@@ -90,7 +104,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, in
     for (Index s = 0; s < l.segments_per_group; ++s, ++segment) {
       const Index pairs = l.segment_pairs(s);
       const std::int8_t* table[T];
-      for (int t = 0; t < T; ++t) table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
+      for (int t = 0; t < T; ++t)
+        table[t] = tb.q + ((t0 + t) * tb.chunks + 2 * pair) * kTableEntries;
       for (int u = u0; u < u1; ++u) {
         const std::uint8_t* bytes = segment_bytes + 16 * u;
         float32x4_t part[T][4];
@@ -132,7 +147,8 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, in
     for (int u = u0; u < u1; ++u)
       for (int i = 0; i < 4; ++i) {
         const float32x4_t bias = coefficients<Coeff>(group, l.planes, u, i);
-        for (int t = 0; t < T; ++t) acc[u][t][i] = vfmaq_n_f32(acc[u][t][i], bias, tb.xsum[(t0 + t) * l.groups + g]);
+        for (int t = 0; t < T; ++t)
+          acc[u][t][i] = vfmaq_n_f32(acc[u][t][i], bias, tb.xsum[(t0 + t) * l.groups + g]);
       }
   }
   for (int u = u0; u < u1; ++u)
@@ -144,14 +160,15 @@ void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, in
 inline float32x4_t lookup16(const uint8x16x4_t& table, uint8x16_t index, int i) {
   const uint8x16_t spread = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
   const uint8x16_t lanes = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
-  const uint8x16_t rows = vqtbl1q_u8(index, vaddq_u8(spread, vdupq_n_u8(static_cast<std::uint8_t>(4 * i))));
+  const uint8x16_t rows =
+      vqtbl1q_u8(index, vaddq_u8(spread, vdupq_n_u8(static_cast<std::uint8_t>(4 * i))));
   return vreinterpretq_f32_u8(vqtbl4q_u8(table, vaddq_u8(vshlq_n_u8(rows, 2), lanes)));
 }
 
 // Quarters u0..u1-1 of one block, one token, exact float tables.
 template <class Coeff>
-void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1, Index token,
-               float* out) {
+void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int u0, int u1,
+               Index token, float* out) {
   const uint8x16_t nibble = vdupq_n_u8(0x0f);
   float32x4_t acc[4][4];
   for (auto& quarter : acc)
@@ -181,7 +198,8 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int
               sum[i] = vaddq_f32(sum[i], lookup16(tb2, second, i));
             }
           }
-          for (int i = 0; i < 4; ++i) part[i] = vfmaq_f32(part[i], sum[i], coefficients<Coeff>(group, p, u, i));
+          for (int i = 0; i < 4; ++i)
+            part[i] = vfmaq_f32(part[i], sum[i], coefficients<Coeff>(group, p, u, i));
         }
         const float scale = tb.scale[token * l.segments() + segment];
         for (int i = 0; i < 4; ++i) acc[u][i] = vfmaq_n_f32(acc[u][i], part[i], scale);
@@ -198,7 +216,9 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, int
     for (int i = 0; i < 4; ++i) vst1q_f32(out + 16 * u + 4 * i, acc[u][i]);
 }
 
-struct Kernels {
+// The kernel set (see detail::bitplane::load and multiply).
+struct Isa {
+  static constexpr const char* name = "neon";
   using F16 = CoeffF16;
   using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {
@@ -209,19 +229,22 @@ struct Kernels {
   }
   // The quarters (16 rows) of the block that hold rows [first, last).
   template <class Coeff>
-  static void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index first, Index last,
-                        Index token, float* out) noexcept {
+  static void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Index first,
+                        Index last, Index token, float* out) noexcept {
     bitplane_neon::block_f32<Coeff>(l, tb, group, quarter(first), quarter(last + 15), token, out);
   }
   template <class Coeff, int T>
-  static void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index first, Index last,
-                         Index t0, float (*out)[kBlockRows]) noexcept {
+  static void block_int8(const Layout& l, const Tables& tb, const std::uint8_t* group, Index first,
+                         Index last, Index t0, float (*out)[kBlockRows]) noexcept {
     bitplane_neon::block_int8<Coeff, T>(l, tb, group, quarter(first), quarter(last + 15), t0, out);
   }
   static int quarter(Index row) noexcept { return static_cast<int>(row / 16); }
-  static void multiply_blocks(const Layout& l, const Tables& t, Index r0, Index r1, float* y, Index ldy) noexcept {
-    bitplane::multiply_blocks<Kernels>(l, t, r0, r1, y, ldy);
+  static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
+                              Index r1) noexcept {
+    bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
   }
 };
 
-}  // namespace lowbit::detail::bitplane_neon
+}  // namespace bitplane_neon
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -1,20 +1,38 @@
 // The scalar reference of the bit-plane lookup-table kernel: the oracle the
 // SIMD paths are tested against, and the kernel of builds without them.
 // Plain loops over the packed layout (bitplane_layout.hpp), performing the
-// very operations, in the very order, that the SIMD kernels perform.
+// very operations, in the very order, that the SIMD kernels perform. Every
+// multiply-add is fused (std::fma) as the SIMD kernels' are, whether or not
+// the target has an FMA instruction, so the reference gives the same bits in
+// every build.
 #pragma once
+
+#ifndef LOWBIT_KERNELS_BITPLANE_LUT_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/bitplane_lut_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
-#include "lowbit/core/half.hpp"
 #include "lowbit/kernels/detail/bitplane_layout.hpp"
+#include "lowbit/kernels/detail/isa.hpp"
 
-namespace lowbit::detail::bitplane_scalar {
+namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace bitplane_scalar {
 
 using namespace lowbit::detail::bitplane;
+
+// Entry i of a chunk's centred table (bitplane_layout.hpp). Every ISA
+// computes these exact operations in this order, so tables agree bit for bit.
+inline float table_entry(const float* x, int i) {
+  const float s0 = (i & 1) ? x[0] : -x[0];
+  const float s1 = (i & 2) ? x[1] : -x[1];
+  const float s2 = (i & 4) ? x[2] : -x[2];
+  const float s3 = (i & 8) ? x[3] : -x[3];
+  return 0.5f * (((s0 + s1) + s2) + s3);
+}
 
 // The 16 centred entries of each chunk of 4 activations; returns the largest |entry|.
 inline float table_entries(const float* x, Index chunks, float* out) noexcept {
@@ -28,22 +46,11 @@ inline float table_entries(const float* x, Index chunks, float* out) noexcept {
   return largest;
 }
 
+// Round half to even, like cvtps2dq and vcvtnq.
 inline void quantize_tables(const float* entries, Index chunks, float inverse_scale,
                             std::int8_t* out) noexcept {
-  for (Index i = 0; i < kTableEntries * chunks; ++i) out[i] = quantize_entry(entries[i], inverse_scale);
-}
-
-// Coefficient `slot` (plane, or the bias at slot = planes) of row r of a block.
-inline float coefficient(const Layout& layout, const std::uint8_t* group, int slot, Index r) {
-  const Index i = slot * kBlockRows + coefficient_position(r);
-  if (layout.coefficients == CoefficientStorage::f32) {
-    float v;
-    std::memcpy(&v, group + sizeof(float) * static_cast<std::size_t>(i), sizeof v);
-    return v;
-  }
-  std::uint16_t h;
-  std::memcpy(&h, group + sizeof(std::uint16_t) * static_cast<std::size_t>(i), sizeof h);
-  return half_to_float(h);
+  for (Index i = 0; i < kTableEntries * chunks; ++i)
+    out[i] = static_cast<std::int8_t>(std::nearbyint(entries[i] * inverse_scale));
 }
 
 // Plane sums of one segment for every row of a block:
@@ -69,41 +76,63 @@ inline void segment_sums(const Tables& tables, Index token, Index first_pair, In
   }
 }
 
-// Dense part of rows [row_begin, row_end) for every token: y[t * ldy + r].
-// Whole blocks are computed and only the requested rows are stored; every
-// row's value depends on nothing but its own data, so any split agrees.
-inline void multiply_blocks(const Layout& layout, const Tables& tables, Index row_begin,
-                            Index row_end, float* y, Index ldy) noexcept {
+// One block, one token: acc[r] for every row of the block.
+inline void block(const Layout& layout, const Tables& tables, Index block, Index t, float* acc) {
   const int k = layout.planes;
-  for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
-    const std::uint8_t* block_data = layout.data + static_cast<std::size_t>(block) * layout.block_bytes;
-    for (Index t = 0; t < tables.tokens; ++t) {
-      float acc[kBlockRows] = {};
-      for (Index g = 0; g < layout.groups; ++g) {
-        const std::uint8_t* group = block_data + static_cast<std::size_t>(g) * layout.group_bytes;
-        const std::uint8_t* bytes = group + layout.coeff_bytes;
-        Index pair = g * layout.group_pairs;
-        for (Index s = 0; s < layout.segments_per_group; ++s) {
-          const Index pairs = layout.segment_pairs(s);
-          float part[kBlockRows] = {};
-          for (int p = 0; p < k; ++p, bytes += pairs * kPairBytes) {
-            float sums[kBlockRows];
-            segment_sums(tables, t, pair, pairs, bytes, sums);
-            for (Index r = 0; r < kBlockRows; ++r)
-              part[r] = fmadd(sums[r], coefficient(layout, group, p, r), part[r]);
-          }
-          const float scale = tables.scale[t * layout.segments() + g * layout.segments_per_group + s];
-          for (Index r = 0; r < kBlockRows; ++r) acc[r] = fmadd(part[r], scale, acc[r]);
-          pair += pairs;
-        }
-        const float xsum = tables.xsum[t * layout.groups + g];
-        for (Index r = 0; r < kBlockRows; ++r) acc[r] = fmadd(coefficient(layout, group, k, r), xsum, acc[r]);
+  std::fill(acc, acc + kBlockRows, 0.0f);
+  for (Index g = 0; g < layout.groups; ++g) {
+    const std::uint8_t* group = layout.group_data(block, g);
+    const std::uint8_t* bytes = group + layout.coeff_bytes;
+    Index pair = g * layout.group_pairs;
+    for (Index s = 0; s < layout.segments_per_group; ++s) {
+      const Index pairs = layout.segment_pairs(s);
+      float part[kBlockRows] = {};
+      for (int p = 0; p < k; ++p, bytes += pairs * kPairBytes) {
+        float sums[kBlockRows];
+        segment_sums(tables, t, pair, pairs, bytes, sums);
+        for (Index r = 0; r < kBlockRows; ++r)
+          part[r] = std::fma(sums[r], coefficient(layout, group, p, r), part[r]);
       }
-      const Index first = std::max(row_begin, block * kBlockRows);
-      const Index last = std::min(row_end, (block + 1) * kBlockRows);
-      for (Index r = first; r < last; ++r) y[t * ldy + r] = acc[r - block * kBlockRows];
+      const float scale = tables.scale[t * layout.segments() + g * layout.segments_per_group + s];
+      for (Index r = 0; r < kBlockRows; ++r) acc[r] = std::fma(part[r], scale, acc[r]);
+      pair += pairs;
     }
+    const float xsum = tables.xsum[t * layout.groups + g];
+    for (Index r = 0; r < kBlockRows; ++r)
+      acc[r] = std::fma(coefficient(layout, group, k, r), xsum, acc[r]);
   }
 }
 
-}  // namespace lowbit::detail::bitplane_scalar
+// Dense part of rows [row_begin, row_end) for every token: y[t * ldy + r].
+// Whole blocks are computed and only the requested rows are stored; every
+// row's value depends on nothing but its own data, so any split agrees.
+inline void multiply_blocks(const Layout& layout, const Tables& tables, float* y, Index ldy,
+                            Index row_begin, Index row_end) noexcept {
+  for (Index b = row_begin / kBlockRows; b * kBlockRows < row_end; ++b)
+    for (Index t = 0; t < tables.tokens; ++t) {
+      float acc[kBlockRows];
+      block(layout, tables, b, t, acc);
+      const Index first = std::max(row_begin, b * kBlockRows);
+      const Index last = std::min(row_end, (b + 1) * kBlockRows);
+      for (Index r = first; r < last; ++r) y[t * ldy + r] = acc[r - b * kBlockRows];
+    }
+}
+
+// The kernel set (see detail::bitplane::load and multiply).
+struct Isa {
+  static constexpr const char* name = "scalar";
+  static float table_entries(const float* x, Index chunks, float* out) noexcept {
+    return bitplane_scalar::table_entries(x, chunks, out);
+  }
+  static void quantize_tables(const float* e, Index chunks, float inv, std::int8_t* out) noexcept {
+    bitplane_scalar::quantize_tables(e, chunks, inv, out);
+  }
+  static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
+                              Index r1) noexcept {
+    bitplane_scalar::multiply_blocks(l, t, y, ldy, r0, r1);
+  }
+};
+
+}  // namespace bitplane_scalar
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

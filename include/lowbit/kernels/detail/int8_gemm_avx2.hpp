@@ -8,52 +8,57 @@
 // |x| times sign(x)·w equals x·w, and since values are limited to -127..127 a
 // pair sum is at most 2·127² and never saturates.
 //
-// With VNNI (AVX512-VNNI + VL, or AVX-VNNI) vpdpbusd sums four u8 x s8
-// products into int32 without saturation, so the activations are offset
-// instead: (x + 128) is a u8, and sum (x + 128)·w = x·w + 128·sum w, with
-// sum w accumulated by the same instruction against a vector of ones: one
-// instruction per 32 products (plus one per row for sum w, shared by the
-// tile's tokens) where the sign trick needs two.
+// With VNNI (the EVEX form in target isa_avx512_vnni, AVX-VNNI in
+// isa_avx2_vnni) vpdpbusd sums four u8 x s8 products into int32 without
+// saturation, so the activations are offset instead: (x + 128) is a u8, and
+// sum (x + 128)·w = x·w + 128·sum w, with sum w accumulated by the same
+// instruction against a vector of ones: one instruction per 32 products (plus
+// one per row for sum w, shared by the tile's tokens) where the sign trick
+// needs two.
 //
 // Integer results are exact, so every variant equals the scalar reference.
 #pragma once
 
-#if defined(__AVX2__)
+#ifndef LOWBIT_KERNELS_INT8_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/int8_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <immintrin.h>
 
 #include "lowbit/kernels/detail/int8_gemm_scalar.hpp"
 
 namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace int8_avx2 {
 
-inline std::int32_t int8_hsum_avx2(__m256i v) noexcept {
+inline std::int32_t hsum(__m256i v) noexcept {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
   return _mm_cvtsi128_si32(s);
 }
 
-inline __m256i int8_load_avx2(const std::int8_t* p) noexcept {
+inline __m256i load(const std::int8_t* p) noexcept {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+#if defined(LOWBIT_ISA_AVX512_VNNI) || defined(LOWBIT_ISA_AVX_VNNI)
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-inline constexpr const char* kInt8Avx2Variant = "avx2 (avx512-vnni)";
-inline __m256i int8_dpbusd_avx2(__m256i acc, __m256i u, __m256i s) noexcept {
+#if defined(LOWBIT_ISA_AVX512_VNNI)
+inline constexpr const char* kName = "avx2 (avx512-vnni)";
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) noexcept {
   return _mm256_dpbusd_epi32(acc, u, s);
 }
 #else
-inline constexpr const char* kInt8Avx2Variant = "avx2 (avx-vnni)";
-inline __m256i int8_dpbusd_avx2(__m256i acc, __m256i u, __m256i s) noexcept {
+inline constexpr const char* kName = "avx2 (avx-vnni)";
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) noexcept {
   return _mm256_dpbusd_avx_epi32(acc, u, s);
 }
 #endif
 
 // Rows r0..r0+R-1 against tokens t0..t0+T-1 over the whole depth.
 template <int R, int T>
-inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
+inline void tile(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   const std::int8_t* w[R];
   const std::int8_t* x[T];
   for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_stride;
@@ -71,33 +76,33 @@ inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   for (Index k = 0; k < body; k += 32) {
     __m256i xu[T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) xu[t] = _mm256_xor_si256(int8_load_avx2(x[t] + k), offset);
+    for (int t = 0; t < T; ++t) xu[t] = _mm256_xor_si256(load(x[t] + k), offset);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m256i wv = int8_load_avx2(w[r] + k);
+      const __m256i wv = load(w[r] + k);
       // A single token streams the weights: fetch ahead (a prefetch never faults).
       if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w[r] + k + 512), _MM_HINT_T0);
-      row_sum[r] = int8_dpbusd_avx2(row_sum[r], ones, wv);
+      row_sum[r] = dpbusd(row_sum[r], ones, wv);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) acc[r][t] = int8_dpbusd_avx2(acc[r][t], xu[t], wv);
+      for (int t = 0; t < T; ++t) acc[r][t] = dpbusd(acc[r][t], xu[t], wv);
     }
   }
   std::int32_t dots[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    const std::int32_t sum_w = int8_hsum_avx2(row_sum[r]);
+    const std::int32_t sum_w = hsum(row_sum[r]);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) dots[r][t] = int8_remove_offset(int8_hsum_avx2(acc[r][t]), sum_w);
+    for (int t = 0; t < T; ++t) dots[r][t] = int8_scalar::remove_offset(hsum(acc[r][t]), sum_w);
   }
-  int8_store_tile<R, T>(a, r0, t0, dots, body);
+  int8_scalar::store_tile<R, T>(a, r0, t0, dots, body);
 }
 
 #else  // plain AVX2
 
-inline constexpr const char* kInt8Avx2Variant = "avx2";
+inline constexpr const char* kName = "avx2";
 
 template <int R, int T>
-inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
+inline void tile(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   const std::int8_t* w[R];
   const std::int8_t* x[T];
   for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_stride;
@@ -113,12 +118,12 @@ inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
     __m256i xv[T], x_abs[T];
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      xv[t] = int8_load_avx2(x[t] + k);
+      xv[t] = load(x[t] + k);
       x_abs[t] = _mm256_abs_epi8(xv[t]);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m256i wv = int8_load_avx2(w[r] + k);
+      const __m256i wv = load(w[r] + k);
       // A single token streams the weights: fetch ahead (a prefetch never faults).
       if (T == 1) _mm_prefetch(reinterpret_cast<const char*>(w[r] + k + 512), _MM_HINT_T0);
 #pragma GCC unroll 8
@@ -132,30 +137,38 @@ inline void int8_tile_avx2(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) dots[r][t] = int8_hsum_avx2(acc[r][t]);
-  int8_store_tile<R, T>(a, r0, t0, dots, body);
+    for (int t = 0; t < T; ++t) dots[r][t] = hsum(acc[r][t]);
+  int8_scalar::store_tile<R, T>(a, r0, t0, dots, body);
 }
 
 #endif
 
 // Every token against rows r0..r0+R-1: full tiles, then the leftover tokens.
 template <int R>
-inline void int8_row_block_avx2(const Int8GemmArgs& a, Index r0) noexcept {
+inline void row_block(const Int8GemmArgs& a, Index r0) noexcept {
   constexpr int T = 2;  // 4 x 2 tiles fit the 16 registers AVX2 instructions can name
   Index t = 0;
-  for (; t + T <= a.tokens; t += T) int8_tile_avx2<R, T>(a, r0, t);
-  for (; t < a.tokens; ++t) int8_tile_avx2<R, 1>(a, r0, t);
+  for (; t + T <= a.tokens; t += T) tile<R, T>(a, r0, t);
+  for (; t < a.tokens; ++t) tile<R, 1>(a, r0, t);
 }
 
-inline void int8_gemm_rows_avx2(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+inline void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
   Index r = row_begin;
   if (a.tokens == 1)  // matrix-vector: more rows in flight for the memory system
-    for (; r + 8 <= row_end; r += 8) int8_tile_avx2<8, 1>(a, r, 0);
+    for (; r + 8 <= row_end; r += 8) tile<8, 1>(a, r, 0);
   constexpr int R = 4;
-  for (; r + R <= row_end; r += R) int8_row_block_avx2<R>(a, r);
-  for (; r < row_end; ++r) int8_row_block_avx2<1>(a, r);
+  for (; r + R <= row_end; r += R) row_block<R>(a, r);
+  for (; r < row_end; ++r) row_block<1>(a, r);
 }
 
-}  // namespace lowbit::detail
+// The kernel set (see detail::int8::gemm).
+struct Isa {
+  static constexpr const char* name = kName;
+  static void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+    int8_avx2::rows(a, row_begin, row_end);
+  }
+};
 
-#endif  // __AVX2__
+}  // namespace int8_avx2
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -6,19 +6,21 @@
 // against ones. Integer results are exact, so they equal the scalar reference.
 #pragma once
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#ifndef LOWBIT_KERNELS_INT8_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/int8_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <immintrin.h>
 
 #include "lowbit/kernels/detail/int8_gemm_scalar.hpp"
 
 namespace lowbit::detail {
-
-inline constexpr const char* kInt8Avx512Variant = "avx512-vnni";
+inline namespace LOWBIT_ISA_TARGET {
+namespace int8_avx512 {
 
 // Sum of the 16 lanes modulo 2^32 (GCC's _mm512_reduce_add_epi32 finishes in
 // signed int arithmetic, which must not overflow; the offset sums may).
-inline std::int32_t int8_hsum_avx512(__m512i v) noexcept {
+inline std::int32_t hsum(__m512i v) noexcept {
   __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
   __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
   h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -27,7 +29,7 @@ inline std::int32_t int8_hsum_avx512(__m512i v) noexcept {
 }
 
 template <int R, int T>
-inline void int8_tile_avx512(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
+inline void tile(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   const std::int8_t* w[R];
   const std::int8_t* x[T];
   for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_stride;
@@ -47,7 +49,8 @@ inline void int8_tile_avx512(const Int8GemmArgs& a, Index r0, Index t0) noexcept
     const __mmask64 mask = depth - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (depth - k)) - 1;
     __m512i xu[T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) xu[t] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, x[t] + k), offset);
+    for (int t = 0; t < T; ++t)
+      xu[t] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, x[t] + k), offset);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512i wv = _mm512_maskz_loadu_epi8(mask, w[r] + k);
@@ -60,35 +63,50 @@ inline void int8_tile_avx512(const Int8GemmArgs& a, Index r0, Index t0) noexcept
   std::int32_t dots[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    const std::int32_t sum_w = int8_hsum_avx512(row_sum[r]);
+    const std::int32_t sum_w = hsum(row_sum[r]);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) dots[r][t] = int8_remove_offset(int8_hsum_avx512(acc[r][t]), sum_w);
+    for (int t = 0; t < T; ++t) dots[r][t] = int8_scalar::remove_offset(hsum(acc[r][t]), sum_w);
   }
-  int8_store_tile<R, T>(a, r0, t0, dots, a.depth);
+  int8_scalar::store_tile<R, T>(a, r0, t0, dots, a.depth);
 }
 
 template <int R>
-inline void int8_row_block_avx512(const Int8GemmArgs& a, Index r0) noexcept {
+inline void row_block(const Int8GemmArgs& a, Index r0) noexcept {
   constexpr int T = 4;
   Index t = 0;
-  for (; t + T <= a.tokens; t += T) int8_tile_avx512<R, T>(a, r0, t);
+  for (; t + T <= a.tokens; t += T) tile<R, T>(a, r0, t);
   switch (a.tokens - t) {
-    case 3: int8_tile_avx512<R, 3>(a, r0, t); break;
-    case 2: int8_tile_avx512<R, 2>(a, r0, t); break;
-    case 1: int8_tile_avx512<R, 1>(a, r0, t); break;
-    default: break;
+    case 3:
+      tile<R, 3>(a, r0, t);
+      break;
+    case 2:
+      tile<R, 2>(a, r0, t);
+      break;
+    case 1:
+      tile<R, 1>(a, r0, t);
+      break;
+    default:
+      break;
   }
 }
 
-inline void int8_gemm_rows_avx512(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+inline void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
   Index r = row_begin;
   if (a.tokens == 1)  // matrix-vector: more rows in flight for the memory system
-    for (; r + 8 <= row_end; r += 8) int8_tile_avx512<8, 1>(a, r, 0);
+    for (; r + 8 <= row_end; r += 8) tile<8, 1>(a, r, 0);
   constexpr int R = 4;
-  for (; r + R <= row_end; r += R) int8_row_block_avx512<R>(a, r);
-  for (; r < row_end; ++r) int8_row_block_avx512<1>(a, r);
+  for (; r + R <= row_end; r += R) row_block<R>(a, r);
+  for (; r < row_end; ++r) row_block<1>(a, r);
 }
 
-}  // namespace lowbit::detail
+// The kernel set (see detail::int8::gemm).
+struct Isa {
+  static constexpr const char* name = "avx512-vnni";
+  static void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+    int8_avx512::rows(a, row_begin, row_end);
+  }
+};
 
-#endif  // AVX-512 VNNI
+}  // namespace int8_avx512
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -6,22 +6,20 @@
 // accumulators. Integer results are exact, so they equal the scalar reference.
 #pragma once
 
-#if defined(__ARM_NEON)
+#ifndef LOWBIT_KERNELS_INT8_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/int8_gemm.hpp>, not kernels/detail/"
+#endif
 
 #include <arm_neon.h>
 
 #include "lowbit/kernels/detail/int8_gemm_scalar.hpp"
 
 namespace lowbit::detail {
+inline namespace LOWBIT_ISA_TARGET {
+namespace int8_neon {
 
-#if defined(__ARM_FEATURE_DOTPROD)
-inline constexpr const char* kInt8NeonVariant = "neon (dotprod)";
-#else
-inline constexpr const char* kInt8NeonVariant = "neon";
-#endif
-
-inline int32x4_t int8_accumulate_neon(int32x4_t acc, int8x16_t w, int8x16_t x) noexcept {
-#if defined(__ARM_FEATURE_DOTPROD)
+inline int32x4_t accumulate(int32x4_t acc, int8x16_t w, int8x16_t x) noexcept {
+#if defined(LOWBIT_ISA_NEON_DOTPROD)
   return vdotq_s32(acc, w, x);
 #else
   int16x8_t pairs = vmull_s8(vget_low_s8(w), vget_low_s8(x));
@@ -31,7 +29,7 @@ inline int32x4_t int8_accumulate_neon(int32x4_t acc, int8x16_t w, int8x16_t x) n
 }
 
 template <int R, int T>
-inline void int8_tile_neon(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
+inline void tile(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   const std::int8_t* w[R];
   const std::int8_t* x[T];
   for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_stride;
@@ -51,7 +49,7 @@ inline void int8_tile_neon(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
     for (int r = 0; r < R; ++r) {
       const int8x16_t wv = vld1q_s8(w[r] + k);
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) acc[r][t] = int8_accumulate_neon(acc[r][t], wv, xv[t]);
+      for (int t = 0; t < T; ++t) acc[r][t] = accumulate(acc[r][t], wv, xv[t]);
     }
   }
   std::int32_t dots[R][T];
@@ -59,29 +57,48 @@ inline void int8_tile_neon(const Int8GemmArgs& a, Index r0, Index t0) noexcept {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) dots[r][t] = vaddvq_s32(acc[r][t]);
-  int8_store_tile<R, T>(a, r0, t0, dots, body);
+  int8_scalar::store_tile<R, T>(a, r0, t0, dots, body);
 }
 
 template <int R>
-inline void int8_row_block_neon(const Int8GemmArgs& a, Index r0) noexcept {
+inline void row_block(const Int8GemmArgs& a, Index r0) noexcept {
   constexpr int T = 4;
   Index t = 0;
-  for (; t + T <= a.tokens; t += T) int8_tile_neon<R, T>(a, r0, t);
+  for (; t + T <= a.tokens; t += T) tile<R, T>(a, r0, t);
   switch (a.tokens - t) {
-    case 3: int8_tile_neon<R, 3>(a, r0, t); break;
-    case 2: int8_tile_neon<R, 2>(a, r0, t); break;
-    case 1: int8_tile_neon<R, 1>(a, r0, t); break;
-    default: break;
+    case 3:
+      tile<R, 3>(a, r0, t);
+      break;
+    case 2:
+      tile<R, 2>(a, r0, t);
+      break;
+    case 1:
+      tile<R, 1>(a, r0, t);
+      break;
+    default:
+      break;
   }
 }
 
-inline void int8_gemm_rows_neon(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+inline void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
   constexpr int R = 4;
   Index r = row_begin;
-  for (; r + R <= row_end; r += R) int8_row_block_neon<R>(a, r);
-  for (; r < row_end; ++r) int8_row_block_neon<1>(a, r);
+  for (; r + R <= row_end; r += R) row_block<R>(a, r);
+  for (; r < row_end; ++r) row_block<1>(a, r);
 }
 
-}  // namespace lowbit::detail
+// The kernel set (see detail::int8::gemm).
+struct Isa {
+#if defined(LOWBIT_ISA_NEON_DOTPROD)
+  static constexpr const char* name = "neon (dotprod)";
+#else
+  static constexpr const char* name = "neon";
+#endif
+  static void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+    int8_neon::rows(a, row_begin, row_end);
+  }
+};
 
-#endif  // __ARM_NEON
+}  // namespace int8_neon
+}  // namespace LOWBIT_ISA_TARGET
+}  // namespace lowbit::detail

@@ -2,9 +2,14 @@
 // variant computes exactly these integer dot products and this epilogue.
 #pragma once
 
+#ifndef LOWBIT_KERNELS_INT8_GEMM_HPP
+#error "lowbit: include <lowbit/kernels/int8_gemm.hpp>, not kernels/detail/"
+#endif
+
 #include <cstdint>
 
 #include "lowbit/core/types.hpp"
+#include "lowbit/kernels/detail/isa.hpp"
 
 namespace lowbit::detail {
 
@@ -28,21 +33,25 @@ struct Int8GemmArgs {
   Index dots_stride = 0;
 };
 
-inline void int8_store(const Int8GemmArgs& a, Index t, Index r, std::int32_t dot) noexcept {
+inline namespace LOWBIT_ISA_TARGET {
+namespace int8_scalar {
+
+inline void store(const Int8GemmArgs& a, Index t, Index r, std::int32_t dot) noexcept {
   if (a.dots) a.dots[t * a.dots_stride + r] = dot;
   if (a.y) a.y[t * a.y_stride + r] = static_cast<float>(dot) * (a.x_scale[t] * a.w_scale[r]);
 }
 
-inline std::int32_t int8_dot_scalar(const std::int8_t* w, const std::int8_t* x, Index n) noexcept {
+inline std::int32_t dot(const std::int8_t* w, const std::int8_t* x, Index n) noexcept {
   std::int32_t sum = 0;
-  for (Index k = 0; k < n; ++k) sum += static_cast<std::int32_t>(w[k]) * static_cast<std::int32_t>(x[k]);
+  for (Index k = 0; k < n; ++k)
+    sum += static_cast<std::int32_t>(w[k]) * static_cast<std::int32_t>(x[k]);
   return sum;
 }
 
 // sum (x + 128)·w minus 128·sum w, for the kernels that offset activations to
 // u8. The offset sums can pass 2^31 where the dot product fits, so this is
 // computed modulo 2^32 (as the vector lanes already are) without signed overflow.
-inline std::int32_t int8_remove_offset(std::int32_t offset_dot, std::int32_t row_sum) noexcept {
+inline std::int32_t remove_offset(std::int32_t offset_dot, std::int32_t row_sum) noexcept {
   return static_cast<std::int32_t>(static_cast<std::uint32_t>(offset_dot) -
                                    128u * static_cast<std::uint32_t>(row_sum));
 }
@@ -52,20 +61,30 @@ inline std::int32_t int8_remove_offset(std::int32_t offset_dot, std::int32_t row
 // (The tiles keep their accumulators in registers only when every loop over
 // them is fully unrolled, hence the pragmas there and this separate step.)
 template <int R, int T>
-inline void int8_store_tile(const Int8GemmArgs& a, Index r0, Index t0, std::int32_t (&dots)[R][T],
-                            Index done) noexcept {
+inline void store_tile(const Int8GemmArgs& a, Index r0, Index t0, std::int32_t (&dots)[R][T],
+                       Index done) noexcept {
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) {
       const std::int8_t* w = a.w + (r0 + r) * a.w_stride + done;
       const std::int8_t* x = a.x + (t0 + t) * a.x_stride + done;
-      int8_store(a, t0 + t, r0 + r, dots[r][t] + int8_dot_scalar(w, x, a.depth - done));
+      store(a, t0 + t, r0 + r, dots[r][t] + dot(w, x, a.depth - done));
     }
 }
 
-inline void int8_gemm_rows_scalar(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+inline void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
   for (Index r = row_begin; r < row_end; ++r)
     for (Index t = 0; t < a.tokens; ++t)
-      int8_store(a, t, r, int8_dot_scalar(a.w + r * a.w_stride, a.x + t * a.x_stride, a.depth));
+      store(a, t, r, dot(a.w + r * a.w_stride, a.x + t * a.x_stride, a.depth));
 }
 
+// The kernel set (see detail::int8::gemm).
+struct Isa {
+  static constexpr const char* name = "scalar";
+  static void rows(const Int8GemmArgs& a, Index row_begin, Index row_end) noexcept {
+    int8_scalar::rows(a, row_begin, row_end);
+  }
+};
+
+}  // namespace int8_scalar
+}  // namespace LOWBIT_ISA_TARGET
 }  // namespace lowbit::detail

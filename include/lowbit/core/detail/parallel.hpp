@@ -4,6 +4,8 @@
 // number of threads: that is the rule for every parallel loop in lowbit.
 #pragma once
 
+#include "lowbit/core/detail/internal_header_check.hpp"
+
 #include <Eigen/Core>
 #include <algorithm>
 

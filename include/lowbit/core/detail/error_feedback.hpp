@@ -18,13 +18,15 @@
 // count, so results are bit-identical whatever the number of threads.
 #pragma once
 
+#include "lowbit/core/detail/internal_header_check.hpp"
+
 #include <Eigen/Core>
 #include <algorithm>
 
-#include "lowbit/core/parallel.hpp"
+#include "lowbit/core/detail/parallel.hpp"
 #include "lowbit/core/types.hpp"
 
-namespace lowbit {
+namespace lowbit::detail {
 
 using MatrixFMap = Eigen::Ref<MatrixF>;  // a writable row-major block (inner stride 1)
 
@@ -37,8 +39,6 @@ inline void feed_back_in_block(MatrixFMap block, Index k, const Eigen::Ref<const
                                const Eigen::Ref<const Eigen::RowVectorXf>& err) {
   for (Index j = k + 1; j < block.rows(); ++j) block.row(j) -= u_row(j) * err;
 }
-
-namespace detail {
 
 // dst -= lhs_t^T * rhs, in slices of at most 256 along the depth: then Eigen's
 // product keeps the whole depth of a slice in one register-accumulation pass
@@ -55,22 +55,18 @@ inline void subtract_transposed_product(MatrixFMap dst, const Eigen::Ref<const M
   }
 }
 
-}  // namespace detail
-
 // Lazy block update at the end of a block: rest -= u_block^T * errors, i.e.
 // W[:, i2:] -= Err · U[i1:i2, i2:] in the transposed layout, where `rest` is
 // the panel's slice of Wt for columns i2.., `u_block` = U[i1:i2, i2:] and
 // `errors` the block's scaled errors (block width x panel).
 inline void propagate_block_errors(MatrixFMap rest, const Eigen::Ref<const MatrixF>& u_block,
                                    const Eigen::Ref<const MatrixF>& errors) {
-  detail::subtract_transposed_product(rest, u_block, errors);
+  subtract_transposed_product(rest, u_block, errors);
 }
-
-namespace detail {
 
 // Outputs per panel: a 128-column block of one panel (128 KB of floats) stays
 // in L2, and the block GEMMs keep a useful width. Fixed, never derived from
-// the thread count (see core/parallel.hpp).
+// the thread count (see core/detail/parallel.hpp).
 constexpr Index error_feedback_panel = 256;
 
 inline Index panel_count(Index outputs) {
@@ -98,5 +94,4 @@ void transpose_tiled(Dst& dst, const Src& src) {
     }
 }
 
-}  // namespace detail
-}  // namespace lowbit
+}  // namespace lowbit::detail

@@ -4,6 +4,8 @@
 // exactly group_size columns either way.
 #pragma once
 
+#include "lowbit/core/detail/internal_header_check.hpp"
+
 #include <numeric>
 #include <vector>
 
