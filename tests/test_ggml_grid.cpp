@@ -1,5 +1,6 @@
 // core/ggml_grid.hpp: llama.cpp's quantizer reproduces ggml's bytes on every
 // golden case, with and without the importance matrix.
+#include <cstring>
 #include <lowbit/core/ggml_grid.hpp>
 #include <lowbit/io/ggml_blocks.hpp>
 
@@ -36,6 +37,21 @@ void check_golden_encoding(const io::GgufReader& golden) {
 
 TEST(GgmlGrid, ReproducesEveryGoldenEncoding) {
   test::for_each_gguf_golden(false, check_golden_encoding);
+}
+
+// The bundled file covers every supported type, each with and without the
+// importance matrix (TQ2_0 only without, as ggml ignores it), so the checks
+// above cannot pass by comparing fewer cases.
+TEST(GgmlGrid, BundledGoldenHoldsEveryTypeAndVariant) {
+  const io::GgufReader golden(test::bundled_gguf_golden());
+  EXPECT_EQ(test::golden_block_types(golden).size(), detail::kGgmlBlockFormats.size());
+  for (const GgmlBlockFormat& f : detail::kGgmlBlockFormats) {
+    SCOPED_TRACE(ggml_type_name(f.type));
+    for (const char* variant : {"q", "deq", "qi", "deqi"}) {
+      const bool expected = f.type != GgmlType::tq2_0 || variant[std::strlen(variant) - 1] != 'i';
+      EXPECT_EQ(golden.contains_tensor(test::golden_name(f.type, variant)), expected) << variant;
+    }
+  }
 }
 
 TEST(GgmlGrid, ReproducesEveryFullGoldenEncoding) {
