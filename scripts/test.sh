@@ -16,7 +16,12 @@ golden=${LOWBIT_GOLDEN_DIR:-}
 if [ -z "$golden" ] && [ -d ../shared/golden ]; then golden=$(cd ../shared/golden && pwd); fi
 kernel_tests="test_*gemm*.cpp;test_half.cpp;test_bitplane_weights.cpp"
 
-step() { echo; echo "=== lowbit: $*"; }
+# Each step prints the wall time of the one before it (README: build times).
+step_start=$SECONDS
+step() {
+  echo; echo "=== lowbit: $* (previous step: $((SECONDS - step_start)) s)"
+  step_start=$SECONDS
+}
 
 build_and_test() {  # build_and_test DIR [cmake args...]
   local dir=$1; shift
@@ -64,4 +69,4 @@ if command -v clang++ >/dev/null; then
   done
 fi
 
-step "all tests passed"
+step "all tests passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

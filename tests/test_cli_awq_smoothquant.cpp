@@ -180,7 +180,7 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
       {"quantize smoothquant --in " + plain + " --out " + out + " --bits 4", 2, "--bits does not apply"},
       {"quantize awq --in " + plain + " --out " + out + " --group-size 48", 1, "group_size"},
       {"quantize awq --in " + plain + " --out " + out + " --bits 9", 1, "AwqConfig::bits"},
-      {"quantize awq --in " + plain + " --out " + out + " --grid 0", 1, "AwqConfig::grid"},
+      {"quantize awq --in " + plain + " --out " + out + " --grid 0", 1, "AwqConfig::scale_grid"},
       {"quantize smoothquant --in " + plain + " --out " + out + " --alpha 1.5", 1, "alpha"},
   };
   std::filesystem::remove(out);

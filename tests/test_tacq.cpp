@@ -524,11 +524,5 @@ TEST_F(TacqCli, BadInputsFailClearly) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
-TEST_F(TacqCli, DemoRunsTacq) {
-  const test::CommandResult r = lowbit("demo");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("tacq"), std::string::npos) << r.output;
-}
-
 }  // namespace
 }  // namespace lowbit
