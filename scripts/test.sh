@@ -6,7 +6,7 @@
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: every unit test;
 #   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
 #      (baseline ARMv8, and ARMv8.2 with the dot-product extension);
-#   4. the safetensors fuzzer for a bounded time when clang is installed.
+#   4. the safetensors and GGUF fuzzers for a bounded time when clang is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user
@@ -64,14 +64,16 @@ build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-lin
   -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
 
 if command -v clang++ >/dev/null; then
-  step "safetensors fuzzer (bounded)"
+  step "safetensors and GGUF fuzzers (bounded)"
   cmake -S . -B build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DLOWBIT_BUILD_FUZZERS=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF \
     -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF >/dev/null
   cmake --build build/ci-fuzz -j"$jobs"
-  mkdir -p build/ci-fuzz/corpus
-  build/ci-fuzz/tests/fuzz/fuzz_safetensors -max_total_time="${LOWBIT_FUZZ_SECONDS:-30}" \
-    -rss_limit_mb=2048 build/ci-fuzz/corpus tests/data/safetensors_hostile
+  for reader in safetensors gguf; do
+    mkdir -p "build/ci-fuzz/corpus-$reader"
+    "build/ci-fuzz/tests/fuzz/fuzz_$reader" -max_total_time="${LOWBIT_FUZZ_SECONDS:-30}" \
+      -rss_limit_mb=2048 "build/ci-fuzz/corpus-$reader" "tests/data/${reader}_hostile"
+  done
 fi
 
 step "all tests passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -108,6 +108,20 @@ TEST(Readme, Checkpoints) {
   EXPECT_EQ(b.codes, planes.codes);
 }
 
+TEST(Readme, Gguf) {
+  const lowbit::test::TempDir dir;
+  const std::filesystem::path saved = std::filesystem::current_path();
+  std::filesystem::current_path(dir.file(""));  // the snippet writes model.gguf here
+  const MatrixF w = lowbit::test::random_weights(8, 256, 1219);
+  const VectorF imatrix = VectorF::LinSpaced(256, 0.5f, 2.0f);
+#include "readme_gguf.inc"
+  std::filesystem::current_path(saved);
+  EXPECT_EQ(arch, "llama");
+  EXPECT_EQ(lowbit::io::pack_ggml_blocks(back), lowbit::io::pack_ggml_blocks(q));
+  EXPECT_EQ(m, deq);
+  EXPECT_EQ(planes.dequantize(), deq);
+}
+
 TEST(Readme, BitplaneKernel) {
   const lowbit::BitPlaneWeights planes = lowbit::to_bitplanes(
       lowbit::quantize_rtn(lowbit::test::random_weights(64, 128, 1217)).weights);

@@ -13,19 +13,10 @@
 // Needs nlohmann/json (Debian: nlohmann-json3-dev); the core headers do not.
 #pragma once
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -35,6 +26,7 @@
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/half.hpp"
 #include "lowbit/core/types.hpp"
+#include "lowbit/io/file_bytes.hpp"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "lowbit/io/safetensors.hpp assumes a little-endian host"
@@ -151,37 +143,13 @@ inline std::uint64_t json_unsigned(const nlohmann::json& value, const std::strin
 class SafetensorsReader {
  public:
   // Memory-maps the file and validates its whole header.
-  explicit SafetensorsReader(const std::string& path) : source_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    lowbit::detail::require(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      lowbit::detail::fail(path, ": not a regular file");
-    }
-    const std::size_t size = static_cast<std::size_t>(st.st_size);
-    void* mapped = nullptr;
-    if (size > 0) {
-      mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (mapped == MAP_FAILED) {
-        ::close(fd);
-        lowbit::detail::fail(path, ": mmap failed (", std::strerror(errno), ")");
-      }
-    }
-    ::close(fd);
-    mapping_ = std::shared_ptr<void>(mapped, [size](void* p) {
-      if (p) ::munmap(p, size);
-    });
-    bytes_ = static_cast<const unsigned char*>(mapped);
-    size_ = size;
-    parse();
-  }
+  explicit SafetensorsReader(const std::string& path)
+      : SafetensorsReader(MappedBytes::map(path), path) {}
 
   // Reads from a buffer it keeps (tests, fuzzing, in-memory files).
   static SafetensorsReader from_bytes(std::vector<unsigned char> bytes,
                                       std::string source = "<memory>") {
-    return SafetensorsReader(std::make_shared<std::vector<unsigned char>>(std::move(bytes)),
-                             std::move(source));
+    return SafetensorsReader(MappedBytes::adopt(std::move(bytes)), std::move(source));
   }
 
   const std::string& source() const { return source_; }
@@ -251,11 +219,10 @@ class SafetensorsReader {
   }
 
  private:
-  SafetensorsReader(std::shared_ptr<std::vector<unsigned char>> buffer, std::string source)
-      : source_(std::move(source)) {
-    bytes_ = buffer->data();
-    size_ = buffer->size();
-    mapping_ = std::shared_ptr<void>(buffer, buffer.get());
+  SafetensorsReader(MappedBytes file, std::string source)
+      : source_(std::move(source)), file_(std::move(file)) {
+    bytes_ = file_.data();
+    size_ = file_.size();
     parse();
   }
 
@@ -387,7 +354,7 @@ class SafetensorsReader {
   }
 
   std::string source_;
-  std::shared_ptr<void> mapping_;  // keeps the mapping or buffer alive
+  MappedBytes file_;
   const unsigned char* bytes_ = nullptr;
   std::size_t size_ = 0;
   const unsigned char* data_ = nullptr;
@@ -518,27 +485,8 @@ class SafetensorsWriter {
     return out;
   }
 
-  // Writes to a temporary file beside `path`, then renames it into place, so
-  // an interrupted write never leaves a partial file under the final name.
-  void write(const std::string& path) const {
-    const std::vector<unsigned char> data = bytes();
-    const std::string temporary = path + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      lowbit::detail::require(static_cast<bool>(out), path, ": cannot create ", temporary);
-      out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-      out.flush();
-      if (!out) {
-        std::remove(temporary.c_str());
-        lowbit::detail::fail(path, ": write failed");
-      }
-    }
-    if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-      std::remove(temporary.c_str());
-      lowbit::detail::fail(path, ": cannot rename the temporary file into place (",
-                           std::strerror(errno), ")");
-    }
-  }
+  // Atomically: an interrupted write never leaves a partial file under `path`.
+  void write(const std::string& path) const { write_file_atomically(path, bytes()); }
 
  private:
   struct Entry {
