@@ -13,8 +13,8 @@ namespace {
 class SequentialQuantization : public test::SingleThreaded {};
 
 // ||candidate - reference|| / ||reference|| over the logits of all sequences.
-double logits_error(const Model& reference, const Model& candidate,
-                    const std::vector<Sequence>& sequences) {
+double quantized_logits_error(const Model& reference, const Model& candidate,
+                              const std::vector<Sequence>& sequences) {
   const std::vector<MatrixF> a = sequence_logits(reference, sequences);
   const std::vector<MatrixF> b = sequence_logits(candidate, sequences);
   double diff = 0, norm = 0;
@@ -47,7 +47,7 @@ TEST_F(SequentialQuantization, ReplacesEveryLinearInOrder) {
     if (method == "rtn" || method == "gptq" || method == "awq") {
       EXPECT_NEAR(q.bits_per_weight, bits + (16.0 + bits) / 8, 1e-12) << method;
     }
-    const double e = logits_error(m, q.model, heldout);
+    const double e = quantized_logits_error(m, q.model, heldout);
     std::cout << method << " " << bits << " bits: logits error " << e << "\n";
     return e;
   };
