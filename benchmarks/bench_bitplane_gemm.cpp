@@ -50,7 +50,8 @@ lowbit::MatrixF random_matrix(Index rows, Index cols, unsigned seed) {
   return m;
 }
 
-void gemm_case(benchmark::State& state, int planes, Index group, Index rows, Index cols, Index batch) {
+void gemm_case(benchmark::State& state, int planes, Index group, Index rows, Index cols,
+               Index batch) {
   const lowbit::PackedBitplanes w = random_packed(planes, group, rows, cols);
   const lowbit::MatrixF x = random_matrix(batch, cols, 1);
   lowbit::MatrixF y(batch, rows);
@@ -62,15 +63,18 @@ void gemm_case(benchmark::State& state, int planes, Index group, Index rows, Ind
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(w.weight_bytes()));
-  state.counters["bits/weight"] = 8.0 * static_cast<double>(w.weight_bytes()) / static_cast<double>(rows * cols);
+  state.counters["bits/weight"] =
+      8.0 * static_cast<double>(w.weight_bytes()) / static_cast<double>(rows * cols);
 }
 
 void BM_BitplaneGemv(benchmark::State& state) {
-  gemm_case(state, static_cast<int>(state.range(0)), state.range(1), state.range(2), state.range(3), 1);
+  gemm_case(state, static_cast<int>(state.range(0)), state.range(1), state.range(2), state.range(3),
+            1);
 }
 
 void BM_BitplaneGemm(benchmark::State& state) {
-  gemm_case(state, static_cast<int>(state.range(0)), state.range(1), state.range(2), state.range(3), state.range(4));
+  gemm_case(state, static_cast<int>(state.range(0)), state.range(1), state.range(2), state.range(3),
+            state.range(4));
 }
 
 // Eigen float GEMV / GEMM of the same shape: the in-run baseline.
@@ -80,8 +84,10 @@ void dense_case(benchmark::State& state, Index rows, Index cols, Index batch) {
   const Eigen::MatrixXf x = random_matrix(cols, batch, 3);
   Eigen::MatrixXf y(rows, batch);
   for (auto _ : state) {
-    if (batch == 1) y.col(0).noalias() = w * x.col(0);
-    else y.noalias() = w * x;
+    if (batch == 1)
+      y.col(0).noalias() = w * x.col(0);
+    else
+      y.noalias() = w * x;
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -89,14 +95,18 @@ void dense_case(benchmark::State& state, Index rows, Index cols, Index batch) {
 }
 
 void BM_DenseGemv(benchmark::State& state) { dense_case(state, state.range(0), state.range(1), 1); }
-void BM_DenseGemm(benchmark::State& state) { dense_case(state, state.range(0), state.range(1), state.range(2)); }
+void BM_DenseGemm(benchmark::State& state) {
+  dense_case(state, state.range(0), state.range(1), state.range(2));
+}
 
 // A model's worth of layers, one GEMV per layer in turn: nothing stays in cache.
 void BM_BitplaneStack(benchmark::State& state) {
   const int planes = static_cast<int>(state.range(0));
-  const Index group = state.range(1), layers = state.range(2), rows = state.range(3), cols = state.range(4);
+  const Index group = state.range(1), layers = state.range(2), rows = state.range(3),
+              cols = state.range(4);
   const lowbit::PackedBitplanes first = random_packed(planes, group, rows, cols);
-  std::vector<lowbit::PackedBitplanes> stack(static_cast<std::size_t>(layers), first);  // separate copies
+  std::vector<lowbit::PackedBitplanes> stack(static_cast<std::size_t>(layers),
+                                             first);  // separate copies
   const lowbit::MatrixF x = random_matrix(1, cols, 4);
   lowbit::MatrixF y(1, rows);
   lowbit::BitplaneContext ctx(first, 1);
@@ -127,7 +137,8 @@ void BM_MemoryRead(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(s0 + s1 + s2 + s3);
   }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(words * sizeof(std::uint64_t)));
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<std::int64_t>(words * sizeof(std::uint64_t)));
 }
 
 const std::vector<std::pair<Index, Index>> kShapes{{4096, 4096}, {11008, 4096}, {4096, 11008}};

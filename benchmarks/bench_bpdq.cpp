@@ -38,7 +38,8 @@ double gptq_seconds(int threads) {
   double best = 1e300;
   for (int run = 0; run < 2; ++run) {
     const auto start = std::chrono::steady_clock::now();
-    benchmark::DoNotOptimize(lowbit::quantize_gptq(layer().w, layer().h, gptq_config(false)).weights.codes.data());
+    benchmark::DoNotOptimize(
+        lowbit::quantize_gptq(layer().w, layer().h, gptq_config(false)).weights.codes.data());
     best = std::min(best, seconds_since(start));
   }
   return cache[threads] = best;
@@ -49,7 +50,8 @@ void BM_Gptq2bit(benchmark::State& state) {
   Eigen::setNbThreads(static_cast<int>(state.range(1)));
   double error = 0;
   for (auto _ : state) {
-    const lowbit::GptqResult result = lowbit::quantize_gptq(layer().w, layer().h, gptq_config(state.range(0) != 0));
+    const lowbit::GptqResult result =
+        lowbit::quantize_gptq(layer().w, layer().h, gptq_config(state.range(0) != 0));
     state.PauseTiming();
     error = relative_output_error(layer(), result.dequantize());
     state.ResumeTiming();

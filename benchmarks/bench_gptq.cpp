@@ -120,9 +120,16 @@ BENCHMARK(BM_GroupParams)
 // The parts: the inverse-Hessian factor GPTQ needs, and the floor's two halves.
 void BM_InverseHessianFactor(benchmark::State& state) {
   Eigen::setNbThreads(static_cast<int>(state.range(0)));
-  for (auto _ : state) benchmark::DoNotOptimize(lowbit::inverse_hessian_factor(layer().h).factor.data());
+  for (auto _ : state)
+    benchmark::DoNotOptimize(lowbit::inverse_hessian_factor(layer().h).factor.data());
 }
-BENCHMARK(BM_InverseHessianFactor)->ArgName("threads")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_InverseHessianFactor)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
 
 void BM_FloorCholesky(benchmark::State& state) {
   MatrixD damped = layer().h;
@@ -143,6 +150,12 @@ void BM_FloorGemm(benchmark::State& state) {
     benchmark::DoNotOptimize(c.data());
   }
 }
-BENCHMARK(BM_FloorGemm)->ArgName("threads")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_FloorGemm)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
 
 }  // namespace

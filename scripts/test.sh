@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine and runs lowbit's whole test suite:
+#   0. formatting: every C++ file as .clang-format says (clang-format 14);
 #   1. native build (-march=native): every test, the golden files (bundled, and
 #      ../shared/golden or $LOWBIT_GOLDEN_DIR when present), the tool, the
 #      package consumers; benchmarks are built;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: every unit test;
 #   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
 #      (baseline ARMv8, and ARMv8.2 with the dot-product extension);
-#   4. the safetensors and GGUF fuzzers for a bounded time when clang is installed.
+#   4. the safetensors and GGUF fuzzers (clang, libFuzzer) for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user
+bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user clang clang-format libclang-rt-14-dev
 
 jobs=$(nproc)
 golden=${LOWBIT_GOLDEN_DIR:-}
@@ -29,6 +30,9 @@ build_and_test() {  # build_and_test DIR [cmake args...]
   cmake --build "$dir" -j"$jobs"
   ctest --test-dir "$dir" -j"$jobs" --output-on-failure --timeout 900
 }
+
+step "formatting (.clang-format)"
+git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
 
 step "native build, every test"
 build_and_test build/ci-native -DLOWBIT_GOLDEN_DIR="$golden"

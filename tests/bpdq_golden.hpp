@@ -46,11 +46,11 @@ inline BitPlaneWeights golden_bitplanes(const io::SafetensorsReader& f) {
 }
 
 struct BpdqAgreement {
-  double bit_mismatch = 0;       // fraction of plane bits that differ
-  double c_rel_diff = 0;         // max |dc| over (group, row) cells whose bits all agree / max |c_ref|
-  double c_cell_rel_diff = 0;    // the same relative to each cell's own max |c_ref|
-  double rel_out_err = 0;        // ||(W - Q) X^T|| / ||W X^T|| of ours
-  double ref_rel_out_err = 0;    // the reference's (metadata)
+  double bit_mismatch = 0;  // fraction of plane bits that differ
+  double c_rel_diff = 0;    // max |dc| over (group, row) cells whose bits all agree / max |c_ref|
+  double c_cell_rel_diff = 0;  // the same relative to each cell's own max |c_ref|
+  double rel_out_err = 0;      // ||(W - Q) X^T|| / ||W X^T|| of ours
+  double ref_rel_out_err = 0;  // the reference's (metadata)
   bool packed_equal_where_bits_agree = true;
 };
 
@@ -93,7 +93,8 @@ inline BpdqAgreement compare_with_golden(const io::SafetensorsReader& f, const s
         for (Index j = 32 * t; j < 32 * t + 32; ++j)
           bits_agree &= ((ours.codes(r, j) ^ ref.codes(r, j)) >> p & 1) == 0;
         const std::size_t at = static_cast<std::size_t>((t * k + p) * rows + r);
-        if (bits_agree && packed.words[at] != ref_packed[at]) a.packed_equal_where_bits_agree = false;
+        if (bits_agree && packed.words[at] != ref_packed[at])
+          a.packed_equal_where_bits_agree = false;
       }
   const MatrixD w = golden_input(f, dir, "W").cast<double>();
   const MatrixD x = golden_input(f, dir, "X").cast<double>();

@@ -46,7 +46,8 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   for (std::size_t i = 0; i < history.size(); ++i)
     loss_err = std::max(loss_err, std::abs(result.report.search.loss[i] - history[i]) / history[i]);
   EXPECT_LE(loss_err, 1e-5);
-  const double scale_err = test::max_rel_diff(result.scales, test::golden_vector<Scalar>(f, "scales"));
+  const double scale_err =
+      test::max_rel_diff(result.scales, test::golden_vector<Scalar>(f, "scales"));
   EXPECT_LE(scale_err, 1e-5);
 
   // Clip search: thresholds equal in at least 97% of the (row, group) cells;
@@ -65,8 +66,9 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
       if (!same_clip(clip(r, g), clip_golden(r, g))) continue;
       ++clip_equal;
       EXPECT_EQ(q.zero(g, r), static_cast<float>(q_zeros(r, g))) << "row " << r << " group " << g;
-      q_scale_err = std::max(q_scale_err, std::abs(q.scale(g, r) - static_cast<double>(q_scales(r, g))) /
-                                              static_cast<double>(q_scales(r, g)));
+      q_scale_err =
+          std::max(q_scale_err, std::abs(q.scale(g, r) - static_cast<double>(q_scales(r, g))) /
+                                    static_cast<double>(q_scales(r, g)));
     }
   const double clip_match = static_cast<double>(clip_equal) / static_cast<double>(clip.size());
   EXPECT_GE(clip_match, 0.97);
@@ -76,7 +78,8 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
   if (f.contains("ln_weight_scaled")) {
     NormParams<Scalar> norm{VectorT<Scalar>::Ones(w.cols()), VectorT<Scalar>::Zero(w.cols())};
     const NormParams<Scalar> folded = fold_into_norm(norm, result.scales);
-    EXPECT_LE(test::max_rel_diff(folded.weight, test::golden_vector<Scalar>(f, "ln_weight_scaled")), 1e-5);
+    EXPECT_LE(test::max_rel_diff(folded.weight, test::golden_vector<Scalar>(f, "ln_weight_scaled")),
+              1e-5);
     EXPECT_EQ(folded.bias, test::golden_vector<Scalar>(f, "ln_bias_scaled"));
   }
 
@@ -90,23 +93,31 @@ void check_golden(const io::SafetensorsReader& f, const std::string& dir) {
 
   // The full files also hold the intermediate matrices.
   if (f.contains("Wq")) {
-    EXPECT_LE(test::max_rel_diff(scale_input_channels(w, result.scales), f.matrix_d("W_scaled")), 1e-5);
+    EXPECT_LE(test::max_rel_diff(scale_input_channels(w, result.scales), f.matrix_d("W_scaled")),
+              1e-5);
     EXPECT_GE(fraction_close(wq, f.matrix_d("Wq"), 1e-6), 0.97);
     EXPECT_GE(fraction_close(result.effective_weight(0), f.matrix_d("Q_eff"), 1e-6), 0.97);
   }
-  std::printf("  %s: scales %.1e, losses %.1e, best ratio %.2f, clip equal %.4f, q_scales %.1e, "
-              "rel_out_err %.6f (reference %.6f)\n",
-              std::filesystem::path(f.source()).filename().c_str(), scale_err, loss_err,
-              result.report.search.best_ratio, clip_match, q_scale_err, err, golden_err);
+  std::printf(
+      "  %s: scales %.1e, losses %.1e, best ratio %.2f, clip equal %.4f, q_scales %.1e, "
+      "rel_out_err %.6f (reference %.6f)\n",
+      std::filesystem::path(f.source()).filename().c_str(), scale_err, loss_err,
+      result.report.search.best_ratio, clip_match, q_scale_err, err, golden_err);
 }
 
 void check_golden_file(const io::SafetensorsReader& f, const std::string& dir) {
-  if (test::meta(f, "dtype") == "float64") check_golden<double>(f, dir);
-  else check_golden<float>(f, dir);
+  if (test::meta(f, "dtype") == "float64")
+    check_golden<double>(f, dir);
+  else
+    check_golden<float>(f, dir);
 }
 
-TEST(AwqGolden, BundledFilesMatchTheReference) { test::for_each_golden("awq_", false, check_golden_file); }
-TEST(AwqGolden, FullGoldenDirectoryMatchesTheReference) { test::for_each_golden("awq_", true, check_golden_file); }
+TEST(AwqGolden, BundledFilesMatchTheReference) {
+  test::for_each_golden("awq_", false, check_golden_file);
+}
+TEST(AwqGolden, FullGoldenDirectoryMatchesTheReference) {
+  test::for_each_golden("awq_", true, check_golden_file);
+}
 
 AwqConfig small_config(int bits = 4, int group_size = 32) {
   AwqConfig config;
@@ -136,16 +147,20 @@ TEST(Awq, BeatsRoundToNearestOnOutlierChannels) {
   const AwqResult<float> rtn = quantize_awq(w, x, plain);
   EXPECT_EQ(rtn.scales, VectorF::Ones(128));
   EXPECT_TRUE(rtn.report.clip_max_val[0].size() == 0);
-  auto output_error = [&](const MatrixF& q) { return ((w - q) * x.transpose()).norm() / (w * x.transpose()).norm(); };
+  auto output_error = [&](const MatrixF& q) {
+    return ((w - q) * x.transpose()).norm() / (w * x.transpose()).norm();
+  };
   const double awq_err = output_error(awq.effective_weight(0));
   const double rtn_err = output_error(rtn.effective_weight(0));
   EXPECT_LT(awq_err, 0.8 * rtn_err) << awq_err << " vs " << rtn_err;
   // The chosen ratio is the arg-min of the recorded losses.
   const auto& loss = awq.report.search.loss;
   ASSERT_EQ(loss.size(), 20u);
-  EXPECT_EQ(awq.report.search.best_index, std::min_element(loss.begin(), loss.end()) - loss.begin());
+  EXPECT_EQ(awq.report.search.best_index,
+            std::min_element(loss.begin(), loss.end()) - loss.begin());
   EXPECT_EQ(awq.report.search.best_ratio, awq.report.search.best_index / 20.0);
-  EXPECT_EQ(awq.report.search.best_loss, loss[static_cast<std::size_t>(awq.report.search.best_index)]);
+  EXPECT_EQ(awq.report.search.best_loss,
+            loss[static_cast<std::size_t>(awq.report.search.best_index)]);
   // Scales are normalized so that max(s) * min(s) = 1.
   EXPECT_NEAR(awq.scales.maxCoeff() * awq.scales.minCoeff(), 1.0f, 1e-5f);
 }
@@ -163,7 +178,8 @@ TEST(Awq, ClipThresholdsAreShrunkGroupMaxima) {
     for (Index g = 0; g < 4; ++g) {
       const float absmax = ws.block(row, g * 16, 1, 16).cwiseAbs().maxCoeff();
       bool on_grid = false;
-      for (int i = 0; i < 10; ++i) on_grid |= clip(row, g) == absmax * static_cast<float>(1.0 - i / 20.0);
+      for (int i = 0; i < 10; ++i)
+        on_grid |= clip(row, g) == absmax * static_cast<float>(1.0 - i / 20.0);
       EXPECT_TRUE(on_grid) << row << ", " << g;
       shrunk += clip(row, g) < absmax;
     }
@@ -211,15 +227,17 @@ TEST(Awq, FewTokensUseThemAllAndManyAreSampled) {
   const AwqResult<float> r = quantize_awq(w, few, small_config(3, 32));
   const MatrixF ws = scale_input_channels(w, r.scales);
   const MatrixF xs = divide_input_channels(few, r.scales);
-  EXPECT_EQ(r.report.clip_max_val[0], detail::awq_search_clip<float>(ws, xs, small_config(3, 32), 32));
+  EXPECT_EQ(r.report.clip_max_val[0],
+            detail::awq_search_clip<float>(ws, xs, small_config(3, 32), 32));
   // 1100 tokens: every second one (step 1100 / 512 = 2), 550 of them.
   const MatrixF many = test::random_activations(1100, 64, 110);
   const AwqResult<float> m = quantize_awq(w, many, small_config(3, 32));
   const MatrixF xm = divide_input_channels(many, m.scales);
   MatrixF sampled(550, 64);
   for (Index t = 0; t < 550; ++t) sampled.row(t) = xm.row(2 * t);
-  EXPECT_EQ(m.report.clip_max_val[0], detail::awq_search_clip<float>(scale_input_channels(w, m.scales), sampled,
-                                                              small_config(3, 32), 32));
+  EXPECT_EQ(m.report.clip_max_val[0],
+            detail::awq_search_clip<float>(scale_input_channels(w, m.scales), sampled,
+                                           small_config(3, 32), 32));
 }
 
 TEST(Awq, AnyOutputCountAndOneGroupPerRow) {
@@ -230,7 +248,8 @@ TEST(Awq, AnyOutputCountAndOneGroupPerRow) {
   const AwqResult<float> r = quantize_awq(w, x, config);
   EXPECT_EQ(r.weights[0].groups(), 1);
   EXPECT_EQ(r.report.clip_max_val[0].cols(), 1);
-  const double err = ((w - r.effective_weight(0)) * x.transpose()).norm() / (w * x.transpose()).norm();
+  const double err =
+      ((w - r.effective_weight(0)) * x.transpose()).norm() / (w * x.transpose()).norm();
   EXPECT_LT(err, 0.2);
 }
 
@@ -250,7 +269,8 @@ TEST(Awq, SymmetricGridIsTheReferencesIntendedBranch) {
       const float absmax = ws.block(row, g * 32, 1, 32).cwiseAbs().cwiseMin(limit).maxCoeff();
       EXPECT_EQ(q.scale(g, row), absmax / 7.0f);
     }
-  const double err = ((w - r.effective_weight(0)) * x.transpose()).norm() / (w * x.transpose()).norm();
+  const double err =
+      ((w - r.effective_weight(0)) * x.transpose()).norm() / (w * x.transpose()).norm();
   EXPECT_LT(err, 0.2);
 }
 
@@ -258,7 +278,8 @@ TEST(Awq, DoublePrecisionAgreesWithFloat) {
   const MatrixF w = test::random_weights(16, 64, 115);
   const MatrixF x = test::random_activations(70, 64, 116);
   const AwqResult<float> f = quantize_awq(w, x, small_config());
-  const AwqResult<double> d = quantize_awq(MatrixD(w.cast<double>()), MatrixD(x.cast<double>()), small_config());
+  const AwqResult<double> d =
+      quantize_awq(MatrixD(w.cast<double>()), MatrixD(x.cast<double>()), small_config());
   EXPECT_EQ(f.report.search.best_index, d.report.search.best_index);
   EXPECT_LE(test::max_rel_diff(f.scales, d.scales), 1e-6);
 }
@@ -266,7 +287,8 @@ TEST(Awq, DoublePrecisionAgreesWithFloat) {
 TEST(Awq, Deterministic) {
   const MatrixF w = test::random_weights(20, 64, 117);
   const MatrixF x = test::random_activations(90, 64, 118);
-  const AwqResult<float> a = quantize_awq(w, x, small_config()), b = quantize_awq(w, x, small_config());
+  const AwqResult<float> a = quantize_awq(w, x, small_config()),
+                         b = quantize_awq(w, x, small_config());
   EXPECT_EQ(a.scales, b.scales);
   EXPECT_EQ(a.weights[0].codes, b.weights[0].codes);
   EXPECT_EQ(a.report.search.loss, b.report.search.loss);

@@ -23,15 +23,16 @@ std::ostream& operator<<(std::ostream& out, const Shape& s) {
              << (s.act_order ? " act-order" : "");
 }
 
-// Rows 1, 31..33, 70 (blocks of 64, halves of 32, quarters of 16); columns with 1 group, odd group counts,
-// groups that are not a multiple of 8 (padding), and one group per row
-// longer than a segment (128 columns: 600 = 4 x 128 + 88, 136 = 128 + 8).
+// Rows 1, 31..33, 70 (blocks of 64, halves of 32, quarters of 16); columns with 1 group, odd group
+// counts, groups that are not a multiple of 8 (padding), and one group per row longer than a
+// segment (128 columns: 600 = 4 x 128 + 88, 136 = 128 + 8).
 const std::vector<Shape>& shapes() {
   static const std::vector<Shape> s{
-      {1, 64, 64, 2, false},   {31, 192, 64, 1, false}, {32, 96, 32, 3, false}, {64, 64, 64, 2, false}, {65, 64, 32, 2, false}, {100, 72, 72, 1, false},
+      {1, 64, 64, 2, false},    {31, 192, 64, 1, false}, {32, 96, 32, 3, false},
+      {64, 64, 64, 2, false},   {65, 64, 32, 2, false},  {100, 72, 72, 1, false},
       {33, 128, 128, 4, false}, {70, 200, 40, 2, false}, {5, 36, 12, 3, false},
       {40, 600, -1, 2, false},  {33, 192, 64, 2, true},  {17, 96, 24, 4, true},
-      {64, 512, 256, 1, false}, {3, 8, 8, 8, false},    {9, 272, 136, 2, false},
+      {64, 512, 256, 1, false}, {3, 8, 8, 8, false},     {9, 272, 136, 2, false},
   };
   return s;
 }
@@ -45,7 +46,8 @@ BitPlaneWeights random_bitplanes(const Shape& s, unsigned seed) {
   w.group_size = s.group < 0 ? s.cols : s.group;
   w.codes.resize(s.rows, s.cols);
   std::uniform_int_distribution<int> code(0, (1 << s.planes) - 1);
-  for (Index i = 0; i < w.codes.size(); ++i) w.codes.data()[i] = static_cast<std::uint8_t>(code(rng));
+  for (Index i = 0; i < w.codes.size(); ++i)
+    w.codes.data()[i] = static_cast<std::uint8_t>(code(rng));
   w.coeffs.resize((s.cols / w.group_size) * (s.planes + 1), s.rows);
   for (Index i = 0; i < w.coeffs.size(); ++i) w.coeffs.data()[i] = 0.01 * n(rng);
   if (s.act_order) {
@@ -54,13 +56,15 @@ BitPlaneWeights random_bitplanes(const Shape& s, unsigned seed) {
     std::shuffle(perm.begin(), perm.end(), rng);
     w.g_idx.resize(perm.size());
     for (std::size_t j = 0; j < perm.size(); ++j)
-      w.g_idx[static_cast<std::size_t>(perm[j])] = static_cast<std::int32_t>(static_cast<Index>(j) / w.group_size);
+      w.g_idx[static_cast<std::size_t>(perm[j])] =
+          static_cast<std::int32_t>(static_cast<Index>(j) / w.group_size);
   }
   return w;
 }
 
 // W x in double, W exactly as given (plus outliers replacing entries).
-MatrixD exact_product(const BitPlaneWeights& w, const MatrixF& x, const SparseOutliers* outliers = nullptr) {
+MatrixD exact_product(const BitPlaneWeights& w, const MatrixF& x,
+                      const SparseOutliers* outliers = nullptr) {
   MatrixD dense(w.rows(), w.cols());
   for (Index r = 0; r < w.rows(); ++r)
     for (Index j = 0; j < w.cols(); ++j) {
@@ -72,8 +76,10 @@ MatrixD exact_product(const BitPlaneWeights& w, const MatrixF& x, const SparseOu
     }
   if (outliers)
     for (Index r = 0; r < w.rows(); ++r)
-      for (std::int32_t i = outliers->row_ptr[static_cast<std::size_t>(r)]; i < outliers->row_ptr[static_cast<std::size_t>(r) + 1]; ++i)
-        dense(r, outliers->col[static_cast<std::size_t>(i)]) = outliers->values[static_cast<std::size_t>(i)];
+      for (std::int32_t i = outliers->row_ptr[static_cast<std::size_t>(r)];
+           i < outliers->row_ptr[static_cast<std::size_t>(r) + 1]; ++i)
+        dense(r, outliers->col[static_cast<std::size_t>(i)]) =
+            outliers->values[static_cast<std::size_t>(i)];
   return x.cast<double>() * dense.transpose();
 }
 
@@ -111,8 +117,8 @@ bool identical(const MatrixF& a, const MatrixF& b) {
 }
 
 // Every entry of y within the per-row bound of its token.
-void expect_within_bound(const PackedBitplanes& w, const MatrixF& x, BitplaneContext& ctx, const MatrixF& y,
-                         const MatrixD& exact) {
+void expect_within_bound(const PackedBitplanes& w, const MatrixF& x, BitplaneContext& ctx,
+                         const MatrixF& y, const MatrixD& exact) {
   bitplane_load(w, x.data(), x.rows(), x.cols(), ctx);
   for (Index t = 0; t < x.rows(); ++t) {
     const VectorF bound = bitplane_error_bound(w, ctx, t);
@@ -126,8 +132,10 @@ TEST(BitplaneLutGemm, ReportsItsInstructionSet) {
   EXPECT_EQ(std::string(bitplane_kernels.isa), test::expected_bitplane_isa());
   EXPECT_EQ(std::string(scalar::bitplane_kernels.isa), "scalar");
   const std::size_t simd = simd_kernels().size();
-  if (test::expected_bitplane_isa() == "scalar") EXPECT_EQ(simd, 0u);
-  else EXPECT_EQ(simd, test::expected_bitplane_isa() == "avx512" ? 2u : 1u);  // avx512 brings avx2
+  if (test::expected_bitplane_isa() == "scalar")
+    EXPECT_EQ(simd, 0u);
+  else
+    EXPECT_EQ(simd, test::expected_bitplane_isa() == "avx512" ? 2u : 1u);  // avx512 brings avx2
   std::cout << "bit-plane kernel: " << bitplane_kernels.isa << "\n";
 }
 
@@ -136,43 +144,45 @@ TEST(BitplaneLutGemm, SimdTablesEqualScalarTables) {
   for (const BitplaneKernels& kernels : simd_kernels())
     for (const Shape& s : shapes()) {
       SCOPED_TRACE(testing::Message() << kernels.isa << " " << s);
-    const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, 1));
-    const MatrixF x = test::random_activations(3, s.cols, 2);
-    for (TableType type : {TableType::int8, TableType::f32}) {
-      BitplaneContext simd(w, 3, type), reference(w, 3, type);
-      kernels.load(w, x.data(), 3, s.cols, simd);
-      scalar::bitplane_kernels.load(w, x.data(), 3, s.cols, reference);
-      const auto a = simd.tables(), b = reference.tables();
-      const std::size_t n = static_cast<std::size_t>(3 * a.chunks * 16);
-      if (type == TableType::int8) {
-        EXPECT_EQ(std::memcmp(a.q, b.q, n), 0);
-        EXPECT_TRUE(std::equal(a.scale, a.scale + 3 * w.layout().segments(), b.scale));
-      } else {
-        EXPECT_TRUE(std::equal(a.f, a.f + n, b.f));
+      const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, 1));
+      const MatrixF x = test::random_activations(3, s.cols, 2);
+      for (TableType type : {TableType::int8, TableType::f32}) {
+        BitplaneContext simd(w, 3, type), reference(w, 3, type);
+        kernels.load(w, x.data(), 3, s.cols, simd);
+        scalar::bitplane_kernels.load(w, x.data(), 3, s.cols, reference);
+        const auto a = simd.tables(), b = reference.tables();
+        const std::size_t n = static_cast<std::size_t>(3 * a.chunks * 16);
+        if (type == TableType::int8) {
+          EXPECT_EQ(std::memcmp(a.q, b.q, n), 0);
+          EXPECT_TRUE(std::equal(a.scale, a.scale + 3 * w.layout().segments(), b.scale));
+        } else {
+          EXPECT_TRUE(std::equal(a.f, a.f + n, b.f));
+        }
+        EXPECT_TRUE(std::equal(a.xsum, a.xsum + 3 * w.groups(), b.xsum));
       }
-      EXPECT_TRUE(std::equal(a.xsum, a.xsum + 3 * w.groups(), b.xsum));
     }
-  }
 }
 
 TEST(BitplaneLutGemm, SimdEqualsScalarBitForBit) {
   if (simd_kernels().empty()) GTEST_SKIP() << "no SIMD kernels in this build";
   for (const BitplaneKernels& kernels : simd_kernels()) {
     unsigned seed = 10;
-  for (const Shape& s : shapes())
-    for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
-      for (TableType type : {TableType::int8, TableType::f32}) {
-        SCOPED_TRACE(testing::Message() << kernels.isa << " " << s << " seed " << seed
-                                        << (storage == CoefficientStorage::f16 ? " f16" : " f32")
-                                        << (type == TableType::int8 ? " int8" : " f32 tables"));
-        const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, seed), {storage});
-        const MatrixF x = test::random_activations(6, s.cols, seed + 1);  // a tile of 4 tokens and 2 more
-        ++seed;
-        BitplaneContext simd(w, 6, type), reference(w, 6, type);
-        const MatrixF y_simd = run_with(kernels, w, x, simd);
-        const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
-        EXPECT_TRUE(identical(y_simd, y_scalar)) << "max diff " << (y_simd - y_scalar).cwiseAbs().maxCoeff();
-      }
+    for (const Shape& s : shapes())
+      for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
+        for (TableType type : {TableType::int8, TableType::f32}) {
+          SCOPED_TRACE(testing::Message() << kernels.isa << " " << s << " seed " << seed
+                                          << (storage == CoefficientStorage::f16 ? " f16" : " f32")
+                                          << (type == TableType::int8 ? " int8" : " f32 tables"));
+          const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, seed), {storage});
+          const MatrixF x =
+              test::random_activations(6, s.cols, seed + 1);  // a tile of 4 tokens and 2 more
+          ++seed;
+          BitplaneContext simd(w, 6, type), reference(w, 6, type);
+          const MatrixF y_simd = run_with(kernels, w, x, simd);
+          const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
+          EXPECT_TRUE(identical(y_simd, y_scalar))
+              << "max diff " << (y_simd - y_scalar).cwiseAbs().maxCoeff();
+        }
   }
 }
 
@@ -185,8 +195,9 @@ TEST(BitplaneLutGemm, EveryPathWithinTheDocumentedBound) {
     ++seed;
     for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
       for (TableType type : {TableType::int8, TableType::f32}) {
-        SCOPED_TRACE(testing::Message() << s << (storage == CoefficientStorage::f16 ? " f16" : " f32")
-                                        << (type == TableType::int8 ? " int8" : " f32 tables"));
+        SCOPED_TRACE(testing::Message()
+                     << s << (storage == CoefficientStorage::f16 ? " f16" : " f32")
+                     << (type == TableType::int8 ? " int8" : " f32 tables"));
         const PackedBitplanes w = pack_bitplanes(planes, {storage});
         BitplaneContext ctx(w, 5, type);
         const MatrixF y = run(w, x, ctx, false);
@@ -205,7 +216,8 @@ MatrixF quantize_activations_int8(const MatrixF& x, Index block) {
     for (Index j0 = 0; j0 < x.cols(); j0 += block) {
       const Index n = std::min(block, x.cols() - j0);
       const float scale = x.row(t).segment(j0, n).cwiseAbs().maxCoeff() / 127.0f;
-      for (Index j = j0; j < j0 + n; ++j) q(t, j) = scale == 0.0f ? 0.0f : scale * std::nearbyint(x(t, j) / scale);
+      for (Index j = j0; j < j0 + n; ++j)
+        q(t, j) = scale == 0.0f ? 0.0f : scale * std::nearbyint(x(t, j) / scale);
     }
   return q;
 }
@@ -251,7 +263,8 @@ TEST(BitplaneLutGemm, Int8ErrorByGroupSize) {
       const MatrixF y = run(packed, x, ctx, false);
       const double err = (y.cast<double>() - exact).norm() / exact.norm();
       const Index segment = std::min<Index>(group < 0 ? cols : group, 128);
-      const MatrixD q8 = quantize_activations_int8(x, segment).cast<double>() * uniform.dequantize().cast<double>().transpose();
+      const MatrixD q8 = quantize_activations_int8(x, segment).cast<double>() *
+                         uniform.dequantize().cast<double>().transpose();
       const double q8_err = (q8 - exact).norm() / exact.norm();
       double bound_ratio = 0;
       for (Index t = 0; t < 4; ++t) {
@@ -260,7 +273,8 @@ TEST(BitplaneLutGemm, Int8ErrorByGroupSize) {
         for (Index r = 0; r < rows; ++r)
           bound_ratio = std::max(bound_ratio, std::fabs(y(t, r) - exact(t, r)) / double(bound(r)));
       }
-      // The closed form bounds the table error: int8 against float tables, both with f32 coefficients.
+      // The closed form bounds the table error: int8 against float tables, both with f32
+      // coefficients.
       BitplaneContext float_ctx(packed, 4, TableType::f32);
       const MatrixF y_float = run(packed, x, float_ctx, false);
       double closed_ratio = 0;
@@ -273,15 +287,17 @@ TEST(BitplaneLutGemm, Int8ErrorByGroupSize) {
           ASSERT_LE(err, closed(r)) << "token " << t << " row " << r;
         }
       }
-      std::cout << "int8 tables, " << planes << " planes, group " << group << ": relative error " << err
-                << " (int8 activations per " << segment << " columns: " << q8_err << "), worst error / bound "
-                << bound_ratio << ", closed form " << closed_ratio << "\n";
+      std::cout << "int8 tables, " << planes << " planes, group " << group << ": relative error "
+                << err << " (int8 activations per " << segment << " columns: " << q8_err
+                << "), worst error / bound " << bound_ratio << ", closed form " << closed_ratio
+                << "\n";
       EXPECT_LT(err, (group > 0 && group <= 128 ? 1.0 : 1.6) * q8_err);
       EXPECT_LE(bound_ratio, 1.0);
       // f16 coefficients round the grid scale: about 2^-12 relative.
       const PackedBitplanes packed16 = pack_bitplanes(w);
       BitplaneContext exact_ctx(packed16, 4, TableType::f32);
-      EXPECT_LT((run(packed16, x, exact_ctx, false).cast<double>() - exact).norm() / exact.norm(), 5e-4);
+      EXPECT_LT((run(packed16, x, exact_ctx, false).cast<double>() - exact).norm() / exact.norm(),
+                5e-4);
     }
 }
 
@@ -302,7 +318,8 @@ TEST(BitplaneLutGemm, UniformWeightsIncludingActOrder) {
       const MatrixD exact = x.cast<double>() * q.dequantize().cast<double>().transpose();
       const PackedBitplanes w = pack_bitplanes(q, {CoefficientStorage::f32});
       const MatrixF y = bitplane_gemm(w, x, TableType::f32);
-      EXPECT_LT((y.cast<double>() - exact).cwiseAbs().maxCoeff(), 1e-5 * exact.cwiseAbs().maxCoeff());
+      EXPECT_LT((y.cast<double>() - exact).cwiseAbs().maxCoeff(),
+                1e-5 * exact.cwiseAbs().maxCoeff());
       BitplaneContext ctx(w, 2, TableType::int8);
       MatrixF y8(2, 45);
       bitplane_gemm(w, x, y8, ctx);
@@ -378,14 +395,18 @@ TEST(BitplaneLutGemm, MisalignedAndStridedBuffers) {
   BitplaneContext ctx(w, 3);
   const MatrixF expected = run(w, x, ctx, true);
   const Index ldx = s.cols + 3, ldy = s.rows + 5;
-  std::vector<float> xs(static_cast<std::size_t>(3 * ldx + 1), 1e30f), ys(static_cast<std::size_t>(3 * ldy + 1), -7.0f);
+  std::vector<float> xs(static_cast<std::size_t>(3 * ldx + 1), 1e30f),
+      ys(static_cast<std::size_t>(3 * ldy + 1), -7.0f);
   for (Index t = 0; t < 3; ++t)
-    std::copy(x.row(t).data(), x.row(t).data() + s.cols, xs.data() + 1 + t * ldx);  // offset by one float
+    std::copy(x.row(t).data(), x.row(t).data() + s.cols,
+              xs.data() + 1 + t * ldx);  // offset by one float
   bitplane_load(w, xs.data() + 1, 3, ldx, ctx);
   bitplane_multiply(w, ctx, ys.data() + 1, ldy, 0, s.rows);
   for (Index t = 0; t < 3; ++t) {
-    for (Index r = 0; r < s.rows; ++r) EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], expected(t, r));
-    for (Index r = s.rows; r < ldy; ++r) EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], -7.0f);  // untouched
+    for (Index r = 0; r < s.rows; ++r)
+      EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], expected(t, r));
+    for (Index r = s.rows; r < ldy; ++r)
+      EXPECT_EQ(ys[static_cast<std::size_t>(1 + t * ldy + r)], -7.0f);  // untouched
   }
 }
 
@@ -405,15 +426,16 @@ TEST(BitplaneLutGemm, DequantizeMatchesThePlanes) {
     const PackedBitplanes w16 = pack_bitplanes(planes);
     EXPECT_LT((w16.dequantize() - expected).cwiseAbs().maxCoeff(), 1e-4);
     // f32 coefficients take 2 more bytes each: (planes + 1) x 64 per block and group.
-    EXPECT_EQ(w32.weight_bytes() - w16.weight_bytes(),
-              static_cast<std::size_t>(w16.layout().blocks * w16.groups() * 64 * (w16.planes() + 1) * 2));
+    EXPECT_EQ(
+        w32.weight_bytes() - w16.weight_bytes(),
+        static_cast<std::size_t>(w16.layout().blocks * w16.groups() * 64 * (w16.planes() + 1) * 2));
   }
 }
 
 TEST(BitplaneLutGemm, PacksTheOfficialBpdqTensors) {
   test::for_each_golden("bpdq_", false, [](const io::SafetensorsReader& f, const std::string&) {
-    const BitPlaneWeights planes = io::bitplanes_from_bpdq(f.info("B_packed").shape, f.ints("B_packed"),
-                                                           f.info("c").shape, f.doubles("c"));
+    const BitPlaneWeights planes = io::bitplanes_from_bpdq(
+        f.info("B_packed").shape, f.ints("B_packed"), f.info("c").shape, f.doubles("c"));
     const PackedBitplanes w = pack_bitplanes(planes, {CoefficientStorage::f32});
     const MatrixF reference = f.contains("Q") ? f.matrix("Q") : planes.dequantize();
     EXPECT_LT((w.dequantize() - reference).cwiseAbs().maxCoeff(), 1e-6);

@@ -34,7 +34,8 @@ TEST(BitPlaneWeights, ConversionKeepsActOrderGroups) {
   config.group_size = 16;
   UniformWeights q = quantize_rtn(w, config).weights;
   q.g_idx.resize(64);
-  for (int j = 0; j < 64; ++j) q.g_idx[static_cast<std::size_t>(j)] = (j * 7) % 64 / 16;  // a permuted grouping
+  for (int j = 0; j < 64; ++j)
+    q.g_idx[static_cast<std::size_t>(j)] = (j * 7) % 64 / 16;  // a permuted grouping
   const BitPlaneWeights planes = to_bitplanes(q);
   EXPECT_EQ(planes.g_idx, q.g_idx);
   EXPECT_TRUE((planes.dequantize().array() == q.dequantize().array()).all());
@@ -104,7 +105,8 @@ TEST(BitPlaneWeights, BitsPerWeightCountsCoefficients) {
   RtnConfig config;
   config.bits = 2;
   config.group_size = 64;
-  const BitPlaneWeights b = to_bitplanes(quantize_rtn(test::random_weights(4, 128, 27), config).weights);
+  const BitPlaneWeights b =
+      to_bitplanes(quantize_rtn(test::random_weights(4, 128, 27), config).weights);
   EXPECT_DOUBLE_EQ(bits_per_weight(b), 2 + 16.0 * 3 / 64);
 }
 

@@ -15,8 +15,8 @@ void check_golden_case(const io::SafetensorsReader& f, const std::string& dir) {
   const BpdqResult result = quantize_bpdq(w, test::golden_hessian(f, dir), config);
   const BpdqReport& report = result.report;
   const test::BpdqAgreement a = test::compare_with_golden(f, dir, result.weights);
-  std::printf("%s: bit mismatch %.2e, c %.2e, rel_out_err %.6f (ref %.6f)\n", f.source().c_str(), a.bit_mismatch,
-              a.c_rel_diff, a.rel_out_err, a.ref_rel_out_err);
+  std::printf("%s: bit mismatch %.2e, c %.2e, rel_out_err %.6f (ref %.6f)\n", f.source().c_str(),
+              a.bit_mismatch, a.c_rel_diff, a.rel_out_err, a.ref_rel_out_err);
   test::expect_golden_agreement(a);
 
   // The 8-bit init, the first fit, the kept rounds and their scores.
@@ -48,9 +48,13 @@ void check_golden_case(const io::SafetensorsReader& f, const std::string& dir) {
   for (Index d : report.hessian.dead_columns) EXPECT_EQ(w.col(d).cwiseAbs().maxCoeff(), 0.0f);
 }
 
-TEST(BpdqGolden, BundledCasesMatchTheReference) { test::for_each_golden("bpdq_", false, check_golden_case); }
+TEST(BpdqGolden, BundledCasesMatchTheReference) {
+  test::for_each_golden("bpdq_", false, check_golden_case);
+}
 
-TEST(BpdqGolden, EveryCaseMatchesTheReference) { test::for_each_golden("bpdq_", true, check_golden_case); }
+TEST(BpdqGolden, EveryCaseMatchesTheReference) {
+  test::for_each_golden("bpdq_", true, check_golden_case);
+}
 
 // A small random layer with a calibration of correlated activations.
 struct Layer {
@@ -60,7 +64,8 @@ struct Layer {
 };
 
 Layer random_layer(Index out, Index in, unsigned seed, Index tokens = 256) {
-  Layer layer{test::random_weights(out, in, seed), Calibration(in), test::random_activations(tokens, in, seed + 1)};
+  Layer layer{test::random_weights(out, in, seed), Calibration(in),
+              test::random_activations(tokens, in, seed + 1)};
   for (Index j = 1; j < in; ++j) layer.x.col(j) += 0.5f * layer.x.col(j - 1);  // correlated inputs
   layer.calibration.add(layer.x);
   return layer;
@@ -105,7 +110,8 @@ TEST(Bpdq, MorePlanesLowerTheOutputError) {
     BpdqConfig config;
     config.planes = k;
     config.iters = 3;
-    const double err = rel_out_err(layer, quantize_bpdq(layer.w, layer.calibration, config).weights.dequantize());
+    const double err =
+        rel_out_err(layer, quantize_bpdq(layer.w, layer.calibration, config).weights.dequantize());
     EXPECT_LT(err, previous) << "k=" << k;
     previous = err;
   }
@@ -129,8 +135,10 @@ TEST(Bpdq, TruncatingPlanesGivesAValidLowerPrecisionModel) {
   EXPECT_NO_THROW(k3to2.validate());
   EXPECT_EQ(k3to2.planes, 2);
   const double e3 = rel_out_err(layer, k3.dequantize()), e2 = rel_out_err(layer, k2.dequantize());
-  const double e32 = rel_out_err(layer, k3to2.dequantize()), e1 = rel_out_err(layer, k1.dequantize());
-  std::printf("rel_out_err: k3 %.4f, k2 %.4f, k3 truncated to 2 planes %.4f, k1 %.4f\n", e3, e2, e32, e1);
+  const double e32 = rel_out_err(layer, k3to2.dequantize()),
+               e1 = rel_out_err(layer, k1.dequantize());
+  std::printf("rel_out_err: k3 %.4f, k2 %.4f, k3 truncated to 2 planes %.4f, k1 %.4f\n", e3, e2,
+              e32, e1);
   EXPECT_LT(e3, e2);
   EXPECT_GT(e32, e2);
   EXPECT_LT(e32, 1.0);
@@ -188,7 +196,8 @@ TEST(Bpdq, ProgressReportsEveryBlock) {
 TEST(Bpdq, BadInputGetsClearErrors) {
   const Layer layer = random_layer(8, 128, 1);
   const MatrixD h = layer.calibration.hessian();
-  const auto expect_error = [&](const MatrixF& w, const MatrixD& hh, const BpdqConfig& c, const std::string& text) {
+  const auto expect_error = [&](const MatrixF& w, const MatrixD& hh, const BpdqConfig& c,
+                                const std::string& text) {
     try {
       quantize_bpdq(w, hh, c);
       ADD_FAILURE() << "no error; expected one naming " << text;

@@ -131,15 +131,16 @@ TEST(BpdqFormat, WriterRejectsWhatTheFormatCannotHold) {
   w.g_idx.assign(64, 0);
   for (int j = 0; j < 64; ++j) w.g_idx[std::size_t(j)] = (j % 2);
   test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", w); }, "'l' has a g_idx");
-  test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", random_planes(8, 40, 2, 20, 51)); },
-               "in_features must be a multiple of 32");
+  test::expect_error_containing(
+      [&] { io::add_bpdq_linear(writer, "l", random_planes(8, 40, 2, 20, 51)); },
+      "in_features must be a multiple of 32");
   w = random_planes(8, 64, 2, 32, 52);
   w.coeffs(1, 3) = 1e5;
   test::expect_error_containing([&] { io::add_bpdq_linear(writer, "l", w, Dtype::F16); },
-               "'l.c': value 100000 is not finite when stored as F16");
+                                "'l.c': value 100000 is not finite when stored as F16");
   EXPECT_NO_THROW(io::add_bpdq_linear(writer, "l", w, Dtype::BF16));
   test::expect_error_containing([&] { io::add_bpdq_linear(writer, "m", w, Dtype::I8); },
-               "c is stored as BF16, F16 or F32, not I8");
+                                "c is stored as BF16, F16 or F32, not I8");
 }
 
 TEST(BpdqFormat, ReaderNamesTheTensorAndTheMismatch) {

@@ -70,7 +70,8 @@ TEST(GradientMagnitudes, RejectsBadGradients) {
   EXPECT_THROW(g.add(bad), Error);
   bad(1, 2) = std::numeric_limits<float>::infinity();
   EXPECT_THROW(g.add(bad), Error);
-  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 3), MatrixF::Zero(4, 4)), Error);  // token counts differ
+  EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 3), MatrixF::Zero(4, 4)),
+               Error);  // token counts differ
   EXPECT_THROW(g.add_linear(MatrixF::Zero(5, 2), MatrixF::Zero(5, 4)), Error);  // not out_features
   EXPECT_EQ(g.samples(), 0);
   EXPECT_THROW(GradientMagnitudes(0, 4), Error);

@@ -16,7 +16,8 @@ TEST(ChannelScaling, ScaledLinearSeesTheSameOutput) {
   const MatrixF xs = divide_input_channels(x, s);
   for (Index j = 0; j < 40; ++j) {
     EXPECT_EQ(ws.col(j), w.col(j) * s(j));
-    for (Index t = 0; t < 9; ++t) EXPECT_EQ(xs(t, j), x(t, j) / s(j));  // a division, as the references
+    for (Index t = 0; t < 9; ++t)
+      EXPECT_EQ(xs(t, j), x(t, j) / s(j));  // a division, as the references
   }
   const MatrixD exact = x.cast<double>() * w.cast<double>().transpose();
   EXPECT_LE(test::max_rel_diff(xs.cast<double>() * ws.cast<double>().transpose(), exact), 1e-6);

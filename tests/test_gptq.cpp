@@ -36,7 +36,8 @@ struct Agreement {
   double scale = 0, q = 0, loss = 0;  // largest relative differences seen
 };
 
-void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, Agreement& agreement) {
+void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir,
+                       Agreement& agreement) {
   const MatrixF w = test::golden_input(f, dir, "W");
   const GptqConfig config = golden_config(f);
   const GptqResult result = quantize_gptq(w, golden_hessian(f, dir), config);
@@ -48,14 +49,16 @@ void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, A
   ASSERT_EQ(qint.size(), static_cast<std::size_t>(w.size()));
   Index mismatches = 0;
   for (Index r = 0; r < out; ++r)
-    for (Index c = 0; c < in; ++c) mismatches += q.codes(r, c) != qint[static_cast<std::size_t>(r * in + c)];
+    for (Index c = 0; c < in; ++c)
+      mismatches += q.codes(r, c) != qint[static_cast<std::size_t>(r * in + c)];
   EXPECT_EQ(mismatches, 0) << "qint mismatches";
   const MatrixF zero = f.matrix("zero"), scale = f.matrix("scale");  // [groups, out]
   ASSERT_EQ(zero.rows(), q.groups());
   ASSERT_EQ(zero.cols(), out);
   EXPECT_TRUE((q.zero.array() == zero.array()).all()) << "zero";  // == treats -0.0 as 0.0
   const std::vector<std::int32_t> g_idx = f.ints("g_idx");
-  for (Index c = 0; c < in; ++c) ASSERT_EQ(q.group_of(c), g_idx[static_cast<std::size_t>(c)]) << "g_idx " << c;
+  for (Index c = 0; c < in; ++c)
+    ASSERT_EQ(q.group_of(c), g_idx[static_cast<std::size_t>(c)]) << "g_idx " << c;
   if (f.contains("perm")) {
     EXPECT_EQ(result.report.hessian.column_order, f.ints("perm"));
   } else {
@@ -69,7 +72,9 @@ void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, A
   for (Index r = 0; r < out; ++r)
     for (Index c = 0; c < in; ++c) {
       const Index g = g_idx[static_cast<std::size_t>(c)];
-      expected(r, c) = scale(g, r) * (static_cast<float>(qint[static_cast<std::size_t>(r * in + c)]) - zero(g, r));
+      expected(r, c) =
+          scale(g, r) *
+          (static_cast<float>(qint[static_cast<std::size_t>(r * in + c)]) - zero(g, r));
     }
   if (f.contains("Q")) {
     EXPECT_EQ(expected, f.matrix("Q")) << "the reference Q formula";
@@ -91,15 +96,18 @@ void check_gptq_golden(const io::SafetensorsReader& f, const std::string& dir, A
 }
 
 void report(const Agreement& a) {
-  std::printf("[ gptq golden ] %d files: max rel diff scale %.3g, Q %.3g, loss vs fasterquant_error_sum %.3g\n",
-              a.files, a.scale, a.q, a.loss);
+  std::printf(
+      "[ gptq golden ] %d files: max rel diff scale %.3g, Q %.3g, loss vs fasterquant_error_sum "
+      "%.3g\n",
+      a.files, a.scale, a.q, a.loss);
 }
 
 TEST(GptqGolden, BundledFilesMatchTheReference) {
   Agreement agreement;
-  test::for_each_golden("gptq_", false, [&](const io::SafetensorsReader& f, const std::string& dir) {
-    check_gptq_golden(f, dir, agreement);
-  });
+  test::for_each_golden("gptq_", false,
+                        [&](const io::SafetensorsReader& f, const std::string& dir) {
+                          check_gptq_golden(f, dir, agreement);
+                        });
   EXPECT_EQ(agreement.files, 36);
   report(agreement);
 }
@@ -120,8 +128,8 @@ TEST(GptqGolden, FullGoldenDirectoryMatchesTheReference) {
 // weights a group's grid is found on: a snapshot taken at each block start
 // (the reference), or the current weights (fresh_group_params).
 struct Literal {
-  MatrixF q;        // original column order, kept weights included
-  CodeMatrix codes; // original column order
+  MatrixF q;         // original column order, kept weights included
+  CodeMatrix codes;  // original column order
   double loss = 0;
 };
 
@@ -138,20 +146,23 @@ MatrixF sample_without_kept(MatrixF sample, const CodeMatrix& keep) {
   return sample;
 }
 
-Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config, CodeMatrix keep = CodeMatrix()) {
+Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config,
+                     CodeMatrix keep = CodeMatrix()) {
   const Index out = w.rows(), in = w.cols();
   const Index gs = config.group_size == -1 ? in : config.group_size;
   const bool masked = keep.size() != 0;
   const float maxq = grid_maxq(config.bits);
   GridParams params;
   std::vector<GridParams> static_params;
-  if (config.group_size == -1) params = find_grid_params(sample_without_kept(w, keep), config.bits, config.grid);
+  if (config.group_size == -1)
+    params = find_grid_params(sample_without_kept(w, keep), config.bits, config.grid);
   for (Index d = 0; d < in; ++d)
     if (h(d, d) == 0) h(d, d) = 1, w.col(d).setZero();
   if (config.static_groups && config.group_size != -1)
     for (Index g = 0; g < in / gs; ++g)
       static_params.push_back(find_grid_params(
-          sample_without_kept(w.middleCols(g * gs, gs), masked ? CodeMatrix(keep.middleCols(g * gs, gs)) : keep),
+          sample_without_kept(w.middleCols(g * gs, gs),
+                              masked ? CodeMatrix(keep.middleCols(g * gs, gs)) : keep),
           config.bits, config.grid));
   Permutation perm(static_cast<std::size_t>(in));
   for (Index j = 0; j < in; ++j) perm[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
@@ -172,7 +183,8 @@ Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config, CodeMatrix 
       } else if (c % gs == 0) {
         const MatrixF& source = config.fresh_group_params ? w : block_start;
         params = find_grid_params(
-            sample_without_kept(source.middleCols(c, gs), masked ? CodeMatrix(keep.middleCols(c, gs)) : keep),
+            sample_without_kept(source.middleCols(c, gs),
+                                masked ? CodeMatrix(keep.middleCols(c, gs)) : keep),
             config.bits, config.grid);
       }
     }
@@ -195,7 +207,8 @@ Literal literal_gptq(MatrixF w, MatrixD h, const GptqConfig& config, CodeMatrix 
 
 MatrixD correlated_hessian(Index in, unsigned seed, Index tokens = 0) {
   const MatrixF z = test::random_activations(tokens ? tokens : 3 * in, in, seed);
-  MatrixF mix = 0.3f * test::random_weights(in, in, seed + 1, 1.0f) / std::sqrt(static_cast<float>(in));
+  MatrixF mix =
+      0.3f * test::random_weights(in, in, seed + 1, 1.0f) / std::sqrt(static_cast<float>(in));
   mix.diagonal().array() += 1.0f;
   const MatrixD x = (z * mix).cast<double>();
   return 2.0 / static_cast<double>(x.rows()) * x.transpose() * x;
@@ -260,7 +273,8 @@ TEST(Gptq, MatchesALiteralTranscriptionOfTheReference) {
     const GptqResult got = quantize_gptq(w, h, config);
     expect_matches_literal(got, literal_gptq(w, h, config));
     EXPECT_EQ(got.report.hessian.dead_columns, (std::vector<Index>{7}));
-    EXPECT_TRUE((got.dequantize().col(7).array() == 0.0f).all()) << "a dead input's weights are zeroed";
+    EXPECT_TRUE((got.dequantize().col(7).array() == 0.0f).all())
+        << "a dead input's weights are zeroed";
   }
 }
 
@@ -299,8 +313,9 @@ TEST(Gptq, DeadInputsAndEdgeRowsAsTheReferenceTreatsThem) {
       // Per-row grids come from the rows BEFORE dead inputs are zeroed (so the
       // scaled column still stretches them); the first group's grid from the
       // zeroed weights at the first block's start.
-      const GridParams expected = group_size == -1 ? find_grid_params(w, config.bits, config.grid)
-                                                   : find_grid_params(zeroed.leftCols(32), config.bits, config.grid);
+      const GridParams expected =
+          group_size == -1 ? find_grid_params(w, config.bits, config.grid)
+                           : find_grid_params(zeroed.leftCols(32), config.bits, config.grid);
       EXPECT_EQ(VectorF(got.weights.scale.row(0).transpose()), expected.scale);
       EXPECT_EQ(VectorF(got.weights.zero.row(0).transpose()), expected.zero);
     }
@@ -316,7 +331,8 @@ TEST(Gptq, EqualsRoundToNearestWithoutCorrelations) {
     config.group_size = group_size;
     RtnConfig rtn;
     rtn.group_size = group_size;
-    EXPECT_EQ(quantize_gptq(w, h, config).weights.codes, quantize_rtn(w, rtn).weights.codes) << group_size;
+    EXPECT_EQ(quantize_gptq(w, h, config).weights.codes, quantize_rtn(w, rtn).weights.codes)
+        << group_size;
   }
 }
 
@@ -429,7 +445,8 @@ TEST(GptqKept, KeptWeightsFollowTheOfficialTacqSemantics) {
 TEST(GptqKept, KeepingEverythingReturnsTheWeights) {
   // No weight is quantized, so no error is fed back and every kept value is original.
   const MatrixF w = test::random_weights(10, 64, 361);
-  const GptqResult got = quantize_gptq(w, correlated_hessian(64, 362), {}, CodeMatrix::Ones(10, 64));
+  const GptqResult got =
+      quantize_gptq(w, correlated_hessian(64, 362), {}, CodeMatrix::Ones(10, 64));
   EXPECT_EQ(got.dequantize(), w);
   EXPECT_EQ(got.report.loss, 0.0);
 }
@@ -468,7 +485,8 @@ TEST(GptqKept, KeptWeightsHaveZeroErrorAndPropagateNothing) {
       GptqConfig config;
       config.act_order = act_order;
       config.group_size = group_size;
-      const GptqResult a = quantize_gptq(w, h, config, keep), b = quantize_gptq(changed, h, config, keep);
+      const GptqResult a = quantize_gptq(w, h, config, keep),
+                       b = quantize_gptq(changed, h, config, keep);
       EXPECT_EQ(a.weights.codes, b.weights.codes);
       EXPECT_EQ(a.weights.scale, b.weights.scale);
       EXPECT_EQ(a.weights.zero, b.weights.zero);
@@ -520,7 +538,7 @@ TEST(Gptq, RejectsBadInput) {
   const MatrixF w = test::random_weights(4, 64, 401);
   const MatrixD h = correlated_hessian(64, 402);
   auto message = [&](const MatrixF& weights, const MatrixD& hessian, const GptqConfig& config,
-                      const CodeMatrix& keep = CodeMatrix()) -> std::string {
+                     const CodeMatrix& keep = CodeMatrix()) -> std::string {
     try {
       quantize_gptq(weights, hessian, config, keep);
     } catch (const Error& e) {
@@ -535,7 +553,8 @@ TEST(Gptq, RejectsBadInput) {
   MatrixD inf_h = h;
   inf_h(3, 3) = INFINITY;
   EXPECT_NE(message(w, inf_h, ok).find("H: expected finite"), std::string::npos);
-  EXPECT_NE(message(w, h.topLeftCorner(32, 32), ok).find("expected shape 64 x 64"), std::string::npos);
+  EXPECT_NE(message(w, h.topLeftCorner(32, 32), ok).find("expected shape 64 x 64"),
+            std::string::npos);
   MatrixD asymmetric = h;
   asymmetric(0, 5) += 1;
   EXPECT_NE(message(w, asymmetric, ok).find("symmetric"), std::string::npos);

@@ -32,14 +32,15 @@ std::uint16_t reference_half(float f) {
   const std::uint16_t sign = std::signbit(x) ? 0x8000 : 0;
   if (a >= 65520.0) return sign | 0x7c00;
   int e;
-  std::frexp(a, &e);                               // a = m * 2^e, m in [0.5, 1)
+  std::frexp(a, &e);                                          // a = m * 2^e, m in [0.5, 1)
   const double ulp = std::ldexp(1.0, std::max(e - 11, -24));  // 10 mantissa bits; subnormal floor
-  const double q = std::nearbyint(a / ulp) * ulp;  // exact in double, ties to even
+  const double q = std::nearbyint(a / ulp) * ulp;             // exact in double, ties to even
   if (q == 0) return sign;
   int qe;
   const double m = std::frexp(q, &qe);
   if (qe < -13) return sign | static_cast<std::uint16_t>(q / std::ldexp(1.0, -24));
-  return sign | static_cast<std::uint16_t>(((qe + 14) << 10) | static_cast<int>((m * 2 - 1) * 1024));
+  return sign |
+         static_cast<std::uint16_t>(((qe + 14) << 10) | static_cast<int>((m * 2 - 1) * 1024));
 }
 
 TEST(Half, FloatToHalfRoundsToNearestEven) {

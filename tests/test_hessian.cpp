@@ -55,7 +55,8 @@ TEST(Hessian, FactorIsTheUpperCholeskyFactorOfTheDampedInverse) {
     EXPECT_TRUE((u.diagonal().array() > 0).all()) << n;
     MatrixD damped = h;
     damped.diagonal().array() += 0.01 * h.diagonal().mean();
-    EXPECT_LE((u.transpose() * u * damped - MatrixD::Identity(n, n)).cwiseAbs().maxCoeff(), 1e-9) << n;
+    EXPECT_LE((u.transpose() * u * damped - MatrixD::Identity(n, n)).cwiseAbs().maxCoeff(), 1e-9)
+        << n;
   }
 }
 
@@ -81,10 +82,11 @@ TEST(HessianPrologue, DeadColumnsOrderAndFactor) {
   MatrixD seen;
   DampingConfig damping;
   damping.percdamp = 0.05;
-  const detail::HessianPrologue p = detail::hessian_prologue(h, w, damping, [&](const MatrixD& fixed) {
-    seen = fixed;
-    return act_order_permutation(fixed);
-  });
+  const detail::HessianPrologue p =
+      detail::hessian_prologue(h, w, damping, [&](const MatrixD& fixed) {
+        seen = fixed;
+        return act_order_permutation(fixed);
+      });
   // Dead inputs: listed, their weights zeroed, a unit diagonal before the order is chosen.
   EXPECT_EQ(p.report.dead_columns, (std::vector<Index>{2, 41}));
   EXPECT_TRUE(w.col(2).isZero() && w.col(41).isZero());
@@ -95,7 +97,8 @@ TEST(HessianPrologue, DeadColumnsOrderAndFactor) {
   EXPECT_EQ(seen, with_dead_diagonal_set(h));
   // The order chosen on that H, and the factor of H in that order, rounded to float.
   EXPECT_EQ(p.report.column_order, act_order_permutation(seen));
-  const InverseHessian inverse = inverse_hessian_factor(permute_symmetric(seen, p.report.column_order), damping);
+  const InverseHessian inverse =
+      inverse_hessian_factor(permute_symmetric(seen, p.report.column_order), damping);
   EXPECT_EQ(p.factor, MatrixF(inverse.factor.cast<float>()));
   EXPECT_EQ(p.report.percdamp, 0.05);
   EXPECT_EQ(p.report.failed_factorizations, 0);
@@ -117,7 +120,8 @@ TEST(HessianPrologue, RejectsAnAsymmetricOrMisshapenH) {
     detail::validate_hessian(asymmetric, 8, "test");
     FAIL() << "an asymmetric H was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("test: H must be symmetric"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("test: H must be symmetric"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(detail::validate_hessian(h, 9, "test"), Error);
   MatrixD nan_h = h;
@@ -129,8 +133,7 @@ TEST(Hessian, DampingRisesUntilTheFactorizationSucceeds) {
   // Eigenvalues 3.01 and -0.51 on a diagonal of 1.25: needs damping > 0.408 of the mean,
   // reached at the 41st step 0.01, 0.02, ..., 0.41.
   MatrixD h(2, 2);
-  h << 1.25, 1.76,
-       1.76, 1.25;
+  h << 1.25, 1.76, 1.76, 1.25;
   const InverseHessian inverse = inverse_hessian_factor(h);
   EXPECT_GT(inverse.percdamp, 0.408);
   EXPECT_LT(inverse.percdamp, 0.42);

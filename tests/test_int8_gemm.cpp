@@ -48,7 +48,8 @@ struct Int8Buffer {
     std::uniform_int_distribution<int> value(-127, 127), coin(0, 1);
     for (Index r = 0; r < rows; ++r)
       for (Index c = 0; c < cols; ++c)
-        data[r * stride + c] = static_cast<std::int8_t>(extremes ? (coin(rng) ? 127 : -127) : value(rng));
+        data[r * stride + c] =
+            static_cast<std::int8_t>(extremes ? (coin(rng) ? 127 : -127) : value(rng));
   }
 };
 
@@ -58,7 +59,9 @@ struct Problem {
   std::vector<float> w_scale, x_scale;
 
   Problem(Index rows_, Index tokens_, Index depth_, Index offset, bool extremes, unsigned seed)
-      : rows(rows_), tokens(tokens_), depth(depth_),
+      : rows(rows_),
+        tokens(tokens_),
+        depth(depth_),
         w(rows_, depth_, offset, offset ? 3 : 0, seed, extremes),
         x(tokens_, depth_, offset ? offset + 1 : 0, offset ? 5 : 0, seed + 1, extremes) {
     std::mt19937 g(seed + 2);
@@ -101,7 +104,8 @@ TEST(Int8Gemm, ScalarReferenceIsTheExactProduct) {
   for (Index t = 0; t < p.tokens; ++t)
     for (Index r = 0; r < p.rows; ++r) {
       std::int64_t dot = 0;
-      for (Index k = 0; k < p.depth; ++k) dot += std::int64_t{p.w.data[r * p.w.stride + k]} * p.x.data[t * p.x.stride + k];
+      for (Index k = 0; k < p.depth; ++k)
+        dot += std::int64_t{p.w.data[r * p.w.stride + k]} * p.x.data[t * p.x.stride + k];
       const std::size_t i = static_cast<std::size_t>(t * p.rows + r);
       EXPECT_EQ(out.dots[i], dot);
       EXPECT_EQ(out.y[i], static_cast<float>(dot) * (p.x_scale[t] * p.w_scale[r]));
@@ -122,11 +126,12 @@ TEST(Int8Gemm, SimdEqualsScalarOnShapesStraddlingTheVectorWidths) {
               Problem::Output expected, got;
               p.run(scalar_rows, expected, 0, rows);
               p.run(kernel, got, 0, rows);
-              ASSERT_EQ(got.dots, expected.dots) << "depth " << depth << " rows " << rows << " tokens "
-                                                 << tokens << " offset " << offset << " extremes " << extremes
-                                                 << " seed " << seed;
+              ASSERT_EQ(got.dots, expected.dots)
+                  << "depth " << depth << " rows " << rows << " tokens " << tokens << " offset "
+                  << offset << " extremes " << extremes << " seed " << seed;
               // Bit-identical floats (the same epilogue expression everywhere).
-              ASSERT_EQ(0, std::memcmp(got.y.data(), expected.y.data(), got.y.size() * sizeof(float)))
+              ASSERT_EQ(0,
+                        std::memcmp(got.y.data(), expected.y.data(), got.y.size() * sizeof(float)))
                   << "depth " << depth << " seed " << seed;
             }
   }
@@ -140,12 +145,14 @@ TEST(Int8Gemm, RowRangesComposeToTheWholeProduct) {
     Problem::Output whole, pieces;
     p.run(kernel, whole, 0, p.rows);
     // Uneven splits, not multiples of any row tile.
-    for (const auto& [begin, end] : std::vector<std::pair<Index, Index>>{{0, 5}, {5, 6}, {6, 13}, {13, 17}, {17, 23}})
+    for (const auto& [begin, end] :
+         std::vector<std::pair<Index, Index>>{{0, 5}, {5, 6}, {6, 13}, {13, 17}, {17, 23}})
       p.run(kernel, pieces, begin, end);
     EXPECT_EQ(pieces.dots, whole.dots);
     Problem::Output empty;
     p.run(kernel, empty, 7, 7);  // an empty range writes nothing
-    EXPECT_TRUE(std::all_of(empty.dots.begin(), empty.dots.end(), [](std::int32_t d) { return d == INT32_MIN; }));
+    EXPECT_TRUE(std::all_of(empty.dots.begin(), empty.dots.end(),
+                            [](std::int32_t d) { return d == INT32_MIN; }));
   }
 }
 
@@ -177,8 +184,10 @@ TEST(Int8Gemm, ReportsItsInstructionSet) {
   EXPECT_EQ(std::string(int8_kernels.isa), test::expected_int8_isa());
   EXPECT_EQ(std::string(scalar::int8_kernels.isa), "scalar");
   const std::size_t simd = simd_variants().size();
-  if (test::expected_int8_isa() == "scalar") EXPECT_EQ(simd, 0u);
-  else EXPECT_EQ(simd, test::expected_int8_isa() == "avx512-vnni" ? 2u : 1u);  // avx512 brings avx2
+  if (test::expected_int8_isa() == "scalar")
+    EXPECT_EQ(simd, 0u);
+  else
+    EXPECT_EQ(simd, test::expected_int8_isa() == "avx512-vnni" ? 2u : 1u);  // avx512 brings avx2
   std::cout << "int8 kernel: " << int8_kernels.isa << "\n";
 }
 
@@ -190,7 +199,8 @@ TEST(Int8Gemm, CheckedEntryMatchesTheDequantizedProduct) {
   const MatrixF y = int8_gemm(qw, qx);
   ASSERT_EQ(y.rows(), 7);
   ASSERT_EQ(y.cols(), 37);
-  const MatrixD expected = qx.dequantize().cast<double>() * qw.dequantize().cast<double>().transpose();
+  const MatrixD expected =
+      qx.dequantize().cast<double>() * qw.dequantize().cast<double>().transpose();
   EXPECT_LE(test::max_rel_diff(y, expected), 1e-6);
   // The noexcept row-range entry into a caller's buffer gives the same.
   MatrixF y2 = MatrixF::Constant(7, 37, NAN);

@@ -24,7 +24,8 @@ TEST(Int8Weights, FromAbsmaxPerRow) {
   // Per tensor is one group per row too.
   AbsmaxConfig per_tensor;
   per_tensor.granularity = AbsmaxGranularity::per_tensor;
-  EXPECT_EQ(to_int8_weights(quantize_absmax(w, per_tensor).weights).dequantize(), quantize_absmax(w, per_tensor).weights.dequantize());
+  EXPECT_EQ(to_int8_weights(quantize_absmax(w, per_tensor).weights).dequantize(),
+            quantize_absmax(w, per_tensor).weights.dequantize());
 }
 
 TEST(Int8Weights, RejectsWhatIsNotSymmetricPerRowInt8) {
@@ -61,7 +62,8 @@ TEST(Int8Weights, PerRowAbsmaxIsTheSymmetricInt8Grid) {
   EXPECT_EQ(q.scale(2), 2.54f / 127.0f);
   for (Index r = 0; r < 3; ++r)
     for (Index c = 0; c < 4; ++c)
-      EXPECT_EQ(q.values(r, c), static_cast<std::int8_t>(std::nearbyint(w(r, c) / q.scale(r)))) << r << ", " << c;
+      EXPECT_EQ(q.values(r, c), static_cast<std::int8_t>(std::nearbyint(w(r, c) / q.scale(r))))
+          << r << ", " << c;
   EXPECT_EQ(q.values(0, 0), 127);
   EXPECT_EQ(q.values(2, 0), -127);
   EXPECT_TRUE((q.values.row(1).array() == 0).all());
@@ -95,8 +97,8 @@ TEST(Int8Weights, AbsmaxFloorAsSmoothQuant) {
 TEST(Int8Activations, PerTokenDynamicAbsmax) {
   MatrixF x(4, 6);
   x << 127, 0.5f, 1.5f, 2.5f, -0.5f, -126.5f,  // scale 1: exact halves round to even
-      0, 0, 0, 0, 0, 0,                         // all zero: scale 1e-5 / 127
-      1e-6f, -2e-6f, 0, 0, 0, 0,                // below the floor
+      0, 0, 0, 0, 0, 0,                        // all zero: scale 1e-5 / 127
+      1e-6f, -2e-6f, 0, 0, 0, 0,               // below the floor
       -3, 1, 2, 0.25f, 0, 0;
   const Int8Activations a = quantize_activations(x);
   EXPECT_EQ(a.scale(0), 1.0f);
@@ -108,12 +110,14 @@ TEST(Int8Activations, PerTokenDynamicAbsmax) {
   EXPECT_EQ(a.values(2, 0), static_cast<std::int8_t>(std::nearbyint(1e-6f / (1e-5f / 127.0f))));
   const float s3 = 3.0f / 127.0f;
   EXPECT_EQ(a.scale(3), s3);
-  for (Index c = 0; c < 6; ++c) EXPECT_EQ(a.values(3, c), static_cast<std::int8_t>(std::nearbyint(x(3, c) / s3)));
+  for (Index c = 0; c < 6; ++c)
+    EXPECT_EQ(a.values(3, c), static_cast<std::int8_t>(std::nearbyint(x(3, c) / s3)));
   EXPECT_EQ(a.values(3, 0), -127);
   // The dequantized tokens are within half a step.
   const MatrixF d = a.dequantize();
   for (Index t = 0; t < 4; ++t)
-    for (Index c = 0; c < 6; ++c) EXPECT_LE(std::abs(d(t, c) - x(t, c)), 0.5f * a.scale(t) * 1.0001f);
+    for (Index c = 0; c < 6; ++c)
+      EXPECT_LE(std::abs(d(t, c) - x(t, c)), 0.5f * a.scale(t) * 1.0001f);
 }
 
 TEST(Int8Activations, ReusesStorageAndRejectsBadInput) {

@@ -20,7 +20,8 @@ TEST(Parallel, ChunksCoverEveryItemOnceWithFixedBoundaries) {
     });
     Eigen::setNbThreads(saved);
     EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 1000) << threads;
-    EXPECT_EQ(chunks, (std::vector<std::pair<Index, Index>>{{0, 256}, {256, 256}, {512, 256}, {768, 232}}));
+    EXPECT_EQ(chunks,
+              (std::vector<std::pair<Index, Index>>{{0, 256}, {256, 256}, {512, 256}, {768, 232}}));
   }
   int calls = 0;
   detail::parallel_for(0, [&](Index) { ++calls; });

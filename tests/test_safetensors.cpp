@@ -60,10 +60,13 @@ TEST(Safetensors, MatricesAndFilesOnDisk) {
   // Every tensor is naturally aligned in the data section.
   for (const std::string& name : reader.names())
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(reader.data(name)) %
-                  io::dtype_size(reader.info(name).dtype), 0u) << name;
+                  io::dtype_size(reader.info(name).dtype),
+              0u)
+        << name;
   // No temporary file is left behind.
   int files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir.file(""))) files += e.is_regular_file();
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+    files += e.is_regular_file();
   EXPECT_EQ(files, 1);
 }
 
@@ -100,8 +103,10 @@ TEST(Safetensors, HostileCorpusIsRejectedCleanly) {
       const SafetensorsReader reader(file);
       for (const std::string& name : reader.names()) {
         const io::TensorInfo& t = reader.info(name);
-        if (io::is_float_dtype(t.dtype)) EXPECT_EQ(reader.floats(name).size(), std::size_t(t.numel()));
-        else EXPECT_EQ(reader.ints(name).size(), std::size_t(t.numel()));
+        if (io::is_float_dtype(t.dtype))
+          EXPECT_EQ(reader.floats(name).size(), std::size_t(t.numel()));
+        else
+          EXPECT_EQ(reader.ints(name).size(), std::size_t(t.numel()));
       }
       continue;
     }
@@ -109,20 +114,23 @@ TEST(Safetensors, HostileCorpusIsRejectedCleanly) {
       SafetensorsReader reader(file);
       ADD_FAILURE() << "accepted a hostile file";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << "names the file: " << e.what();
+      EXPECT_NE(std::string(e.what()).find(file), std::string::npos)
+          << "names the file: " << e.what();
     }
   }
 }
 
 TEST(Safetensors, ValidCorpusValues) {
-  const SafetensorsReader reader(test::test_data_dir() + "/safetensors_hostile/valid_all_dtypes.safetensors");
+  const SafetensorsReader reader(test::test_data_dir() +
+                                 "/safetensors_hostile/valid_all_dtypes.safetensors");
   EXPECT_EQ(reader.doubles("D"), (std::vector<double>{1.0, -2.0}));
   EXPECT_EQ(reader.floats("H"), (std::vector<float>{0.5f, -1.5f}));
   EXPECT_EQ(reader.floats("B"), (std::vector<float>{1.0f, -2.0f}));
   EXPECT_EQ(reader.ints("L"), (std::vector<std::int32_t>{5, -6}));
   EXPECT_EQ(reader.ints("C"), (std::vector<std::int32_t>{11, -12}));
   EXPECT_EQ(reader.metadata_value("purpose"), "every dtype");
-  const SafetensorsReader empty(test::test_data_dir() + "/safetensors_hostile/valid_empty_tensor.safetensors");
+  const SafetensorsReader empty(test::test_data_dir() +
+                                "/safetensors_hostile/valid_empty_tensor.safetensors");
   EXPECT_EQ(empty.info("E").numel(), 0);
   EXPECT_EQ(empty.ints("S"), (std::vector<std::int32_t>{-7}));
 }
@@ -133,7 +141,9 @@ TEST(Safetensors, EveryTruncationOfAValidFileIsRejected) {
   writer.set_metadata("k", "v");
   const std::vector<unsigned char> bytes = writer.bytes();
   for (std::size_t n = 0; n < bytes.size(); ++n)
-    EXPECT_THROW(SafetensorsReader::from_bytes({bytes.begin(), bytes.begin() + static_cast<long>(n)}), Error) << n;
+    EXPECT_THROW(
+        SafetensorsReader::from_bytes({bytes.begin(), bytes.begin() + static_cast<long>(n)}), Error)
+        << n;
   EXPECT_NO_THROW(SafetensorsReader::from_bytes(bytes));
 }
 

@@ -17,7 +17,8 @@ double max_elementwise_rel(const A& a, const B& b) {
   EXPECT_EQ(da.cols(), db.cols());
   double worst = 0;
   for (Index i = 0; i < db.size(); ++i)
-    worst = std::max(worst, std::abs(da.data()[i] - db.data()[i]) / std::max(std::abs(db.data()[i]), 1e-30));
+    worst = std::max(
+        worst, std::abs(da.data()[i] - db.data()[i]) / std::max(std::abs(db.data()[i]), 1e-30));
   return worst;
 }
 
@@ -45,12 +46,13 @@ void check_smoothquant_golden(const io::SafetensorsReader& f, const std::string&
 
   const double scale_err = max_elementwise_rel(r.scales, test::golden_vector<Scalar>(f, "scales"));
   EXPECT_LE(scale_err, 1e-6);
-  const NormParams<Scalar> folded = fold_into_norm(
-      NormParams<Scalar>{test::golden_vector<Scalar>(f, "ln_weight"), test::golden_vector<Scalar>(f, "ln_bias")},
-      r.scales);
-  const double norm_err =
-      std::max(max_elementwise_rel(folded.weight, test::golden_vector<Scalar>(f, "ln_weight_smoothed")),
-               max_elementwise_rel(folded.bias, test::golden_vector<Scalar>(f, "ln_bias_smoothed")));
+  const NormParams<Scalar> folded =
+      fold_into_norm(NormParams<Scalar>{test::golden_vector<Scalar>(f, "ln_weight"),
+                                        test::golden_vector<Scalar>(f, "ln_bias")},
+                     r.scales);
+  const double norm_err = std::max(
+      max_elementwise_rel(folded.weight, test::golden_vector<Scalar>(f, "ln_weight_smoothed")),
+      max_elementwise_rel(folded.bias, test::golden_vector<Scalar>(f, "ln_bias_smoothed")));
   EXPECT_LE(norm_err, 1e-6);
   // The smoothed weights W·diag(s) the int8 step quantized.
   std::vector<MatrixT<Scalar>> smoothed;
@@ -58,7 +60,9 @@ void check_smoothquant_golden(const io::SafetensorsReader& f, const std::string&
   double weight_err = 0;
   if (f.contains("W_smoothed")) {
     weight_err = max_elementwise_rel(smoothed[0], f.matrix_d("W_smoothed"));
-    if (fcs == 2) weight_err = std::max(weight_err, max_elementwise_rel(smoothed[1], f.matrix_d("W2_smoothed")));
+    if (fcs == 2)
+      weight_err =
+          std::max(weight_err, max_elementwise_rel(smoothed[1], f.matrix_d("W2_smoothed")));
     EXPECT_LE(weight_err, 1e-6);
   }
 
@@ -76,17 +80,22 @@ void check_smoothquant_golden(const io::SafetensorsReader& f, const std::string&
   const double err = w8a8_error(xs, smoothed[0].template cast<float>(), exact);
   const double golden_err = test::meta_double(f, "rel_out_err");
   EXPECT_NEAR(err, golden_err, 0.01 * golden_err);
-  const double plain = w8a8_error(x.template cast<float>(), linears[0].template cast<float>(), exact);
+  const double plain =
+      w8a8_error(x.template cast<float>(), linears[0].template cast<float>(), exact);
   EXPECT_NEAR(plain, test::meta_double(f, "rel_out_err_w8a8_plain"), 0.01 * plain);
-  std::printf("  %s: scales %.1e, norm %.1e, smoothed W %.1e, W8 %.1e, W8A8 rel_out_err %.6f (reference %.6f), "
-              "unsmoothed %.6f\n",
-              std::filesystem::path(f.source()).filename().c_str(), scale_err, norm_err, weight_err, w8_err, err,
-              golden_err, plain);
+  std::printf(
+      "  %s: scales %.1e, norm %.1e, smoothed W %.1e, W8 %.1e, W8A8 rel_out_err %.6f (reference "
+      "%.6f), "
+      "unsmoothed %.6f\n",
+      std::filesystem::path(f.source()).filename().c_str(), scale_err, norm_err, weight_err, w8_err,
+      err, golden_err, plain);
 }
 
 void check_smoothquant_golden_file(const io::SafetensorsReader& f, const std::string& dir) {
-  if (test::meta(f, "dtype") == "float64") check_smoothquant_golden<double>(f, dir);
-  else check_smoothquant_golden<float>(f, dir);
+  if (test::meta(f, "dtype") == "float64")
+    check_smoothquant_golden<double>(f, dir);
+  else
+    check_smoothquant_golden<float>(f, dir);
 }
 
 TEST(SmoothQuantGolden, BundledFilesMatchTheReference) {
@@ -107,8 +116,10 @@ TEST(SmoothQuant, FormulaClampsAndSharedWeightMaximum) {
   config.alpha = 0.5;
   const SmoothQuantResult<float> r = quantize_smoothquant({w1, w2}, act, config);
   for (Index j = 0; j < 6; ++j) {
-    const float wmax = std::max({w1.col(j).cwiseAbs().maxCoeff(), w2.col(j).cwiseAbs().maxCoeff(), 1e-5f});
-    EXPECT_EQ(r.scales(j), std::max(std::sqrt(static_cast<float>(act(j))) / std::sqrt(wmax), 1e-5f)) << j;
+    const float wmax =
+        std::max({w1.col(j).cwiseAbs().maxCoeff(), w2.col(j).cwiseAbs().maxCoeff(), 1e-5f});
+    EXPECT_EQ(r.scales(j), std::max(std::sqrt(static_cast<float>(act(j))) / std::sqrt(wmax), 1e-5f))
+        << j;
   }
   EXPECT_EQ(r.scales(3), 1e-5f);
   // The int8 step: per-row absmax of each smoothed linear.
@@ -116,7 +127,8 @@ TEST(SmoothQuant, FormulaClampsAndSharedWeightMaximum) {
   EXPECT_EQ(r.weights[1].scale, int8_absmax_per_row(scale_input_channels(w2, r.scales)).scale);
   // alpha = 0: s = 1 / wmax (all difficulty on the weights' side removed); alpha = 1: s = act.
   config.alpha = 0;
-  EXPECT_FLOAT_EQ(quantize_smoothquant({w1}, act, config).scales(0), 1.0f / w1.col(0).cwiseAbs().maxCoeff());
+  EXPECT_FLOAT_EQ(quantize_smoothquant({w1}, act, config).scales(0),
+                  1.0f / w1.col(0).cwiseAbs().maxCoeff());
   config.alpha = 1;
   EXPECT_EQ(quantize_smoothquant({w1}, act, config).scales(5), 9.0f);
 }
@@ -134,13 +146,15 @@ TEST(SmoothQuant, SmoothingKeepsTheOutputAndHelpsW8A8) {
   const MatrixF xs = divide_input_channels(x, r.scales);
   const MatrixD exact = x.cast<double>() * w.cast<double>().transpose();
   EXPECT_LE(test::max_rel_diff(xs.cast<double>() * ws.cast<double>().transpose(), exact), 1e-5);
-  const double smoothed = (int8_gemm(r.weights[0], quantize_activations(xs)).cast<double>() - exact).norm() /
-                          exact.norm();
+  const double smoothed =
+      (int8_gemm(r.weights[0], quantize_activations(xs)).cast<double>() - exact).norm() /
+      exact.norm();
   EXPECT_EQ(smoothed, w8a8_error(xs, ws, exact));
   const double plain = w8a8_error(x, w, exact);
   EXPECT_LT(smoothed, 0.6 * plain) << smoothed << " vs " << plain;
   // An RMSNorm (no bias) absorbs 1/s the same way.
-  const NormParams<float> rms = fold_into_norm(NormParams<float>{VectorF::Ones(122), VectorF()}, r.scales);
+  const NormParams<float> rms =
+      fold_into_norm(NormParams<float>{VectorF::Ones(122), VectorF()}, r.scales);
   EXPECT_EQ(rms.weight, VectorF::Ones(122).cwiseQuotient(r.scales));
   EXPECT_FALSE(rms.has_bias());
   EXPECT_GE(r.report.seconds, 0.0);
@@ -148,12 +162,17 @@ TEST(SmoothQuant, SmoothingKeepsTheOutputAndHelpsW8A8) {
 
 TEST(SmoothQuant, DoubleMatchesFloatToRounding) {
   const MatrixF w = test::random_weights(8, 32, 1005);
-  const VectorD act =
-      test::random_activations(20, 32, 1006).cwiseAbs().colwise().maxCoeff().transpose().cast<double>();
+  const VectorD act = test::random_activations(20, 32, 1006)
+                          .cwiseAbs()
+                          .colwise()
+                          .maxCoeff()
+                          .transpose()
+                          .cast<double>();
   SmoothQuantConfig config;
   config.alpha = 0.8;
   const SmoothQuantResult<float> f = quantize_smoothquant({w}, act, config);
-  const SmoothQuantResult<double> d = quantize_smoothquant({MatrixD(w.cast<double>())}, act, config);
+  const SmoothQuantResult<double> d =
+      quantize_smoothquant({MatrixD(w.cast<double>())}, act, config);
   EXPECT_LE(max_elementwise_rel(f.scales, d.scales), 1e-6);
 }
 

@@ -61,7 +61,8 @@ TEST(SparseOutliers, MaskGivesBackThePositions) {
   CodeMatrix mask = CodeMatrix::Zero(5, 9);
   mask(0, 8) = mask(2, 0) = mask(2, 3) = mask(4, 4) = 1;
   EXPECT_EQ(outlier_mask(sparse_outliers_from_mask(w, mask)), mask);
-  EXPECT_EQ(outlier_mask(sparse_outliers_from_mask(w, CodeMatrix::Zero(5, 9))), CodeMatrix::Zero(5, 9));
+  EXPECT_EQ(outlier_mask(sparse_outliers_from_mask(w, CodeMatrix::Zero(5, 9))),
+            CodeMatrix::Zero(5, 9));
   SparseOutliers broken = sparse_outliers_from_mask(w, mask);
   broken.col[1] = 9;
   EXPECT_THROW(outlier_mask(broken), Error);
@@ -71,7 +72,8 @@ TEST(SparseOutliers, BitsPerWeightCountsValuesIndicesAndRowPointers) {
   const MatrixF w = test::random_weights(4, 100, 73);
   CodeMatrix mask = CodeMatrix::Zero(4, 100);
   mask(0, 0) = mask(3, 99) = 1;
-  EXPECT_DOUBLE_EQ(sparse_bits_per_weight(sparse_outliers_from_mask(w, mask)), (2 * 48.0 + 5 * 32.0) / 400);
+  EXPECT_DOUBLE_EQ(sparse_bits_per_weight(sparse_outliers_from_mask(w, mask)),
+                   (2 * 48.0 + 5 * 32.0) / 400);
 }
 
 }  // namespace

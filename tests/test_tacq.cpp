@@ -1,6 +1,6 @@
-// quant/tacq.hpp: the saliency, the exact-count top-p selection, TACQ's mixed-precision result (dense GPTQ part + sparse
-// kept weights), its storage cost, the gradient-free fallback, TACQ against
-// GPTQ alone on the golden inputs, and `lowbit quantize tacq`.
+// quant/tacq.hpp: the saliency, the exact-count top-p selection, TACQ's mixed-precision result
+// (dense GPTQ part + sparse kept weights), its storage cost, the gradient-free fallback, TACQ
+// against GPTQ alone on the golden inputs, and `lowbit quantize tacq`.
 #include <lowbit/quant/tacq.hpp>
 #include <numeric>
 #include <set>
@@ -66,14 +66,17 @@ TEST(TacqSelection, SelectsExactlyTheLargestWithLowerIndexFirstOnTies) {
     // Against a full sort of (value desc, flat index asc).
     std::vector<Index> order(static_cast<std::size_t>(s.size()));
     std::iota(order.begin(), order.end(), Index(0));
-    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return s.data()[a] > s.data()[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](Index a, Index b) { return s.data()[a] > s.data()[b]; });
     for (Index i = 0; i < s.size(); ++i)
-      EXPECT_EQ(mask.data()[order[static_cast<std::size_t>(i)]] != 0, i < k) << fraction << " rank " << i;
+      EXPECT_EQ(mask.data()[order[static_cast<std::size_t>(i)]] != 0, i < k)
+          << fraction << " rank " << i;
   }
   // All equal: the first k in row-major order.
   const CodeMatrix flat = select_top_count(MatrixD::Constant(3, 4, 1.5), 5);
   const std::vector<int> expected{1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
-  for (Index i = 0; i < 12; ++i) EXPECT_EQ(flat.data()[i], expected[static_cast<std::size_t>(i)]) << i;
+  for (Index i = 0; i < 12; ++i)
+    EXPECT_EQ(flat.data()[i], expected[static_cast<std::size_t>(i)]) << i;
   // Ties at the threshold: the larger values, then the tied ones in flat order.
   MatrixD t(2, 3);
   t << 1, 3, 2, 2, 2, 0;
@@ -98,7 +101,8 @@ TEST(Tacq, KeepsTheWeightsTheGradientMarks) {
   const Index k = tacq_outlier_count(out, in, config.fraction);  // 61
   std::mt19937 rng(13);
   std::set<Index> marked;
-  while (static_cast<Index>(marked.size()) < k) marked.insert(std::uniform_int_distribution<Index>(0, out * in - 1)(rng));
+  while (static_cast<Index>(marked.size()) < k)
+    marked.insert(std::uniform_int_distribution<Index>(0, out * in - 1)(rng));
   MatrixF g = MatrixF::Constant(out, in, 1e-6f);
   for (Index i : marked) g.data()[i] = 1e6f;
   for (SaliencyReference reference : {SaliencyReference::gptq, SaliencyReference::rtn}) {
@@ -138,7 +142,8 @@ TEST(Tacq, KeptWeightsComeBackBitExact) {
     for (Index r = 0; r < out; ++r)
       for (Index c = 0; c < in; ++c) {
         if (mask(r, c)) {
-          const float expected = precision == OutlierPrecision::f16 ? half_to_float(float_to_half(w(r, c))) : w(r, c);
+          const float expected =
+              precision == OutlierPrecision::f16 ? half_to_float(float_to_half(w(r, c))) : w(r, c);
           EXPECT_EQ(q(r, c), expected) << r << ", " << c;
           EXPECT_EQ(dense(r, c), 0.0f) << "a kept position's code is its zero point";
         } else {
@@ -175,7 +180,8 @@ TEST(Tacq, IsGptqWithTheSelectedMask) {
     // The fed-back values differ from the originals somewhere past the first block.
     Index moved = 0;
     for (std::size_t i = 0; i < gptq.outliers.values.size(); ++i) {
-      const Index r = std::upper_bound(gptq.outliers.row_ptr.begin(), gptq.outliers.row_ptr.end(), std::int32_t(i)) -
+      const Index r = std::upper_bound(gptq.outliers.row_ptr.begin(), gptq.outliers.row_ptr.end(),
+                                       std::int32_t(i)) -
                       gptq.outliers.row_ptr.begin() - 1;
       moved += gptq.outliers.values[i] != w(r, gptq.outliers.col[i]);
     }
@@ -233,14 +239,16 @@ TEST(Tacq, StreamingStatisticsGiveTheSameLayer) {
   GradientMagnitudes g(out, in);
   for (Index s = 0; s < 4; ++s) {
     calibration.add(x.middleRows(s * 50, 50));
-    g.add_linear(test::random_gaussian(50, out, 83 + static_cast<unsigned>(s)), x.middleRows(s * 50, 50));
+    g.add_linear(test::random_gaussian(50, out, 83 + static_cast<unsigned>(s)),
+                 x.middleRows(s * 50, 50));
   }
   TacqConfig config = two_bit();
   config.fraction = 0.02;
   EXPECT_EQ(quantize_tacq(w, calibration, g, config).dequantize(),
             quantize_tacq(w, calibration.hessian(), g.sum(), config).dequantize());
   EXPECT_THROW(quantize_tacq(w, Calibration(in + 1), g, config), Error);
-  EXPECT_THROW(quantize_tacq(w, calibration, GradientMagnitudes(out, in), config), Error);  // no samples
+  EXPECT_THROW(quantize_tacq(w, calibration, GradientMagnitudes(out, in), config),
+               Error);  // no samples
 }
 
 TEST(Tacq, DeterministicAcrossRuns) {
@@ -267,7 +275,7 @@ TEST(Tacq, ProgressSpansBothGptqPasses) {
   };
   quantize_tacq(w, h, g, config);
   EXPECT_EQ(done, (std::vector<Index>{128, 256, 384, 512}));  // blocks of 128, two passes
-  config.reference = SaliencyReference::rtn;  // one GPTQ pass
+  config.reference = SaliencyReference::rtn;                  // one GPTQ pass
   done.clear();
   config.progress = [&](Index steps, Index total) {
     EXPECT_EQ(total, in);
@@ -296,14 +304,17 @@ TEST(Tacq, RejectsBadInput) {
   config.fraction = 1.0;
   EXPECT_NE(message([&] { quantize_tacq(w, h, g, config); }).find("fraction"), std::string::npos);
   config.fraction = -0.1;
-  EXPECT_NE(message([&] { quantize_tacq_without_gradients(w, h, config); }).find("fraction"), std::string::npos);
+  EXPECT_NE(message([&] { quantize_tacq_without_gradients(w, h, config); }).find("fraction"),
+            std::string::npos);
   config.fraction = 0.01;
   EXPECT_NE(message([&] { quantize_tacq(w, h, MatrixF::Ones(64, 8), config); }).find("G (out x in"),
             std::string::npos);
   MatrixF bad = g;
   bad(3, 5) = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_NE(message([&] { quantize_tacq(w, h, bad, config); }).find("G: expected finite"), std::string::npos);
-  EXPECT_NE(message([&] { quantize_tacq(w, MatrixD::Identity(32, 32), g, config); }).find("H"), std::string::npos);
+  EXPECT_NE(message([&] { quantize_tacq(w, h, bad, config); }).find("G: expected finite"),
+            std::string::npos);
+  EXPECT_NE(message([&] { quantize_tacq(w, MatrixD::Identity(32, 32), g, config); }).find("H"),
+            std::string::npos);
   config.gptq.bits = 9;
   EXPECT_NE(message([&] { quantize_tacq(w, h, g, config); }).find("bits"), std::string::npos);
   MatrixF big = w;
@@ -313,7 +324,8 @@ TEST(Tacq, RejectsBadInput) {
   config = two_bit();
   config.fraction = 1.0 / 512;
   MatrixD diagonal = MatrixD::Identity(64, 64);
-  EXPECT_NE(message([&] { quantize_tacq(big, diagonal, marks, config); }).find("fp16"), std::string::npos);
+  EXPECT_NE(message([&] { quantize_tacq(big, diagonal, marks, config); }).find("fp16"),
+            std::string::npos);
   config.precision = OutlierPrecision::f32;
   EXPECT_EQ(quantize_tacq(big, diagonal, marks, config).dequantize()(0, 0), 1e6f);
 }
@@ -353,16 +365,21 @@ TEST(Tacq, BeatsGptqAtTwoBitsOnTheGoldenInputs) {
     const MatrixF g = golden_gradients(w, x, q_gptq);
     const TacqResult tacq = quantize_tacq(w, h, g, config);
     const TacqResult fallback = quantize_tacq_without_gradients(w, h, config);
-    const double e_gptq = output_error(w, q_gptq, x), e_tacq = output_error(w, tacq.dequantize(), x);
+    const double e_gptq = output_error(w, q_gptq, x),
+                 e_tacq = output_error(w, tacq.dequantize(), x);
     const double e_fallback = output_error(w, fallback.dequantize(), x);
     // The same number of weights kept by magnitude alone: the saliency must do better.
     const CodeMatrix largest = select_top_fraction(w.cast<double>().cwiseAbs(), config.fraction);
-    const double e_largest = output_error(w, quantize_gptq(w, h, config.gptq, largest).dequantize(), x);
+    const double e_largest =
+        output_error(w, quantize_gptq(w, h, config.gptq, largest).dequantize(), x);
     const double gptq_bits = bits_per_weight(quantize_gptq(w, h, config.gptq).weights);
-    std::printf("[ figures  ] 64x256 2-bit group %d: GPTQ rel. output error %.5f at %.4f bits/w; TACQ 0.35%% "
-                "(%ld kept) %.5f at %.4f bits/w; same count kept by |W| %.5f; gradient-free fallback %.5f\n",
-                group_size, e_gptq, gptq_bits, static_cast<long>(tacq.report.outliers), e_tacq,
-                tacq.report.bits_per_weight, e_largest, e_fallback);
+    std::printf(
+        "[ figures  ] 64x256 2-bit group %d: GPTQ rel. output error %.5f at %.4f bits/w; TACQ "
+        "0.35%% "
+        "(%ld kept) %.5f at %.4f bits/w; same count kept by |W| %.5f; gradient-free fallback "
+        "%.5f\n",
+        group_size, e_gptq, gptq_bits, static_cast<long>(tacq.report.outliers), e_tacq,
+        tacq.report.bits_per_weight, e_largest, e_fallback);
     EXPECT_EQ(tacq.report.outliers, 57);
     EXPECT_LT(e_tacq, e_gptq);
     EXPECT_LT(e_tacq, e_largest);
@@ -383,7 +400,8 @@ class TacqCli : public test::ToolTest {
     if (with_g) {
       GptqConfig config;
       config.bits = 2;
-      out.add_matrix("G", golden_gradients(w, x, quantize_gptq(w, hessian_of(x), config).dequantize()));
+      out.add_matrix("G",
+                     golden_gradients(w, x, quantize_gptq(w, hessian_of(x), config).dequantize()));
     }
     const std::string path = dir.file(name);
     out.write(path);
@@ -393,12 +411,13 @@ class TacqCli : public test::ToolTest {
 
 TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {
   const std::string in = write_inputs(true), out = dir.file("tacq.safetensors");
-  const test::CommandResult r =
-      lowbit("quantize tacq --in " + in + " --out " + out + " --bits 2 --group-size 64 --fraction 0.0035");
+  const test::CommandResult r = lowbit("quantize tacq --in " + in + " --out " + out +
+                                       " --bits 2 --group-size 64 --fraction 0.0035");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("gradient-free"), std::string::npos) << r.output;
   const io::SafetensorsReader result(out), inputs(in);
-  for (const char* name : {"Q", "qint", "scale", "zero", "g_idx", "mask", "outlier_rowptr", "outlier_col", "outlier_val"})
+  for (const char* name : {"Q", "qint", "scale", "zero", "g_idx", "mask", "outlier_rowptr",
+                           "outlier_col", "outlier_val"})
     EXPECT_TRUE(result.contains(name)) << name;
   EXPECT_EQ(result.info("mask").dtype, io::Dtype::U8);
   EXPECT_EQ(result.info("mask").shape, (std::vector<std::int64_t>{64, 256}));
@@ -411,14 +430,16 @@ TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {
   // The same as the library call.
   const MatrixF w = inputs.matrix("W");
   TacqConfig config = two_bit(64);
-  const TacqResult expected = quantize_tacq(w, hessian_of(inputs.matrix("X")), inputs.matrix("G"), config);
+  const TacqResult expected =
+      quantize_tacq(w, hessian_of(inputs.matrix("X")), inputs.matrix("G"), config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
   EXPECT_EQ(result.ints("outlier_rowptr"), expected.outliers.row_ptr);
   EXPECT_EQ(result.ints("outlier_col"), expected.outliers.col);
   EXPECT_EQ(result.floats("outlier_val"), expected.outliers.values);
   const std::vector<std::int32_t> mask = result.ints("mask");
   const CodeMatrix expected_mask = outlier_mask(expected.outliers);
-  for (Index i = 0; i < w.size(); ++i) ASSERT_EQ(mask[static_cast<std::size_t>(i)], expected_mask.data()[i]) << i;
+  for (Index i = 0; i < w.size(); ++i)
+    ASSERT_EQ(mask[static_cast<std::size_t>(i)], expected_mask.data()[i]) << i;
 
   // Q = the dense tensors, overwritten at the CSR positions.
   SparseOutliers s;
@@ -432,7 +453,8 @@ TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {
   dense.group_size = 64;
   const std::vector<std::int32_t> qint = result.ints("qint");
   dense.codes.resize(64, 256);
-  for (std::size_t i = 0; i < qint.size(); ++i) dense.codes.data()[i] = static_cast<std::uint8_t>(qint[i]);
+  for (std::size_t i = 0; i < qint.size(); ++i)
+    dense.codes.data()[i] = static_cast<std::uint8_t>(qint[i]);
   dense.scale = result.matrix("scale");
   dense.zero = result.matrix("zero");
   MatrixF rebuilt = dense.dequantize();
@@ -441,13 +463,15 @@ TEST_F(TacqCli, WritesTheMixedPrecisionTensors) {
   EXPECT_EQ(result.metadata_value("method"), "tacq");
   EXPECT_EQ(result.metadata_value("gradients"), "G");
   EXPECT_EQ(result.metadata_value("outliers"), "57");
-  EXPECT_NEAR(std::stod(*result.metadata_value("bits_per_weight")), expected.report.bits_per_weight, 1e-6);
+  EXPECT_NEAR(std::stod(*result.metadata_value("bits_per_weight")), expected.report.bits_per_weight,
+              1e-6);
 }
 
 TEST_F(TacqCli, ActOrderAndFloatValues) {
   const std::string in = write_inputs(true), out = dir.file("tacq.safetensors");
-  const test::CommandResult r = lowbit("quantize tacq --in " + in + " --out " + out +
-                                       " --bits 3 --group-size 64 --fraction 0.01 --act-order --outlier-dtype f32");
+  const test::CommandResult r =
+      lowbit("quantize tacq --in " + in + " --out " + out +
+             " --bits 3 --group-size 64 --fraction 0.01 --act-order --outlier-dtype f32");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const io::SafetensorsReader result(out), inputs(in);
   EXPECT_EQ(result.info("outlier_val").dtype, io::Dtype::F32);
@@ -458,7 +482,8 @@ TEST_F(TacqCli, ActOrderAndFloatValues) {
   config.gptq.act_order = true;
   config.fraction = 0.01;
   config.precision = OutlierPrecision::f32;
-  const TacqResult expected = quantize_tacq(inputs.matrix("W"), hessian_of(inputs.matrix("X")), inputs.matrix("G"), config);
+  const TacqResult expected =
+      quantize_tacq(inputs.matrix("W"), hessian_of(inputs.matrix("X")), inputs.matrix("G"), config);
   EXPECT_EQ(result.matrix("Q"), expected.dequantize());
   EXPECT_EQ(result.ints("perm"), expected.report.gptq.hessian.column_order);
   EXPECT_EQ(result.ints("outlier_rowptr").back(), 163);  // floor(0.01 * 16384)
@@ -466,12 +491,14 @@ TEST_F(TacqCli, ActOrderAndFloatValues) {
 
 TEST_F(TacqCli, AnnouncesTheGradientFreeFallback) {
   const std::string in = write_inputs(false), out = dir.file("tacq.safetensors");
-  const test::CommandResult r = lowbit("quantize tacq --in " + in + " --out " + out + " --bits 2 --fraction 0.0035");
+  const test::CommandResult r =
+      lowbit("quantize tacq --in " + in + " --out " + out + " --bits 2 --fraction 0.0035");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("gradient-free"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("not the paper"), std::string::npos) << r.output;
   const io::SafetensorsReader result(out);
-  EXPECT_EQ(result.metadata_value("gradients"), "diag(H) proxy (gradient-free fallback, not the paper's method)");
+  EXPECT_EQ(result.metadata_value("gradients"),
+            "diag(H) proxy (gradient-free fallback, not the paper's method)");
 }
 
 TEST_F(TacqCli, BadInputsFailClearly) {
@@ -489,7 +516,8 @@ TEST_F(TacqCli, BadInputsFailClearly) {
       {"--fraction 0.01 --planes 2", 2, "--planes does not apply"},
   };
   for (const Case& c : cases) {
-    const test::CommandResult r = lowbit("quantize tacq --in " + in + " --out " + out + " " + c.args);
+    const test::CommandResult r =
+        lowbit("quantize tacq --in " + in + " --out " + out + " " + c.args);
     EXPECT_EQ(r.exit_code, c.code) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
   }
@@ -501,7 +529,8 @@ TEST_F(TacqCli, BadInputsFailClearly) {
   wrong.add_matrix("X", inputs.matrix("X"));
   wrong.add_matrix("G", MatrixF::Ones(64, 128));
   wrong.write(dir.file("wrong.safetensors"));
-  test::CommandResult r = lowbit("quantize tacq --in " + dir.file("wrong.safetensors") + " --out " + out);
+  test::CommandResult r =
+      lowbit("quantize tacq --in " + dir.file("wrong.safetensors") + " --out " + out);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("'G'"), std::string::npos) << r.output;
   MatrixF g = inputs.matrix("G");

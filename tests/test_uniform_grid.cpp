@@ -67,7 +67,8 @@ TEST(UniformGrid, MseKeepsTheFirstStrictMinimum) {
   // Evaluate the chosen grid and the unshrunk one: the chosen error is lower.
   auto error = [&](float scale, float zero) {
     double e = 0;
-    for (float v : values) e += std::pow(std::abs(grid_value(grid_code(v, scale, zero, 3), scale, zero) - v), 2.4);
+    for (float v : values)
+      e += std::pow(std::abs(grid_value(grid_code(v, scale, zero, 3), scale, zero) - v), 2.4);
     return e;
   };
   EXPECT_LT(error(p.scale(0), p.zero(0)), error(1.0f / 3, 0.0f));

@@ -12,22 +12,19 @@ UniformWeights small_weights() {
   w.bits = 2;
   w.group_size = 2;
   w.codes.resize(2, 4);
-  w.codes << 0, 1, 2, 3,
-             3, 2, 1, 0;
+  w.codes << 0, 1, 2, 3, 3, 2, 1, 0;
   w.scale.resize(2, 2);
-  w.scale << 0.5f, 1.0f,
-             2.0f, 4.0f;
+  w.scale << 0.5f, 1.0f, 2.0f, 4.0f;
   w.zero.resize(2, 2);
-  w.zero << 1, 2,
-            0, 3;
+  w.zero << 1, 2, 0, 3;
   return w;
 }
 
 TEST(UniformWeights, DequantizesPerGroupAndRow) {
   const MatrixF d = small_weights().dequantize();
   MatrixF expected(2, 4);
-  expected << 0.5f * (0 - 1), 0.5f * (1 - 1), 2.0f * (2 - 0), 2.0f * (3 - 0),
-              1.0f * (3 - 2), 1.0f * (2 - 2), 4.0f * (1 - 3), 4.0f * (0 - 3);
+  expected << 0.5f * (0 - 1), 0.5f * (1 - 1), 2.0f * (2 - 0), 2.0f * (3 - 0), 1.0f * (3 - 2),
+      1.0f * (2 - 2), 4.0f * (1 - 3), 4.0f * (0 - 3);
   EXPECT_EQ(d, expected);
 }
 

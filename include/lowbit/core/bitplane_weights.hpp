@@ -11,19 +11,19 @@
 
 #include <cstdint>
 
-#include "lowbit/core/error.hpp"
 #include "lowbit/core/detail/grouping.hpp"
+#include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 
 namespace lowbit {
 
 struct BitPlaneWeights {
-  int planes = 0;          // k, 1..8
-  Index group_size = 0;    // input columns per group
-  CodeMatrix codes;        // out x in; bit p is plane p
-  MatrixD coeffs;          // (groups * (k + 1)) x out; row g * (k + 1) + p, p == k is the bias
-  GroupIndex g_idx;        // empty: column j is in group j / group_size
+  int planes = 0;        // k, 1..8
+  Index group_size = 0;  // input columns per group
+  CodeMatrix codes;      // out x in; bit p is plane p
+  MatrixD coeffs;        // (groups * (k + 1)) x out; row g * (k + 1) + p, p == k is the bias
+  GroupIndex g_idx;      // empty: column j is in group j / group_size
 
   Index rows() const { return codes.rows(); }
   Index cols() const { return codes.cols(); }
@@ -48,8 +48,8 @@ struct BitPlaneWeights {
     const unsigned limit = 1u << planes;
     for (Index r = 0; r < rows(); ++r)
       for (Index c = 0; c < cols(); ++c)
-        detail::require(codes(r, c) < limit, "BitPlaneWeights::codes(", r, ", ", c, ") = ",
-                        int(codes(r, c)), " has bits above plane ", planes - 1);
+        detail::require(codes(r, c) < limit, "BitPlaneWeights::codes(", r, ", ", c,
+                        ") = ", int(codes(r, c)), " has bits above plane ", planes - 1);
   }
 
   // bias + sum_p c_p b_p, summed in double and rounded to float once.
@@ -93,16 +93,15 @@ inline BitPlaneWeights to_bitplanes(const UniformWeights& w) {
 // weights then move by at most sum_dropped |c_p| / 2.
 inline BitPlaneWeights truncate_planes(const BitPlaneWeights& w, int keep) {
   w.validate();
-  detail::require(keep >= 1 && keep <= w.planes, "truncate_planes: keep must be in 1..",
-                  w.planes, ", got ", keep);
+  detail::require(keep >= 1 && keep <= w.planes, "truncate_planes: keep must be in 1..", w.planes,
+                  ", got ", keep);
   const int drop = w.planes - keep;
   BitPlaneWeights out;
   out.planes = keep;
   out.group_size = w.group_size;
   out.g_idx = w.g_idx;
-  out.codes = w.codes.unaryExpr([drop](std::uint8_t code) {
-    return static_cast<std::uint8_t>(code >> drop);
-  });
+  out.codes = w.codes.unaryExpr(
+      [drop](std::uint8_t code) { return static_cast<std::uint8_t>(code >> drop); });
   out.coeffs.resize(w.groups() * (keep + 1), w.rows());
   for (Index g = 0; g < w.groups(); ++g)
     for (Index r = 0; r < w.rows(); ++r) {

@@ -7,19 +7,19 @@
 #include <cmath>
 #include <cstdint>
 
-#include "lowbit/core/error.hpp"
 #include "lowbit/core/detail/grouping.hpp"
+#include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
 
 namespace lowbit {
 
 struct UniformWeights {
-  int bits = 0;            // 1..8; codes lie in [0, 2^bits)
-  Index group_size = 0;    // input columns per group (in_features for one group per row)
-  CodeMatrix codes;        // out x in
-  MatrixF scale;           // groups x out (the checkpoint layout [groups, out])
-  MatrixF zero;            // groups x out, integral values
-  GroupIndex g_idx;        // empty: column j is in group j / group_size
+  int bits = 0;          // 1..8; codes lie in [0, 2^bits)
+  Index group_size = 0;  // input columns per group (in_features for one group per row)
+  CodeMatrix codes;      // out x in
+  MatrixF scale;         // groups x out (the checkpoint layout [groups, out])
+  MatrixF zero;          // groups x out, integral values
+  GroupIndex g_idx;      // empty: column j is in group j / group_size
 
   Index rows() const { return codes.rows(); }
   Index cols() const { return codes.cols(); }
@@ -39,8 +39,8 @@ struct UniformWeights {
     const unsigned limit = 1u << bits;
     for (Index r = 0; r < rows(); ++r)
       for (Index c = 0; c < cols(); ++c)
-        detail::require(codes(r, c) < limit, "UniformWeights::codes(", r, ", ", c, ") = ",
-                        int(codes(r, c)), " does not fit in ", bits, " bits");
+        detail::require(codes(r, c) < limit, "UniformWeights::codes(", r, ", ", c,
+                        ") = ", int(codes(r, c)), " does not fit in ", bits, " bits");
   }
 
   // scale * (code - zero), computed in float exactly as the reference does.

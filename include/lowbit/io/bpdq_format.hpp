@@ -43,14 +43,16 @@ struct PackedPlanes {
 inline PackedPlanes pack_bpdq_planes(const BitPlaneWeights& w) {
   w.validate();
   const Index out = w.rows(), in = w.cols(), k = w.planes, blocks = (in + 31) / 32;
-  PackedPlanes packed{{blocks, k, out}, std::vector<std::int32_t>(static_cast<std::size_t>(blocks * k * out))};
+  PackedPlanes packed{{blocks, k, out},
+                      std::vector<std::int32_t>(static_cast<std::size_t>(blocks * k * out))};
   for (Index t = 0; t < blocks; ++t)
     for (Index p = 0; p < k; ++p)
       for (Index r = 0; r < out; ++r) {
         std::uint32_t word = 0;
         for (Index j = 0; j < 32 && 32 * t + j < in; ++j)
           word |= static_cast<std::uint32_t>((w.codes(r, 32 * t + j) >> p) & 1u) << j;
-        packed.words[static_cast<std::size_t>((t * k + p) * out + r)] = static_cast<std::int32_t>(word);
+        packed.words[static_cast<std::size_t>((t * k + p) * out + r)] =
+            static_cast<std::int32_t>(word);
       }
   return packed;
 }
@@ -63,13 +65,15 @@ inline BitPlaneWeights bitplanes_from_bpdq(const std::vector<std::int64_t>& b_sh
                                            const std::vector<double>& coeffs,
                                            Index in_features = -1) {
   using lowbit::detail::require;
-  require(b_shape.size() == 3, "BPDQ tensor B: expected shape [in/32, k, out], got rank ", b_shape.size());
-  require(c_shape.size() == 3, "BPDQ tensor c: expected shape [groups, k+1, out], got rank ", c_shape.size());
+  require(b_shape.size() == 3, "BPDQ tensor B: expected shape [in/32, k, out], got rank ",
+          b_shape.size());
+  require(c_shape.size() == 3, "BPDQ tensor c: expected shape [groups, k+1, out], got rank ",
+          c_shape.size());
   const std::int64_t blocks = b_shape[0], k = b_shape[1], out = b_shape[2];
   require(k >= 1 && k <= 8, "BPDQ tensor B: planes (dim 1) must be 1..8, got ", k);
   require(blocks >= 1 && out >= 1, "BPDQ tensor B: empty shape");
-  require(static_cast<std::int64_t>(b_words.size()) == blocks * k * out,
-          "BPDQ tensor B: holds ", b_words.size(), " words, its shape needs ", blocks * k * out);
+  require(static_cast<std::int64_t>(b_words.size()) == blocks * k * out, "BPDQ tensor B: holds ",
+          b_words.size(), " words, its shape needs ", blocks * k * out);
   const Index in = in_features < 0 ? 32 * blocks : in_features;
   require(in > 32 * (blocks - 1) && in <= 32 * blocks, "BPDQ: in_features ", in,
           " does not match B's ", blocks, " words of 32 columns");
@@ -81,7 +85,8 @@ inline BitPlaneWeights bitplanes_from_bpdq(const std::vector<std::int64_t>& b_sh
   require(groups >= 1 && in % groups == 0, "BPDQ tensor c: ", groups,
           " groups do not divide in_features = ", in);
   require(static_cast<std::int64_t>(coeffs.size()) == groups * (k + 1) * out,
-          "BPDQ tensor c: holds ", coeffs.size(), " values, its shape needs ", groups * (k + 1) * out);
+          "BPDQ tensor c: holds ", coeffs.size(), " values, its shape needs ",
+          groups * (k + 1) * out);
   BitPlaneWeights w;
   w.planes = static_cast<int>(k);
   w.group_size = in / groups;
@@ -89,11 +94,14 @@ inline BitPlaneWeights bitplanes_from_bpdq(const std::vector<std::int64_t>& b_sh
   for (Index t = 0; t < blocks; ++t)
     for (Index p = 0; p < k; ++p)
       for (Index r = 0; r < out; ++r) {
-        const auto word = static_cast<std::uint32_t>(b_words[static_cast<std::size_t>((t * k + p) * out + r)]);
+        const auto word =
+            static_cast<std::uint32_t>(b_words[static_cast<std::size_t>((t * k + p) * out + r)]);
         for (Index j = 0; j < 32; ++j) {
           const bool bit = (word >> j) & 1u;
-          if (32 * t + j < in) w.codes(r, 32 * t + j) |= static_cast<std::uint8_t>(bit << p);
-          else require(!bit, "BPDQ tensor B: padding bit set beyond in_features = ", in);
+          if (32 * t + j < in)
+            w.codes(r, 32 * t + j) |= static_cast<std::uint8_t>(bit << p);
+          else
+            require(!bit, "BPDQ tensor B: padding bit set beyond in_features = ", in);
         }
       }
   w.coeffs = Eigen::Map<const MatrixD>(coeffs.data(), groups * (k + 1), out);
@@ -115,8 +123,8 @@ inline void add_bpdq_linear(SafetensorsWriter& out, const std::string& linear,
   const PackedPlanes planes = pack_bpdq_planes(w);
   std::vector<double> c(static_cast<std::size_t>(w.coeffs.size()));
   for (Index i = 0; i < w.coeffs.size(); ++i)
-    c[static_cast<std::size_t>(i)] = detail::stored_value(
-        w.coeffs.data()[i], coeff_dtype, "add_bpdq_linear: '" + linear + ".c'");
+    c[static_cast<std::size_t>(i)] = detail::stored_value(w.coeffs.data()[i], coeff_dtype,
+                                                          "add_bpdq_linear: '" + linear + ".c'");
   out.add_ints(linear + ".B", planes.shape, planes.words.data(), planes.words.size(), Dtype::I32);
   out.add_floats(linear + ".c", {w.groups(), w.planes + 1, w.rows()}, c.data(), c.size(),
                  coeff_dtype);

@@ -38,16 +38,26 @@ enum class Dtype { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
 inline const char* dtype_name(Dtype dtype) {
   switch (dtype) {
-    case Dtype::F64: return "F64";
-    case Dtype::F32: return "F32";
-    case Dtype::F16: return "F16";
-    case Dtype::BF16: return "BF16";
-    case Dtype::I64: return "I64";
-    case Dtype::I32: return "I32";
-    case Dtype::I16: return "I16";
-    case Dtype::I8: return "I8";
-    case Dtype::U8: return "U8";
-    case Dtype::BOOL: return "BOOL";
+    case Dtype::F64:
+      return "F64";
+    case Dtype::F32:
+      return "F32";
+    case Dtype::F16:
+      return "F16";
+    case Dtype::BF16:
+      return "BF16";
+    case Dtype::I64:
+      return "I64";
+    case Dtype::I32:
+      return "I32";
+    case Dtype::I16:
+      return "I16";
+    case Dtype::I8:
+      return "I8";
+    case Dtype::U8:
+      return "U8";
+    case Dtype::BOOL:
+      return "BOOL";
   }
   return "?";
 }
@@ -55,15 +65,19 @@ inline const char* dtype_name(Dtype dtype) {
 inline std::size_t dtype_size(Dtype dtype) {
   switch (dtype) {
     case Dtype::F64:
-    case Dtype::I64: return 8;
+    case Dtype::I64:
+      return 8;
     case Dtype::F32:
-    case Dtype::I32: return 4;
+    case Dtype::I32:
+      return 4;
     case Dtype::F16:
     case Dtype::BF16:
-    case Dtype::I16: return 2;
+    case Dtype::I16:
+      return 2;
     case Dtype::I8:
     case Dtype::U8:
-    case Dtype::BOOL: return 1;
+    case Dtype::BOOL:
+      return 1;
   }
   return 0;
 }
@@ -117,9 +131,12 @@ inline int json_nesting_depth(const char* text, std::size_t size) {
   for (std::size_t i = 0; i < size; ++i) {
     const char c = text[i];
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -132,9 +149,9 @@ inline int json_nesting_depth(const char* text, std::size_t size) {
 }
 
 inline std::uint64_t json_unsigned(const nlohmann::json& value, const std::string& where) {
-  lowbit::detail::require(value.is_number_unsigned() ||
-                              (value.is_number_integer() && value.get<std::int64_t>() >= 0),
-                          where, ": expected a non-negative integer, got ", value.dump());
+  lowbit::detail::require(
+      value.is_number_unsigned() || (value.is_number_integer() && value.get<std::int64_t>() >= 0),
+      where, ": expected a non-negative integer, got ", value.dump());
   return value.get<std::uint64_t>();
 }
 
@@ -186,11 +203,21 @@ class SafetensorsReader {
     for (std::size_t i = 0; i < out.size(); ++i) {
       std::int64_t v = 0;
       switch (t.dtype) {
-        case Dtype::I64: v = load<std::int64_t>(p, i); break;
-        case Dtype::I32: v = load<std::int32_t>(p, i); break;
-        case Dtype::I16: v = load<std::int16_t>(p, i); break;
-        case Dtype::I8: v = load<std::int8_t>(p, i); break;
-        default: v = p[i]; break;  // U8, BOOL
+        case Dtype::I64:
+          v = load<std::int64_t>(p, i);
+          break;
+        case Dtype::I32:
+          v = load<std::int32_t>(p, i);
+          break;
+        case Dtype::I16:
+          v = load<std::int16_t>(p, i);
+          break;
+        case Dtype::I8:
+          v = load<std::int8_t>(p, i);
+          break;
+        default:
+          v = p[i];
+          break;  // U8, BOOL
       }
       lowbit::detail::require(v >= INT32_MIN && v <= INT32_MAX, source_, ": tensor '", name,
                               "' element ", i, " = ", v, " does not fit in int32");
@@ -243,10 +270,18 @@ class SafetensorsReader {
     const unsigned char* p = data_ + t.begin;
     for (std::size_t i = 0; i < out.size(); ++i) {
       switch (t.dtype) {
-        case Dtype::F64: out[i] = static_cast<Out>(load<double>(p, i)); break;
-        case Dtype::F32: out[i] = static_cast<Out>(load<float>(p, i)); break;
-        case Dtype::F16: out[i] = static_cast<Out>(half_to_float(load<std::uint16_t>(p, i))); break;
-        default: out[i] = static_cast<Out>(bf16_to_float(load<std::uint16_t>(p, i))); break;
+        case Dtype::F64:
+          out[i] = static_cast<Out>(load<double>(p, i));
+          break;
+        case Dtype::F32:
+          out[i] = static_cast<Out>(load<float>(p, i));
+          break;
+        case Dtype::F16:
+          out[i] = static_cast<Out>(half_to_float(load<std::uint16_t>(p, i)));
+          break;
+        default:
+          out[i] = static_cast<Out>(bf16_to_float(load<std::uint16_t>(p, i)));
+          break;
       }
     }
     return out;
@@ -254,7 +289,8 @@ class SafetensorsReader {
 
   void parse() {
     using lowbit::detail::require;
-    require(size_ >= 8, source_, ": truncated file (", size_, " bytes; the 8-byte header length is missing)");
+    require(size_ >= 8, source_, ": truncated file (", size_,
+            " bytes; the 8-byte header length is missing)");
     const std::uint64_t header_len = detail::read_u64_le(bytes_);
     require(header_len <= detail::kMaxHeaderBytes, source_, ": header length ", header_len,
             " exceeds the limit of ", detail::kMaxHeaderBytes, " bytes");
@@ -304,8 +340,8 @@ class SafetensorsReader {
       return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
     });
     for (std::size_t i = 1; i < list.size(); ++i)
-      require(list[i - 1].end <= list[i].begin, source_, ": tensors '", list[i - 1].name,
-              "' and '", list[i].name, "' overlap in the data section");
+      require(list[i - 1].end <= list[i].begin, source_, ": tensors '", list[i - 1].name, "' and '",
+              list[i].name, "' overlap in the data section");
     for (TensorInfo& t : list) {
       names_.push_back(t.name);
       tensors_.emplace(t.name, std::move(t));
@@ -396,10 +432,14 @@ class SafetensorsWriter {
     for (std::size_t i = 0; i < count; ++i) {
       unsigned char* p = bytes.data() + i * dtype_size(dtype);
       const double v = static_cast<double>(values[i]);
-      if (dtype == Dtype::F64) store(p, v);
-      else if (dtype == Dtype::F32) store(p, static_cast<float>(v));
-      else if (dtype == Dtype::F16) store(p, float_to_half(static_cast<float>(v)));
-      else store(p, float_to_bf16(static_cast<float>(v)));
+      if (dtype == Dtype::F64)
+        store(p, v);
+      else if (dtype == Dtype::F32)
+        store(p, static_cast<float>(v));
+      else if (dtype == Dtype::F16)
+        store(p, float_to_half(static_cast<float>(v)));
+      else
+        store(p, float_to_bf16(static_cast<float>(v)));
     }
     add_raw(name, dtype, std::move(shape), bytes.data(), bytes.size());
   }
@@ -415,16 +455,33 @@ class SafetensorsWriter {
       const std::int64_t v = static_cast<std::int64_t>(values[i]);
       unsigned char* p = bytes.data() + i * dtype_size(dtype);
       auto fits = [&](std::int64_t lo, std::int64_t hi) {
-        lowbit::detail::require(v >= lo && v <= hi, "SafetensorsWriter: tensor '", name,
-                                "' value ", v, " does not fit ", dtype_name(dtype));
+        lowbit::detail::require(v >= lo && v <= hi, "SafetensorsWriter: tensor '", name, "' value ",
+                                v, " does not fit ", dtype_name(dtype));
       };
       switch (dtype) {
-        case Dtype::I64: store(p, v); break;
-        case Dtype::I32: fits(INT32_MIN, INT32_MAX); store(p, static_cast<std::int32_t>(v)); break;
-        case Dtype::I16: fits(INT16_MIN, INT16_MAX); store(p, static_cast<std::int16_t>(v)); break;
-        case Dtype::I8: fits(INT8_MIN, INT8_MAX); store(p, static_cast<std::int8_t>(v)); break;
-        case Dtype::U8: fits(0, 255); store(p, static_cast<std::uint8_t>(v)); break;
-        default: fits(0, 1); store(p, static_cast<std::uint8_t>(v)); break;
+        case Dtype::I64:
+          store(p, v);
+          break;
+        case Dtype::I32:
+          fits(INT32_MIN, INT32_MAX);
+          store(p, static_cast<std::int32_t>(v));
+          break;
+        case Dtype::I16:
+          fits(INT16_MIN, INT16_MAX);
+          store(p, static_cast<std::int16_t>(v));
+          break;
+        case Dtype::I8:
+          fits(INT8_MIN, INT8_MAX);
+          store(p, static_cast<std::int8_t>(v));
+          break;
+        case Dtype::U8:
+          fits(0, 255);
+          store(p, static_cast<std::uint8_t>(v));
+          break;
+        default:
+          fits(0, 1);
+          store(p, static_cast<std::uint8_t>(v));
+          break;
       }
     }
     add_raw(name, dtype, std::move(shape), bytes.data(), bytes.size());
@@ -447,8 +504,10 @@ class SafetensorsWriter {
   template <class T>
   void add_vector(const std::string& name, const std::vector<T>& v, Dtype dtype) {
     std::vector<std::int64_t> shape{static_cast<std::int64_t>(v.size())};
-    if (is_float_dtype(dtype)) add_floats(name, std::move(shape), v.data(), v.size(), dtype);
-    else add_ints(name, std::move(shape), v.data(), v.size(), dtype);
+    if (is_float_dtype(dtype))
+      add_floats(name, std::move(shape), v.data(), v.size(), dtype);
+    else
+      add_ints(name, std::move(shape), v.data(), v.size(), dtype);
   }
 
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
@@ -474,7 +533,8 @@ class SafetensorsWriter {
     text.append((8 - text.size() % 8) % 8, ' ');
     std::vector<unsigned char> out(8 + text.size() + offset);
     std::uint64_t len = text.size();
-    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<unsigned char>(len >> (8 * i));
+    for (int i = 0; i < 8; ++i)
+      out[static_cast<std::size_t>(i)] = static_cast<unsigned char>(len >> (8 * i));
     std::memcpy(out.data() + 8, text.data(), text.size());
     unsigned char* data = out.data() + 8 + text.size();
     for (const std::string& name : order) {

@@ -38,8 +38,8 @@
 #include <vector>
 
 #include "lowbit/core/bitplane_weights.hpp"
-#include "lowbit/core/error.hpp"
 #include "lowbit/core/detail/grouping.hpp"
+#include "lowbit/core/error.hpp"
 #include "lowbit/core/half.hpp"
 #include "lowbit/core/sparse_outliers.hpp"
 #include "lowbit/core/types.hpp"
