@@ -1,8 +1,11 @@
 // `lowbit quantize gptq`: a golden GPTQ case through the tool, X as
 // calibration, the damping report and misuse (the demo's GPTQ rows are
 // checked in test_cli.cpp).
+#include <array>
 #include <lowbit/core/calibration.hpp>
+#include <lowbit/io/ggml_blocks.hpp>
 #include <lowbit/quant/gptq.hpp>
+#include <map>
 
 #include "test_support.hpp"
 
@@ -111,6 +114,46 @@ TEST_F(CliGptq, FromActivationsEqualsTheApiOnTheirHessian) {
   EXPECT_NEAR(std::stod(*result.metadata_value("rel_out_err")), err, 1e-12);
 }
 
+// --gguf-type: gguf_blocks holds ggml's bytes for the type the metadata names,
+// and they decode (io/ggml_blocks.hpp, held against ggml's golden file) to
+// exactly Q. With GPTQ's error feedback the layer's output error is below that
+// of llama.cpp's quantizer with its importance matrix (rtn on a file with X),
+// which is below llama.cpp's plain quantizer (rtn on W alone).
+TEST_F(CliGptq, GgufTypeWritesGgmlBlocksThatDecodeToQ) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const io::SafetensorsReader inputs(in);
+  io::SafetensorsWriter w_only;
+  w_only.add_matrix("W", inputs.matrix("W"));
+  w_only.write(dir.file("w_only.safetensors"));
+  std::map<std::string, MatrixF> q;
+  const std::vector<std::array<std::string, 3>> runs{
+      {"gptq", "gptq", in},
+      {"rtn", "rtn", in},
+      {"rtn-plain", "rtn", dir.file("w_only.safetensors")}};
+  for (const auto& [method, command, source] : runs) {
+    const std::string out = dir.file("gguf.safetensors");
+    const test::CommandResult r =
+        lowbit("quantize " + command + " --gguf-type Q3_k --in " + source + " --out " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const io::SafetensorsReader result(out);
+    EXPECT_EQ(result.metadata_value("gguf_type"), "q3_K");
+    EXPECT_EQ(std::stod(*result.metadata_value("bits_per_weight")), 3.4375);
+    const io::TensorInfo& blocks = result.info("gguf_blocks");
+    EXPECT_EQ(blocks.dtype, io::Dtype::U8);
+    ASSERT_EQ(blocks.shape, (std::vector<std::int64_t>{64, 110}));  // one 110-byte block per row
+    const GgmlWeights decoded =
+        io::unpack_ggml_blocks(GgmlType::q3_k, 64, 256, result.data("gguf_blocks"), 64 * 110, out);
+    EXPECT_EQ(decoded.dequantize(), result.matrix("Q")) << method;
+    q[method] = result.matrix("Q");
+  }
+  const MatrixD w = inputs.matrix("W").cast<double>(), x = inputs.matrix("X").cast<double>();
+  auto error = [&](const std::string& method) {
+    return ((w - q[method].cast<double>()) * x.transpose()).norm() / (w * x.transpose()).norm();
+  };
+  EXPECT_LT(error("gptq"), 0.8 * error("rtn"));
+  EXPECT_LT(error("rtn"), error("rtn-plain"));
+}
+
 TEST_F(CliGptq, ReportsRaisedDamping) {
   // H with a negative eigenvalue: the tool recovers by raising the damping and says so.
   const Index in = 64;
@@ -167,6 +210,13 @@ TEST_F(CliGptq, MisuseAndBadInputsSayWhy) {
       {gptq + in + " --damp 1.5", 1, "percdamp"},
       {gptq + nan_file, 1, "finite"},
       {gptq + wrong_h_file, 1, "tensor 'H' must be 64 x 64"},
+      {gptq + in + " --gguf-type q3_K --bits 3", 2, "--bits does not apply with --gguf-type"},
+      {gptq + in + " --gguf-type q9_K", 2, "'q9_K' is not a block type lowbit encodes"},
+      {gptq + in + " --gguf-type f16", 2, "'f16' is not a block type lowbit encodes"},
+      {gptq + w_only + " --gguf-type q4_0", 2, "tensor 'H' (in x in) or 'X'"},
+      {gptq + nan_file + " --gguf-type q4_0", 1, "finite"},
+      {"quantize rtn --out " + out + " --in " + w_only + " --gguf-type q4_K", 1,
+       "q4_K needs in_features to be a multiple of 256, got 64"},
   };
   for (const Case& c : cases) {
     const test::CommandResult r = lowbit(c.args);

@@ -27,6 +27,7 @@
 #include "lowbit/quant/awq.hpp"
 #include "lowbit/quant/bpdq.hpp"
 #include "lowbit/quant/gptq.hpp"
+#include "lowbit/quant/gptq_ggml.hpp"
 #include "lowbit/quant/rtn.hpp"
 #include "lowbit/quant/smoothquant.hpp"
 #include "lowbit/quant/tacq.hpp"

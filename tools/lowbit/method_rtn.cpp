@@ -4,16 +4,41 @@
 
 namespace lowbit::cli {
 
+namespace {
+
+// --gguf-type: llama.cpp's own quantizer (core/ggml_grid.hpp), with diag(H)
+// as its importance matrix when the input has X or H (what llama-imatrix
+// collects, up to scale); the type fixes the grid.
+MethodResult run_rtn_ggml(const LayerInputs& in, const Options& options, GgmlType type) {
+  for (const char* name : {"bits", "group-size", "sym", "mse"})
+    if (options.has(name))
+      throw UsageError(std::string("quantize rtn: --") + name +
+                       " does not apply with --gguf-type (the block type fixes the grid)");
+  GgmlConfig config{type, {}};
+  const bool imatrix = in.x || in.h;
+  if (imatrix) config.importance = in.hessian().diagonal().cast<float>();
+  const GgmlResult ggml = quantize_ggml(in.w, config);
+  MethodResult result;
+  result.q = ggml.weights.dequantize();
+  add_gguf_blocks(result, ggml.weights);
+  result.metadata["imatrix"] = format_bool(imatrix);
+  return result;
+}
+
+}  // namespace
+
 Method rtn_method() {
   Method m;
   m.name = "rtn";
   m.summary = "round-to-nearest on the GPTQ reference grid (min-max, optional --sym, --mse)";
-  m.options = {option("bits", "4"), option("group-size", "-1"), option("sym"), option("mse"),
-               option("threads")};
+  m.options = {option("bits", "4"), option("group-size", "-1"), option("sym"),
+               option("mse"),       option("gguf-type"),        option("threads")};
   m.demo_runs = {{"--bits", "4", "--group-size", "128"},
                  {"--bits", "3", "--group-size", "128"},
                  {"--bits", "2", "--group-size", "64"}};
   m.run = [](const LayerInputs& in, const Options& options) {
+    if (const std::optional<GgmlType> type = gguf_type(options))
+      return run_rtn_ggml(in, options, *type);
     RtnConfig config;
     config.bits = options.integer("bits");
     config.grid.sym = options.flag("sym");

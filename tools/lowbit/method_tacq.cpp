@@ -49,7 +49,7 @@ Method tacq_method() {
     const MatrixD h = in.hessian();
     const TacqResult tacq = gradient_free ? quantize_tacq_without_gradients(in.w, h, config)
                                           : quantize_tacq(in.w, h, *in.g, config);
-    announce_damping("tacq", config.gptq, tacq.report.gptq.hessian);
+    announce_damping("tacq", config.gptq.damping, tacq.report.gptq.hessian);
     MethodResult result;
     result.q = tacq.dequantize();
     result.bits_per_weight = tacq.report.bits_per_weight;

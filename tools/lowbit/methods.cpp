@@ -45,6 +45,26 @@ void apply_threads(const Options& options) {
 #endif
 }
 
+std::optional<GgmlType> gguf_type(const Options& options) {
+  if (!options.has("gguf-type")) return std::nullopt;
+  const std::string name = options.text("gguf-type");
+  const std::optional<GgmlType> type = parse_ggml_type(name);
+  if (!type || !find_ggml_block_format(*type))
+    throw UsageError("option --gguf-type: '" + name +
+                     "' is not a block type lowbit encodes (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, "
+                     "q3_K, q4_K, q5_K, q6_K, tq2_0, iq4_nl)");
+  return type;
+}
+
+void add_gguf_blocks(MethodResult& result, const GgmlWeights& weights) {
+  const std::vector<std::uint8_t> bytes = io::pack_ggml_blocks(weights);
+  result.tensors.add_raw("gguf_blocks", io::Dtype::U8,
+                         {weights.rows(), static_cast<std::int64_t>(bytes.size()) / weights.rows()},
+                         bytes.data(), bytes.size());
+  result.metadata["gguf_type"] = ggml_type_name(weights.type);
+  result.bits_per_weight = bits_per_weight(weights);
+}
+
 std::string format_bool(bool value) { return value ? "true" : "false"; }
 
 std::string format_double(double value) {

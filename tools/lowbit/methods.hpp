@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <lowbit/io/ggml_blocks.hpp>
 #include <lowbit/io/layer_file.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/lowbit.hpp>
@@ -56,6 +57,12 @@ void add_folded_norm(io::SafetensorsWriter& out, const std::optional<VectorT<Sca
   io::add_norm(out, fold_into_norm(norm, scales), suffix);
 }
 
+// --gguf-type: the ggml block type named (any letter case), none when not given.
+std::optional<GgmlType> gguf_type(const Options& options);
+// gguf_blocks (U8, out x row bytes: exactly ggml's blocks) and the metadata
+// gguf_type, so ggml's own dequantization can be held against Q.
+void add_gguf_blocks(MethodResult& result, const GgmlWeights& weights);
+
 std::string format_bool(bool value);
 // The shortest decimal text that reads back as exactly `value`.
 std::string format_double(double value);
@@ -65,7 +72,7 @@ std::string format_double(double value);
 // stderr, and the metadata describing the run.
 OptionTable gptq_options(int default_bits);
 GptqConfig gptq_config(const Options& options, const std::string& method);
-void announce_damping(const std::string& method, const GptqConfig& config,
+void announce_damping(const std::string& method, const DampingConfig& requested,
                       const HessianReport& report);
 std::map<std::string, std::string> gptq_metadata(const LayerInputs& inputs,
                                                  const GptqConfig& config,

@@ -26,6 +26,10 @@ const OptionTable& option_catalogue() {
       entry("percdamp", "F", "GPTQ: the reference's name for --damp"),
       entry("block-size", "N", "lazy-update block width of the error feedback"),
       entry("mse", "", "search shrunk grid ranges (norm 2.4, grid 100, shrink 0.8)"),
+      entry("gguf-type", "TYPE",
+            "quantize into a ggml block type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, "
+            "q5_K, q6_K, tq2_0, iq4_nl) and write gguf_blocks, ggml's bytes; rtn: llama.cpp's "
+            "quantizer, with diag(H) as its importance matrix when the input has X or H"),
       entry("planes", "K", "BPDQ: number of bit planes"),
       entry("iters", "N", "BPDQ: refinement iterations"),
       entry("ridge", "F", "BPDQ: ridge of the coefficient fit"),

@@ -307,7 +307,8 @@ inline float search_positive(int n, int nmax, const float* x, const float* w, st
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-// Where one row of the result goes (row-major matrices of GgmlWeights).
+// Where one row of the result goes (row-major matrices of GgmlWeights), from
+// block `first_block` of the row on (a caller may encode one block at a time).
 struct RowOut {
   std::uint8_t* codes;
   std::uint16_t* d;
@@ -315,12 +316,20 @@ struct RowOut {
   std::int8_t* scales;  // null without
   std::uint8_t* mins;   // null without
 
-  RowOut(GgmlWeights& w, Index r)
-      : codes(w.codes.row(r).data()),
-        d(w.d.row(r).data()),
-        dmin(w.dmin.size() ? w.dmin.row(r).data() : nullptr),
-        scales(w.sub_scales.size() ? w.sub_scales.row(r).data() : nullptr),
-        mins(w.sub_mins.size() ? w.sub_mins.row(r).data() : nullptr) {}
+  RowOut(GgmlWeights& w, Index r, Index first_block = 0)
+      : codes(w.codes.row(r).data() + first_block * w.format().block),
+        d(w.d.row(r).data() + first_block),
+        dmin(w.dmin.size() ? w.dmin.row(r).data() + first_block : nullptr),
+        scales(w.sub_scales.size()
+                   ? w.sub_scales.row(r).data() + first_block * sub_blocks_per_block(w)
+                   : nullptr),
+        mins(w.sub_mins.size() ? w.sub_mins.row(r).data() + first_block * sub_blocks_per_block(w)
+                               : nullptr) {}
+
+ private:
+  static Index sub_blocks_per_block(const GgmlWeights& w) {
+    return w.format().block / w.format().sub_block;
+  }
 };
 
 // importance * sqrt(sigma2 + x^2): the weights of the imatrix quantizers.

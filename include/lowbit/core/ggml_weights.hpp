@@ -62,6 +62,13 @@ inline int ggml_level(const GgmlBlockFormat& f, std::uint8_t code) {
   return f.table() ? detail::kIq4nlValues[code & 15u] : int(code) - f.code_offset;
 }
 
+// One weight as ggml's dequantize_row_* computes it: S * v, plus B for the
+// types that have one (without, the product's -0 is kept).
+inline float ggml_value(const GgmlBlockFormat& f, float scale, float bias, std::uint8_t code) {
+  const float product = scale * static_cast<float>(ggml_level(f, code));
+  return f.has_dmin() ? product + bias : product;
+}
+
 struct GgmlWeights {
   GgmlType type = GgmlType::q4_0;
   CodeMatrix codes;           // out x in: 0 .. 2^code_bits - 1 (Q8_0: the int8 value + 128)
@@ -153,10 +160,8 @@ struct GgmlWeights {
     for (Index r = 0; r < rows(); ++r)
       for (Index s = 0; s < sub_blocks(); ++s) {
         const float scale = sub_block_scale(r, s), bias = sub_block_bias(r, s);
-        for (Index c = s * f.sub_block; c < (s + 1) * f.sub_block; ++c) {
-          const float product = scale * static_cast<float>(ggml_level(f, codes(r, c)));
-          w(r, c) = f.has_dmin() ? product + bias : product;  // no bias: keep the product's -0
-        }
+        for (Index c = s * f.sub_block; c < (s + 1) * f.sub_block; ++c)
+          w(r, c) = ggml_value(f, scale, bias, codes(r, c));
       }
     return w;
   }
