@@ -150,42 +150,42 @@ class GgmlGptqSweep {
   // golden layers; the whole 64 x 64 square costs 16 times as much).
   void refit_sub_block(Index c, Index first, Index count) {
     constexpr int kMinRefitRadius = 8;
-    const Index s = c / f_.sub_block;
+    const Index s = c / f_.sub_block, b = c / f_.block, n = f_.sub_block;
     const int lowest = ggml_sub_scale_min(f_.sub_scales),
               highest = ggml_sub_scale_max(f_.sub_scales);
+    const float* importance = importance_.data() + c;
+    std::vector<float> x(static_cast<std::size_t>(n));
     for (Index r = first; r < first + count; ++r) {
+      for (Index k = 0; k < n; ++k) x[static_cast<std::size_t>(k)] = wt_(c + k, r);
+      const float d = half_to_float(q_.d(r, b));
+      const float dmin = f_.sub_mins ? half_to_float(q_.dmin(r, b)) : 0.0f;
       const int scale0 = q_.sub_scales(r, s), min0 = f_.sub_mins ? q_.sub_mins(r, s) : 0;
       const int radius = f_.sub_mins ? kMinRefitRadius : highest - lowest;
-      const int scale_lo = std::max(lowest, scale0 - radius),
-                scale_hi = std::min(highest, scale0 + radius);
       const int min_lo = f_.sub_mins ? std::max(0, min0 - radius) : 0;
       const int min_hi = f_.sub_mins ? std::min(highest, min0 + radius) : 0;
       double best = INFINITY;
-      int best_scale = scale0, best_min = min0;
-      for (int scale = scale_lo; scale <= scale_hi; ++scale)
+      for (int scale = std::max(lowest, scale0 - radius);
+           scale <= std::min(highest, scale0 + radius); ++scale)
         for (int min = min_lo; min <= min_hi; ++min) {
-          q_.sub_scales(r, s) = static_cast<std::int8_t>(scale);
-          if (f_.sub_mins) q_.sub_mins(r, s) = static_cast<std::uint8_t>(min);
-          const double error = sub_block_error(c, r, s);
+          // S and B exactly as GgmlWeights::sub_block_scale and sub_block_bias form them.
+          const float error = grid_error(x.data(), importance, n, d * static_cast<float>(scale),
+                                         -(dmin * static_cast<float>(min)));
           if (error < best) {
             best = error;
-            best_scale = scale;
-            best_min = min;
+            q_.sub_scales(r, s) = static_cast<std::int8_t>(scale);
+            if (f_.sub_mins) q_.sub_mins(r, s) = static_cast<std::uint8_t>(min);
           }
         }
-      q_.sub_scales(r, s) = static_cast<std::int8_t>(best_scale);
-      if (f_.sub_mins) q_.sub_mins(r, s) = static_cast<std::uint8_t>(best_min);
     }
   }
 
-  // sum importance * (w - nearest value)^2 over the sub-block at c, output r.
-  double sub_block_error(Index c, Index r, Index s) const {
-    const float scale = q_.sub_block_scale(r, s), bias = q_.sub_block_bias(r, s);
-    double error = 0;
-    for (Index k = c; k < c + f_.sub_block; ++k) {
-      const float x = wt_(k, r);
-      const double e = x - ggml_value(f_, scale, bias, nearest_ggml_code(f_, scale, bias, x));
-      error += importance_(k) * e * e;
+  // sum importance * (x - nearest value)^2 on the grid S, B.
+  float grid_error(const float* x, const float* importance, Index n, float scale,
+                   float bias) const {
+    float error = 0;
+    for (Index k = 0; k < n; ++k) {
+      const float e = x[k] - ggml_value(f_, scale, bias, nearest_ggml_code(f_, scale, bias, x[k]));
+      error += importance[k] * e * e;
     }
     return error;
   }
