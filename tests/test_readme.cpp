@@ -108,6 +108,15 @@ TEST(Readme, Checkpoints) {
   EXPECT_EQ(b.codes, planes.codes);
 }
 
+TEST(Readme, GptqGgml) {
+  const MatrixF w = lowbit::test::random_weights(8, 512, 1230);
+  const MatrixF x = lowbit::test::random_activations(300, 512, 1231);
+#include "readme_gptq_ggml.inc"
+  EXPECT_EQ(blocks.type, lowbit::GgmlType::q3_k);
+  EXPECT_EQ(deq, blocks.dequantize());
+  EXPECT_GT(r.report.loss, 0.0);
+}
+
 TEST(Readme, Gguf) {
   const lowbit::test::TempDir dir;
   const std::filesystem::path saved = std::filesystem::current_path();
