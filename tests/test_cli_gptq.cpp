@@ -151,6 +151,22 @@ TEST_F(CliGptq, GgufTypeWritesGgmlBlocksThatDecodeToQ) {
     return ((w - q[method].cast<double>()) * x.transpose()).norm() / (w * x.transpose()).norm();
   };
   EXPECT_LT(error("gptq"), 0.8 * error("rtn"));
+
+  // gemv runs the blocks through the bit-plane kernel (--exact: f32 tables and coefficients).
+  const std::string out = dir.file("gguf.safetensors");
+  ASSERT_EQ(lowbit("quantize gptq --gguf-type q4_0 --in " + in + " --out " + out).exit_code, 0);
+  io::SafetensorsWriter x_file;
+  const MatrixF x_few = inputs.matrix("X").topRows(5);
+  x_file.add_matrix("x", x_few);
+  x_file.write(dir.file("x.safetensors"));
+  const test::CommandResult r =
+      lowbit("gemv --exact --in " + out + " --x " + dir.file("x.safetensors") + " --out " +
+             dir.file("y.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const MatrixF expected = x_few * io::SafetensorsReader(out).matrix("Q").transpose();
+  EXPECT_LE(
+      test::max_rel_diff(io::SafetensorsReader(dir.file("y.safetensors")).matrix("y"), expected),
+      1e-5);
   EXPECT_LT(error("rtn"), error("rtn-plain"));
 }
 

@@ -255,7 +255,7 @@ TEST(LayerFile, QuantizedLayerOfEachKind) {
 
   test::expect_error_containing<MissingTensor>(
       [&] { read_quantized_layer(reread(SafetensorsWriter()), 48); },
-      "holds neither bit-plane tensors (B_packed, c) nor uniform tensors");
+      "holds neither bit-plane tensors (B_packed, c), uniform tensors");
   SafetensorsWriter partial;
   partial.add_matrix("qint", u.codes, Dtype::I32);
   partial.add_matrix("scale", u.scale);

@@ -62,7 +62,8 @@ Command gemv_command() {
   return {"gemv",
           "y = x W^T with the bit-plane lookup-table kernel. --in is any file `lowbit quantize`\n"
           "writes: bit-plane tensors B_packed and c (+ g_idx), or uniform qint, scale, zero\n"
-          "(+ g_idx), plus outlier_rowptr (I32 [out+1]), outlier_col (I32), outlier_val\n"
+          "(+ g_idx), or gguf_blocks (+ metadata gguf_type), plus outlier_rowptr (I32 [out+1]), "
+          "outlier_col (I32), outlier_val\n"
           "(F16/F32) when present; only the first linear (the unsuffixed tensors) is multiplied.\n"
           "--x holds x or X ([tokens, in], any float dtype); the output holds y ([tokens, out],\n"
           "F32). AWQ results: x is divided by their input-channel 'scales' first (their codes\n"

@@ -3,6 +3,7 @@
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
 //   lowbit quantize-model --model CKPT.bin --out OUT.safetensors [options]
 //   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [options]
+//   lowbit gguf info --in FILE.gguf, lowbit gguf dequantize --in FILE.gguf --out FILE
 //   lowbit demo [options]
 //   lowbit --help, lowbit COMMAND --help, lowbit quantize METHOD --help
 //
@@ -14,6 +15,7 @@
 
 #include "demo.hpp"
 #include "gemv.hpp"
+#include "gguf.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 #include "quantize_model.hpp"
@@ -22,7 +24,9 @@ namespace lowbit::cli {
 namespace {
 
 const std::vector<Command>& commands() {
-  static const std::vector<Command> list{quantize_model_command(), gemv_command(), demo_command()};
+  static const std::vector<Command> list{quantize_model_command(), gemv_command(),
+                                         gguf_info_command(), gguf_dequantize_command(),
+                                         demo_command()};
   return list;
 }
 
@@ -147,9 +151,16 @@ int run(int argc, char** argv) {
     std::cout << help_text();
     return args.empty() ? 2 : 0;
   }
-  const std::string name = args[0];
+  std::string name = args[0];
   args.erase(args.begin());
   if (name == "quantize") return quantize(args);
+  if (name == "gguf") {  // two words: gguf info, gguf dequantize; the file may come bare
+    if (args.empty() || args[0].rfind("--", 0) == 0)
+      throw UsageError("gguf: missing its command, info or dequantize (see lowbit --help)");
+    name += " " + args[0];
+    args.erase(args.begin());
+    if (!args.empty() && args[0].rfind("--", 0) != 0) args.insert(args.begin(), "--in");
+  }
   for (const Command& c : commands()) {
     if (c.name != name) continue;
     if (wants_help(args)) return std::cout << command_help(c.name, c.description, c.options), 0;

@@ -57,11 +57,7 @@ std::optional<GgmlType> gguf_type(const Options& options) {
 }
 
 void add_gguf_blocks(MethodResult& result, const GgmlWeights& weights) {
-  const std::vector<std::uint8_t> bytes = io::pack_ggml_blocks(weights);
-  result.tensors.add_raw("gguf_blocks", io::Dtype::U8,
-                         {weights.rows(), static_cast<std::int64_t>(bytes.size()) / weights.rows()},
-                         bytes.data(), bytes.size());
-  result.metadata["gguf_type"] = ggml_type_name(weights.type);
+  io::add_ggml_blocks(result.tensors, weights);
   result.bits_per_weight = bits_per_weight(weights);
 }
 

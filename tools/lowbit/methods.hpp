@@ -60,7 +60,8 @@ void add_folded_norm(io::SafetensorsWriter& out, const std::optional<VectorT<Sca
 // --gguf-type: the ggml block type named (any letter case), none when not given.
 std::optional<GgmlType> gguf_type(const Options& options);
 // gguf_blocks (U8, out x row bytes: exactly ggml's blocks) and the metadata
-// gguf_type, so ggml's own dequantization can be held against Q.
+// gguf_type (io::add_ggml_blocks), so ggml's own dequantization can be held
+// against Q; and the storage cost of the type.
 void add_gguf_blocks(MethodResult& result, const GgmlWeights& weights);
 
 std::string format_bool(bool value);

@@ -11,7 +11,7 @@ const OptionTable& option_catalogue() {
     return OptionSpec{name, value_name, help, "", false};
   };
   static const OptionTable catalogue{
-      entry("in", "FILE", "input safetensors file"),
+      entry("in", "FILE", "input file: safetensors (gguf commands: GGUF)"),
       entry("out", "FILE", "output safetensors file"),
       entry("bits", "N", "bit width of the uniform grid"),
       entry("group-size", "N", "input columns per group; -1 = one group per row"),

@@ -27,12 +27,14 @@
 //   SmoothQuant  scales [in], W_smoothed, W2_smoothed, ... [out, in], W8 I8 [out, in],
 //                w8_scale [out] per linear
 //   BPDQ         init_scale8, init_zero8 [groups, out]; final_perm, global_perm I32 with GAR
+//   ggml blocks  gguf_blocks U8 [out, row bytes]: ggml's bytes of the type that the
+//                metadata key gguf_type names
 //   norms        ln_weight<suffix>, ln_bias<suffix> [in] (_scaled for AWQ, _smoothed for
 //   SmoothQuant)
 //
 // read_quantized_layer() reads back what a kernel multiplies (the first
-// linear): bit planes from B_packed and c, or from the uniform tensors, the
-// sparse part, and AWQ's input scales. A required tensor that is absent
+// linear): bit planes from B_packed and c, from the uniform tensors or from
+// ggml blocks, the sparse part, and AWQ's input scales. A required tensor that is absent
 // throws MissingTensor (the tool's exit code 2); any other inconsistency
 // throws lowbit::Error naming the file and the tensor.
 #pragma once
@@ -48,11 +50,13 @@
 #include "lowbit/core/channel_scaling.hpp"
 #include "lowbit/core/column_order.hpp"
 #include "lowbit/core/error.hpp"
+#include "lowbit/core/ggml_weights.hpp"
 #include "lowbit/core/int8_weights.hpp"
 #include "lowbit/core/sparse_outliers.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/io/bpdq_format.hpp"
+#include "lowbit/io/ggml_blocks.hpp"
 #include "lowbit/io/safetensors.hpp"
 #include "lowbit/quant/awq.hpp"
 #include "lowbit/quant/bpdq.hpp"
@@ -227,6 +231,15 @@ inline void add_uniform(SafetensorsWriter& out, const UniformWeights& w) {
     for (Index j = 0; j < w.cols(); ++j)
       g_idx.push_back(static_cast<std::int32_t>(j / w.group_size));
   out.add_vector("g_idx", g_idx, Dtype::I32);
+}
+
+// gguf_blocks (ggml's bytes) and the metadata key gguf_type.
+inline void add_ggml_blocks(SafetensorsWriter& out, const GgmlWeights& w) {
+  const std::vector<std::uint8_t> bytes = pack_ggml_blocks(w);
+  out.add_raw("gguf_blocks", Dtype::U8,
+              {w.rows(), static_cast<std::int64_t>(ggml_row_bytes(w.type, w.cols()))}, bytes.data(),
+              bytes.size());
+  out.set_metadata("gguf_type", ggml_type_name(w.type));
 }
 
 // perm: the act-order processing order (position i holds column perm[i]).
@@ -412,17 +425,36 @@ struct QuantizedLayer {
   VectorD input_scales;  // AWQ's s ([in]): the codes act on x / s; empty otherwise
 };
 
+// gguf_blocks as the type its metadata gguf_type names, in_features wide.
+inline GgmlWeights read_ggml_blocks(const SafetensorsReader& file, Index in_features) {
+  const std::optional<std::string> name = file.metadata_value("gguf_type");
+  lowbit::detail::require(name.has_value(), file.source(),
+                          ": tensor 'gguf_blocks' needs the metadata key gguf_type");
+  const std::optional<GgmlType> type = parse_ggml_type(*name);
+  lowbit::detail::require(type && find_ggml_block_format(*type), file.source(),
+                          ": metadata gguf_type = '", *name,
+                          "' is not a block type lowbit decodes");
+  const TensorInfo& info = file.require_rank("gguf_blocks", 2);
+  lowbit::detail::require(info.dtype == Dtype::U8, file.source(),
+                          ": tensor 'gguf_blocks' must be U8, is ", dtype_name(info.dtype));
+  const std::string where = file.source() + ": tensor 'gguf_blocks'";
+  return unpack_ggml_blocks(*type, info.shape[0], in_features, file.data("gguf_blocks"),
+                            info.end - info.begin, where);
+}
+
 inline QuantizedLayer read_quantized_layer(const SafetensorsReader& file, Index in_features) {
   const bool bitplane = file.contains("B_packed") || file.contains("c");
-  if (!bitplane && !file.contains("qint"))
+  const bool ggml = file.contains("gguf_blocks");
+  if (!bitplane && !ggml && !file.contains("qint"))
     throw MissingTensor(file.source() +
-                        ": holds neither bit-plane tensors (B_packed, c) nor uniform tensors "
-                        "(qint, scale, zero)");
+                        ": holds neither bit-plane tensors (B_packed, c), uniform tensors "
+                        "(qint, scale, zero) nor ggml blocks (gguf_blocks)");
   QuantizedLayer layer;
-  layer.planes =
-      bitplane ? read_bitplanes(file, in_features) : to_bitplanes(read_uniform(file, in_features));
+  layer.planes = bitplane ? read_bitplanes(file, in_features)
+                 : ggml   ? to_bitplanes(read_ggml_blocks(file, in_features))
+                          : to_bitplanes(read_uniform(file, in_features));
   layer.outliers = read_outliers(file, layer.planes.rows(), layer.planes.cols());
-  if (bitplane || !file.contains("scales")) return layer;
+  if (bitplane || ggml || !file.contains("scales")) return layer;
   const TensorInfo& info = file.require_rank("scales", 1);
   lowbit::detail::require(info.shape[0] == in_features, file.source(),
                           ": tensor 'scales' (AWQ input-channel scales) has ", info.shape[0],
