@@ -127,9 +127,51 @@ TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
   EXPECT_LT((y - x * w1.transpose()).norm() / (x * w1.transpose()).norm(), 2e-2);
 }
 
+// The ggml methods: llama.cpp's quantizer (diag(H) as its importance matrix)
+// and GPTQ into the same type, which bits and the row width pick as llama.cpp
+// does; 64-wide rows take its block-32 fallbacks.
+TEST_F(GroupQuantization, GgmlMethodsAreLlamaCppsTypes) {
+  EXPECT_EQ(ggml_type_for(4, 4096), GgmlType::q4_k);
+  EXPECT_EQ(ggml_type_for(2, 512), GgmlType::q2_k);
+  EXPECT_EQ(ggml_type_for(8, 4096), GgmlType::q8_0);
+  EXPECT_EQ(ggml_type_for(2, 64), GgmlType::iq4_nl);
+  EXPECT_EQ(ggml_type_for(3, 64), GgmlType::iq4_nl);
+  EXPECT_EQ(ggml_type_for(4, 64), GgmlType::q5_0);
+  EXPECT_EQ(ggml_type_for(5, 64), GgmlType::q5_1);
+  EXPECT_EQ(ggml_type_for(6, 64), GgmlType::q8_0);
+  EXPECT_EQ(ggml_type_for(4, 48), GgmlType::f16);
+  EXPECT_EQ(ggml_type_for(8, 16), GgmlType::f16);
+  test::expect_error_containing([] { ggml_type_for(7, 256); }, "bits must be 2..6 or 8, got 7");
+  const VectorF importance = h.diagonal().cast<float>();
+  for (int bits : {2, 4}) {
+    SCOPED_TRACE(bits);
+    const GgmlType type = ggml_type_for(bits, 64);
+    const std::vector<QuantizedLinear> llama =
+        quantize_group({{&w1, &w2}, x, nullptr, {"llama.cpp", bits, 32}});
+    const std::vector<QuantizedLinear> ours =
+        quantize_group({{&w1, &w2}, x, nullptr, {"gptq-gguf", bits, 32}});
+    ASSERT_EQ(llama.size(), 2u);
+    ASSERT_EQ(ours.size(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+      const MatrixF& w = i == 0 ? w1 : w2;
+      const MatrixF expected_llama = quantize_ggml(w, {type, importance}).weights.dequantize();
+      GptqGgmlConfig config;
+      config.type = type;
+      const MatrixF expected_ours = quantize_gptq_ggml(w, h, config).dequantize();
+      expect_computes(llama[i], x, expected_llama, "llama.cpp");
+      expect_computes(ours[i], x, expected_ours, "gptq-gguf");
+      EXPECT_EQ(llama[i].bits_per_weight, bits == 2 ? 4.5 : 5.5);
+      EXPECT_EQ(ours[i].bits_per_weight, llama[i].bits_per_weight);
+      const double error_llama = ((w - expected_llama) * x.transpose()).norm();
+      const double error_ours = ((w - expected_ours) * x.transpose()).norm();
+      EXPECT_LT(error_ours, error_llama);
+    }
+  }
+}
+
 TEST_F(GroupQuantization, MethodNamesAndUnknownMethods) {
   const std::vector<std::string> names = method_names();
-  EXPECT_EQ(names.size(), 7u);
+  EXPECT_EQ(names.size(), 9u);
   for (const std::string& m : checkpoint_methods())
     EXPECT_NE(std::find(names.begin(), names.end(), m), names.end()) << m;
   EXPECT_FALSE(is_w8a8("gptq"));

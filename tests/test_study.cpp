@@ -46,6 +46,7 @@ TEST_F(Study, stories260k_methods_rank_as_expected) {
   const StudyRow tacq4 = study_row(m, "tacq-gradient-free", 4);
   const StudyRow absmax = study_row(m, "absmax-w8a8", 8);
   const StudyRow smooth = study_row(m, "smoothquant-w8a8", 8);
+  const StudyRow llama4 = study_row(m, "llama.cpp", 4), gptq_gguf4 = study_row(m, "gptq-gguf", 4);
   EXPECT_LT(rtn4.metrics.kl, rtn2.metrics.kl / 2);
   EXPECT_LT(awq4.metrics.kl, rtn4.metrics.kl);
   EXPECT_LT(gptq4.metrics.kl, 0.9 * rtn4.metrics.kl);
@@ -57,6 +58,10 @@ TEST_F(Study, stories260k_methods_rank_as_expected) {
   EXPECT_GT(smooth.metrics.top1, 0.75);
   EXPECT_LT(smooth.metrics.kl, 0.1);
   EXPECT_NEAR(rtn4.bits_per_weight, 4 + 20.0 / 32, 1e-9);
+  // 64-wide rows: Q4_K falls back to Q5_0 (5.5 bits/w), as in llama.cpp.
+  EXPECT_EQ(llama4.bits_per_weight, 5.5);
+  EXPECT_EQ(gptq_gguf4.bits_per_weight, 5.5);
+  EXPECT_LT(gptq_gguf4.metrics.kl, llama4.metrics.kl);
 }
 
 }  // namespace

@@ -12,12 +12,15 @@
 
 #include "lowbit/core/calibration.hpp"
 #include "lowbit/core/channel_scaling.hpp"
+#include "lowbit/core/ggml_grid.hpp"
+#include "lowbit/core/half.hpp"
 #include "lowbit/model/linear.hpp"
 #include "lowbit/model/quantized_linear.hpp"
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/awq.hpp"
 #include "lowbit/quant/bpdq.hpp"
 #include "lowbit/quant/gptq.hpp"
+#include "lowbit/quant/gptq_ggml.hpp"
 #include "lowbit/quant/rtn.hpp"
 #include "lowbit/quant/smoothquant.hpp"
 #include "lowbit/quant/tacq.hpp"
@@ -25,7 +28,8 @@
 namespace lowbit::model {
 
 // What to quantize with: a method of method_names(), its bits (planes for
-// BPDQ; ignored by the W8A8 methods, always 8) and group size.
+// BPDQ; ignored by the W8A8 methods, always 8; the ggml type for the ggml
+// methods, ggml_type_for) and group size (not used by the ggml methods).
 struct QuantSpec {
   std::string method;
   int bits = 4;
@@ -51,6 +55,24 @@ struct GroupInputs {
   const QuantSpec& spec;
 };
 
+// The ggml type the ggml methods use for `bits` on rows of `in_features`: the
+// K-quant of that width (8: Q8_0), or, when the rows are not a multiple of
+// 256, the block-32 type llama.cpp falls back to for that K-quant
+// (llama_tensor_get_type: Q2_K, Q3_K -> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1;
+// Q6_K -> Q8_0), and F16 when not even 32 divides them.
+inline GgmlType ggml_type_for(int bits, Index in_features) {
+  static const GgmlType k_quants[] = {GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k,
+                                      GgmlType::q5_k, GgmlType::q6_k};
+  static const GgmlType fallbacks[] = {GgmlType::iq4_nl, GgmlType::iq4_nl, GgmlType::q5_0,
+                                       GgmlType::q5_1, GgmlType::q8_0};
+  if (bits == 8) return in_features % 32 == 0 ? GgmlType::q8_0 : GgmlType::f16;
+  lowbit::detail::require(bits >= 2 && bits <= 6, "ggml methods: bits must be 2..6 or 8, got ",
+                          bits);
+  const auto i = static_cast<std::size_t>(bits - 2);
+  if (in_features % 256 == 0) return k_quants[i];
+  return in_features % 32 == 0 ? fallbacks[i] : GgmlType::f16;
+}
+
 namespace detail {
 
 // AWQ's results act on x / s: not a plain checkpoint linear (no representation).
@@ -65,6 +87,23 @@ inline QuantizedLinear bitplane_linear(const UniformWeights& w, VectorF input_di
     q.planes = to_bitplanes(w);
   }
   return q;
+}
+
+// A ggml block type on the kernels; IQ4_NL (a 16-level table, no bit-plane
+// form) as a float linear of its exact dequantization.
+inline QuantizedLinear ggml_linear(const GgmlWeights& w) {
+  if (w.format().table())
+    return {std::make_shared<FloatLinear>(w.dequantize()), bits_per_weight(w), {}, {}};
+  return {std::make_shared<BitPlaneLinear>(pack_bitplanes(to_bitplanes(w))),
+          bits_per_weight(w),
+          {},
+          {}};
+}
+
+// F16, llama.cpp's last fallback: the weights rounded to half precision.
+inline QuantizedLinear f16_linear(const MatrixF& w) {
+  const MatrixF rounded = w.unaryExpr([](float v) { return half_to_float(float_to_half(v)); });
+  return {std::make_shared<FloatLinear>(rounded), 16.0, {}, {}};
 }
 
 // W8A8 storage: int8 codes and a float scale per row.
@@ -103,6 +142,34 @@ inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights)
     out.push_back(bitplane_linear(quantize_gptq(*w, h, gptq_config(in.spec)).weights));
+  return out;
+}
+
+// llama.cpp's quantizer with diag(H) as its importance matrix (llama-imatrix's
+// statistic up to scale), into the type of ggml_type_for.
+inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
+  const VectorF importance = hessian(in.x).diagonal().cast<float>();
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    const GgmlType type = ggml_type_for(in.spec.bits, w->cols());
+    out.push_back(type == GgmlType::f16
+                      ? f16_linear(*w)
+                      : ggml_linear(quantize_ggml(*w, {type, importance}).weights));
+  }
+  return out;
+}
+
+// GPTQ into the same type (quant/gptq_ggml.hpp).
+inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
+  const MatrixD h = hessian(in.x);
+  std::vector<QuantizedLinear> out;
+  for (const MatrixF* w : in.weights) {
+    GptqGgmlConfig config;
+    config.type = ggml_type_for(in.spec.bits, w->cols());
+    out.push_back(config.type == GgmlType::f16
+                      ? f16_linear(*w)
+                      : ggml_linear(quantize_gptq_ggml(*w, h, config).weights));
+  }
   return out;
 }
 
@@ -197,6 +264,8 @@ inline const std::vector<MethodEntry>& methods() {
       {"awq", awq, false},
       {"absmax-w8a8", absmax_w8a8, true},
       {"smoothquant-w8a8", smoothquant_w8a8, true},
+      {"llama.cpp", llama_cpp, false},
+      {"gptq-gguf", gptq_ggml, false},
   };
   return table;
 }
