@@ -1,7 +1,7 @@
 // lowbit: the command-line tool.
 //
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
-//   lowbit quantize-model --model CKPT.bin --out OUT.safetensors [options]
+//   lowbit quantize-model --model CKPT.bin|HF_DIR --out OUT.safetensors [options]
 //   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [options]
 //   lowbit demo [options]
 //   lowbit --help, lowbit COMMAND --help, lowbit quantize METHOD --help
