@@ -46,8 +46,8 @@ inline Model tiny_model(unsigned seed, Config config = Config{16, 24, 2, 4, 2, 2
     Layer layer;
     layer.attention_norm = (1.0f + random(1, c.dim, 0.1f).array()).transpose();
     layer.ffn_norm = (1.0f + random(1, c.dim, 0.1f).array()).transpose();
-    const Index out[] = {c.dim, c.kv_dim(), c.kv_dim(), c.dim, c.hidden_dim, c.dim, c.hidden_dim};
-    const Index in[] = {c.dim, c.dim, c.dim, c.dim, c.dim, c.hidden_dim, c.dim};
+    const std::array<Index, model::kLinearsPerLayer> out = model::linear_rows(c),
+                                                     in = model::linear_cols(c);
     for (LinearKind kind : model::kAllLinears)
       layer.linears[model::index(kind)] = std::make_shared<model::FloatLinear>(
           random(out[model::index(kind)], in[model::index(kind)],

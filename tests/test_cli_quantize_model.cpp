@@ -1,14 +1,17 @@
 // `lowbit quantize-model`: on stories260K (tests named *stories260k*, skipped
 // when the file is absent) every linear of the written checkpoint reads back
 // exactly as the same sequential quantization in this process produced it;
-// a separate classifier is written too; misuse exits with 2.
+// a separate classifier is written too; a Hugging Face directory converted
+// from it quantizes to the same linears (rows of wq and wk permuted as the
+// converter permutes them); calibration files; misuse exits with 2.
 #include <fstream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
+#include <map>
 #include <sstream>
 
-#include "model_fixtures.hpp"
+#include "hf_fixtures.hpp"
 
 namespace lowbit::model {
 namespace {
@@ -37,7 +40,7 @@ TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
         lowbit("quantize-model --model " + model_path + " --method " + spec.method + " --bits " +
                std::to_string(spec.bits) + " --group-size " + std::to_string(spec.group_size) +
                " --format " + format + (spec.act_order ? " --act-order" : "") +
-               " --calibration 4 --out " + out);
+               " --calib-samples 4 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("[20/20] layer 4 w2"), std::string::npos) << r.output;
     const io::SafetensorsReader file(out);
@@ -87,12 +90,145 @@ TEST_F(CliQuantizeModel, WritesASeparateClassifier) {
   test::write_file(dir.file("untied.bin"), test::llama2c_bytes(m));
   const test::CommandResult r =
       lowbit("quantize-model --model " + dir.file("untied.bin") + " --method rtn --bits 4 " +
-             "--calibration 2 --out " + dir.file("q.safetensors"));
+             "--calib-samples 2 --out " + dir.file("q.safetensors"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const io::SafetensorsReader file(dir.file("q.safetensors"));
   EXPECT_EQ(file.matrix("output.weight"), m.classifier);
   EXPECT_EQ(file.matrix("tok_embeddings.weight"), m.token_embedding);
   EXPECT_EQ(io::read_gptq_linear(file, "layers.0.feed_forward.w2", 4).cols(), 64);  // padded
+}
+
+// The dequantized linears of a written checkpoint, by name.
+std::map<std::string, MatrixF> written_linears(const std::string& path, int bits, int layers) {
+  const io::SafetensorsReader file(path);
+  std::map<std::string, MatrixF> out;
+  for (int l = 0; l < layers; ++l)
+    for (LinearKind kind : kAllLinears)
+      out[linear_name(l, kind)] =
+          io::read_gptq_linear(file, linear_name(l, kind), bits).dequantize();
+  return out;
+}
+
+// The same calibration ids, as text for the llama2.c file and as safetensors
+// input_ids (I64) for the directory: RTN, and GPTQ calibrated on the float
+// model's activations, give the same linears (wq and wk rows permuted as the
+// converter permutes them); sequential GPTQ, close ones.
+TEST_F(CliQuantizeModel, stories260k_hf_directory_quantizes_as_the_llama2c_file) {
+  REQUIRE_STORIES260K(m);
+  const std::string model_path = *lowbit::test::model_file("stories260K.bin");
+  test::write_hf_directory(*m, dir.file("hf"));
+  const std::vector<Sequence> calibration = sample_sequences(*m, 4, 48, 1.0f, 3);
+  std::ofstream text(dir.file("calib.txt"));
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> ids(4, 48);
+  for (int s = 0; s < 4; ++s) {
+    for (int t = 0; t < 48; ++t) {
+      text << calibration[std::size_t(s)][std::size_t(t)] << (t + 1 < 48 ? " " : "\n");
+      ids(s, t) = calibration[std::size_t(s)][std::size_t(t)];
+    }
+  }
+  text.close();
+  io::SafetensorsWriter input_ids;
+  input_ids.add_matrix("input_ids", ids, io::Dtype::I64);
+  input_ids.write(dir.file("calib.safetensors"));
+
+  for (const std::string method : {"rtn", "gptq", "gptq --calibration float"}) {
+    const std::string common = " --method " + method + " --bits 4 --calib-length 48 ";
+    const test::CommandResult a =
+        lowbit("quantize-model --model " + model_path + common + "--calib " +
+               dir.file("calib.txt") + " --out " + dir.file("a.safetensors"));
+    ASSERT_EQ(a.exit_code, 0) << a.output;
+    const test::CommandResult b =
+        lowbit("quantize-model --model " + dir.file("hf") + common + "--calib " +
+               dir.file("calib.safetensors") + " --out " + dir.file("b.safetensors"));
+    ASSERT_EQ(b.exit_code, 0) << b.output;
+    EXPECT_EQ(a.output.find("samples itself"), std::string::npos) << a.output;
+    const std::map<std::string, MatrixF> from_file =
+                                             written_linears(dir.file("a.safetensors"), 4, 5),
+                                         from_dir =
+                                             written_linears(dir.file("b.safetensors"), 4, 5);
+    Index differing = 0, total = 0;
+    double change = 0, norm = 0;
+    for (int l = 0; l < 5; ++l)
+      for (LinearKind kind : kAllLinears) {
+        const std::string name = linear_name(l, kind);
+        MatrixF expected = from_file.at(name);
+        if (kind == LinearKind::wq) expected = test::converter_permute(expected, 8);
+        if (kind == LinearKind::wk) expected = test::converter_permute(expected, 4);
+        ASSERT_EQ(from_dir.at(name).rows(), expected.rows()) << name;
+        const Index here = (from_dir.at(name).array() != expected.array()).count();
+        if (l == 0) {
+          EXPECT_EQ(here, 0) << method << " " << name;  // the same inputs
+        }
+        differing += here;
+        total += expected.size();
+        change += (from_dir.at(name) - expected).squaredNorm();
+        norm += expected.squaredNorm();
+      }
+    // Layers after 0 see activations that differ by rounding. Calibrated on
+    // the float model's, the codes stay the same; sequentially, a flipped code
+    // changes the quantized layer's output, which the next layers see, and
+    // GPTQ's error feedback carries flips along the rows: some percent differ.
+    const double relative = std::sqrt(change / norm);
+    std::cout << method << ": " << differing << " of " << total
+              << " weights differ, relative change " << relative << "\n";
+    if (method == "gptq")
+      EXPECT_LT(relative, 0.1);
+    else
+      EXPECT_LE(double(differing), 1e-3 * double(total));
+    const std::string config =
+        *io::SafetensorsReader(dir.file("b.safetensors")).metadata_value("quantization_config");
+    EXPECT_NE(config.find("\"rope_style\": \"half\""), std::string::npos) << config;
+  }
+}
+
+// Without --calib the model samples its own sequences, and says so; bad
+// calibration files are named in the error.
+TEST_F(CliQuantizeModel, CalibrationFiles) {
+  const Model m = test::tiny_model(31, Config{32, 24, 1, 4, 4, 23, 64});
+  test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(m));
+  const std::string command = "quantize-model --model " + dir.file("tiny.bin") +
+                              " --method rtn --out " + dir.file("q.safetensors");
+  const test::CommandResult sampled = lowbit(command + " --calib-samples 2 --calib-length 8");
+  ASSERT_EQ(sampled.exit_code, 0) << sampled.output;
+  EXPECT_NE(sampled.output.find("2 sequences of 8 tokens the float model samples itself"),
+            std::string::npos)
+      << sampled.output;
+  const test::CommandResult floated = lowbit(command + " --calibration float --calib-samples 2");
+  EXPECT_EQ(floated.exit_code, 0) << floated.output;
+
+  struct Case {
+    std::string file, contents, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"words.txt", "1 2 3\n4 five 6\n", "words.txt:2: 'five' is not a token id"},
+           {"negative.txt", "1 -2 3\n", "'-2' is not a token id"},
+           {"empty.txt", "\n\n", "holds no token sequences"},
+           {"vocab.txt", "1 2 23\n", "sequence 0 holds token 23, outside the vocabulary of 23"},
+       }) {
+    test::write_file(dir.file(c.file), std::vector<char>(c.contents.begin(), c.contents.end()));
+    const test::CommandResult r = lowbit(command + " --calib " + dir.file(c.file));
+    EXPECT_EQ(r.exit_code, 1) << c.file << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.file << "\n" << r.output;
+  }
+  io::SafetensorsWriter floats;
+  floats.add_matrix("input_ids", MatrixF::Ones(2, 4));
+  floats.write(dir.file("floats.safetensors"));
+  io::SafetensorsWriter rank1;
+  rank1.add_vector("input_ids", std::vector<std::int32_t>{1, 2, 3}, io::Dtype::I32);
+  rank1.write(dir.file("rank1.safetensors"));
+  io::SafetensorsWriter other;
+  other.add_vector("ids", std::vector<std::int32_t>{1, 2, 3}, io::Dtype::I32);
+  other.write(dir.file("other.safetensors"));
+  for (const Case& c : std::vector<Case>{
+           {"floats.safetensors", "", "tensor 'input_ids' must be I32 or I64, has F32"},
+           {"rank1.safetensors", "", "tensor 'input_ids' must have rank 2"},
+           {"other.safetensors", "", "tensor 'input_ids' is missing"},
+           {"absent.txt", "", "absent.txt: cannot open"},
+       }) {
+    const test::CommandResult r = lowbit(command + " --calib " + dir.file(c.file));
+    EXPECT_EQ(r.exit_code, 1) << c.file << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.file << "\n" << r.output;
+  }
 }
 
 TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
@@ -107,7 +243,9 @@ TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
            {"quantize-model" + model + " --method bpdq --format gptq", "use --format bpdq"},
            {"quantize-model" + model + " --format bpdq --act-order", "g_idx"},
            {"quantize-model" + model + " --format gguf", "--format must be gptq or bpdq"},
-           {"quantize-model" + model + " --calibration 0", "--calibration must be >= 1"},
+           {"quantize-model" + model + " --calib-samples 0", "--calib-samples must be >= 1"},
+           {"quantize-model" + model + " --calib-length 1", "--calib-length must be >= 2"},
+           {"quantize-model" + model + " --calibration dynamic", "must be sequential or float"},
        }) {
     const test::CommandResult r = lowbit(c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;

@@ -20,41 +20,61 @@ class Forward : public test::SingleThreaded {};
 
 // The forward pass written out directly from its definition, in double: whole
 // sequence at once, no cache; RoPE as a complex rotation of (x_2i + i x_2i+1)
-// by pos * theta^(-2i / head_size); query head h reads key/value head
-// h * n_kv_heads / n_heads.
+// (Hugging Face's pairing: (x_i + i x_{i+head/2})) by pos * f_i, f_i =
+// theta^(-2i / head_size) rescaled as transformers' _compute_linear_scaling_
+// and _compute_llama3_parameters do; query head h reads key/value head
+// h * n_kv_heads / n_heads; biases added to the linears that have them.
 std::vector<VectorXd> reference_logits(const Model& m, const std::vector<int>& tokens) {
   const Config& c = m.config;
   const std::size_t T = tokens.size();
-  const int hs = c.dim / c.n_heads;
+  const int hs = c.head_size();
+  auto frequency = [&](int i) {
+    const double f = std::pow(double(c.rope_theta), -2.0 * i / hs);
+    const RopeScaling& s = c.rope_scaling;
+    if (s.type == RopeScaling::Type::linear) return f / s.factor;
+    if (s.type != RopeScaling::Type::llama3) return f;
+    const double wavelen = 2 * M_PI / f, old = s.original_max_positions;
+    if (wavelen < old / s.high_freq_factor) return f;
+    if (wavelen > old / s.low_freq_factor) return f / s.factor;
+    const double smooth =
+        (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    return (1 - smooth) * f / s.factor + smooth * f;
+  };
   auto rms = [&](const VectorXd& x, const VectorF& w) {
     const double mean_square = x.squaredNorm() / double(x.size());
     return VectorXd(x.cwiseProduct(w.cast<double>()) / std::sqrt(mean_square + c.norm_eps));
   };
   auto rotate = [&](VectorXd& v, std::size_t pos) {
-    for (int j = 0; j < v.size(); j += 2) {
-      const int i = (j % hs) / 2;
-      const double angle = double(pos) * std::pow(double(c.rope_theta), -2.0 * i / hs);
-      const std::complex<double> r = std::complex<double>(v(j), v(j + 1)) * std::polar(1.0, angle);
-      v(j) = r.real();
-      v(j + 1) = r.imag();
-    }
+    for (int head = 0; head < v.size(); head += hs)
+      for (int i = 0; i < hs / 2; ++i) {
+        const bool half = c.rope_style == RopeStyle::half;
+        const int j0 = head + (half ? i : 2 * i), j1 = j0 + (half ? hs / 2 : 1);
+        const std::complex<double> r =
+            std::complex<double>(v(j0), v(j1)) * std::polar(1.0, double(pos) * frequency(i));
+        v(j0) = r.real();
+        v(j1) = r.imag();
+      }
   };
   std::vector<VectorXd> h;
   for (int token : tokens) h.push_back(m.token_embedding.row(token).cast<double>().transpose());
   for (int l = 0; l < c.n_layers; ++l) {
     const Layer& layer = m.layers[std::size_t(l)];
     auto w = [&](LinearKind kind) { return MatrixXd(test::weight(m, l, kind).cast<double>()); };
+    auto b = [&](LinearKind kind, Index rows) {  // the bias, or zeros
+      const VectorF& bias = layer.biases[index(kind)];
+      return bias.size() ? VectorXd(bias.cast<double>()) : VectorXd(VectorXd::Zero(rows));
+    };
     std::vector<VectorXd> q, k, v;
     for (std::size_t t = 0; t < T; ++t) {
       const VectorXd x = rms(h[t], layer.attention_norm);
-      q.push_back(w(LinearKind::wq) * x);
-      k.push_back(w(LinearKind::wk) * x);
-      v.push_back(w(LinearKind::wv) * x);
+      q.push_back(w(LinearKind::wq) * x + b(LinearKind::wq, c.q_dim()));
+      k.push_back(w(LinearKind::wk) * x + b(LinearKind::wk, c.kv_dim()));
+      v.push_back(w(LinearKind::wv) * x + b(LinearKind::wv, c.kv_dim()));
       rotate(q[t], t);
       rotate(k[t], t);
     }
     for (std::size_t t = 0; t < T; ++t) {
-      VectorXd att = VectorXd::Zero(c.dim);
+      VectorXd att = VectorXd::Zero(c.q_dim());
       for (int head = 0; head < c.n_heads; ++head) {
         const int kv_head = head * c.n_kv_heads / c.n_heads;
         std::vector<double> weights;
@@ -68,11 +88,12 @@ std::vector<VectorXd> reference_logits(const Model& m, const std::vector<int>& t
         for (std::size_t s = 0; s <= t; ++s)
           att.segment(head * hs, hs) += weights[s] / total * v[s].segment(kv_head * hs, hs);
       }
-      h[t] += w(LinearKind::wo) * att;
+      h[t] += w(LinearKind::wo) * att + b(LinearKind::wo, c.dim);
       const VectorXd x = rms(h[t], layer.ffn_norm);
-      const VectorXd gate = w(LinearKind::w1) * x, up = w(LinearKind::w3) * x;
+      const VectorXd gate = w(LinearKind::w1) * x + b(LinearKind::w1, c.hidden_dim),
+                     up = w(LinearKind::w3) * x + b(LinearKind::w3, c.hidden_dim);
       const VectorXd hidden = gate.array() / (1.0 + (-gate.array()).exp()) * up.array();
-      h[t] += w(LinearKind::w2) * hidden;
+      h[t] += w(LinearKind::w2) * hidden + b(LinearKind::w2, c.dim);
     }
   }
   std::vector<VectorXd> out;
@@ -140,6 +161,36 @@ void expect_cache_matches_recompute(const Model& m, const std::vector<int>& toke
   const float scale = all.cwiseAbs().maxCoeff();
   EXPECT_LT((steps - all).cwiseAbs().maxCoeff(), 1e-5f * scale);
   EXPECT_LT((chunks - all).cwiseAbs().maxCoeff(), 1e-5f * scale);
+}
+
+// Hugging Face's variants: head_dim apart from dim / n_heads, biases on every
+// linear, the half pairing with llama3 (theta 100 and an original context of
+// 32 put the head's three frequencies in the kept, blended and divided bands)
+// and linear rope scaling.
+TEST_F(Forward, HuggingFaceVariantsMatchTheReference) {
+  Config config{16, 24, 2, 4, 2, 23, 12};
+  config.head_dim = 6;
+  config.rope_theta = 100.0f;
+  config.rope_style = RopeStyle::half;
+  config.rope_scaling = {RopeScaling::Type::llama3, 8.0f, 1.0f, 4.0f, 32};
+  Model m = test::tiny_model(11, config);
+  const std::array<Index, kLinearsPerLayer> rows = linear_rows(m.config);
+  for (Layer& layer : m.layers)
+    for (LinearKind kind : kAllLinears)
+      layer.biases[index(kind)] = test::random_weights(1, rows[index(kind)], 12, 0.3f).transpose();
+  const std::vector<int> tokens{1, 5, 22, 0, 7, 7, 13, 2, 19, 4, 11, 3};
+  KvCache cache(m.config);
+  EXPECT_LT(logits_error(forward(m, cache, tokens), reference_logits(m, tokens)), 1e-5);
+
+  m.config.rope_scaling = {RopeScaling::Type::linear, 4.0f};
+  m.rope = rope_tables(m.config);
+  KvCache linear(m.config);
+  EXPECT_LT(logits_error(forward(m, linear, tokens), reference_logits(m, tokens)), 1e-5);
+  // The biases matter: the model without them is far off.
+  Model unbiased = m;
+  for (Layer& layer : unbiased.layers) layer.biases = {};
+  KvCache again(m.config);
+  EXPECT_GT(logits_error(forward(m, again, tokens), reference_logits(unbiased, tokens)), 1e-3);
 }
 
 TEST_F(Forward, KvCacheDecodingEqualsRecomputation) {

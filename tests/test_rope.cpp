@@ -41,6 +41,66 @@ TEST(Rope, RotatesConsecutivePairsOfEveryHead) {
     }
 }
 
+// Hugging Face's pairing rotates (i, i + head/2) by the angle of pair i: the
+// interleaved rotation of the rows reordered as transformers' converter does.
+TEST(Rope, HalfPairingIsTheInterleavedOneOnReorderedRows) {
+  const RopeTables interleaved = rope_tables(16, 8, 10000.0f);
+  const RopeTables half = rope_tables(16, 8, 10000.0f, RopeStyle::half);
+  EXPECT_EQ(half.cos, interleaved.cos);
+  const MatrixF x = test::random_activations(3, 16, 6);  // 2 heads of 8
+  MatrixF reordered(3, 16);  // column h*8 + j*4 + i holds column h*8 + 2i + j
+  for (Index h = 0; h < 2; ++h)
+    for (Index i = 0; i < 4; ++i)
+      for (Index j = 0; j < 2; ++j) reordered.col(h * 8 + j * 4 + i) = x.col(h * 8 + 2 * i + j);
+  MatrixF a = x, b = reordered;
+  apply_rope(interleaved, a, 3);
+  apply_rope(half, b, 3);
+  for (Index h = 0; h < 2; ++h)
+    for (Index i = 0; i < 4; ++i)
+      for (Index j = 0; j < 2; ++j)
+        EXPECT_EQ(b.col(h * 8 + j * 4 + i), a.col(h * 8 + 2 * i + j)) << h << " " << i << j;
+}
+
+// transformers' scalings of the inverse frequencies f_i = theta^(-2i/d):
+// linear divides every one by the factor; llama3 (factor 8, low 1, high 4,
+// original context 8192, Llama 3.1's) keeps wavelengths 2 pi / f below
+// 8192 / 4, divides those above 8192 / 1, and blends between with
+// smooth = (8192 / wavelength - 1) / (4 - 1).
+TEST(Rope, LinearAndLlama3Scaling) {
+  const int head = 128;
+  const float theta = 500000.0f;
+  const RopeTables plain = rope_tables(2, head, theta);
+  const RopeTables linear =
+      rope_tables(2, head, theta, RopeStyle::half, {RopeScaling::Type::linear, 4.0f});
+  const RopeTables llama3 = rope_tables(2, head, theta, RopeStyle::half,
+                                        {RopeScaling::Type::llama3, 8.0f, 1.0f, 4.0f, 8192});
+  int kept = 0, divided = 0, blended = 0;
+  for (int i = 0; i < head / 2; ++i) {
+    // Position 1's angle is the frequency itself (all below pi here).
+    const double f = std::pow(double(theta), -2.0 * i / head), wavelength = 2 * M_PI / f;
+    EXPECT_NEAR(std::atan2(linear.sin(1, i), linear.cos(1, i)), f / 4, 1e-6 * f + 1e-9);
+    double expected = f / 8;
+    if (wavelength < 2048) {
+      expected = f;
+      ++kept;
+    } else if (wavelength > 8192) {
+      ++divided;
+    } else {
+      const double smooth = (8192 / wavelength - 1) / 3;
+      expected = (1 - smooth) * f / 8 + smooth * f;
+      ++blended;
+    }
+    EXPECT_NEAR(std::atan2(llama3.sin(1, i), llama3.cos(1, i)), expected, 1e-5 * f + 1e-9) << i;
+    EXPECT_NEAR(std::atan2(plain.sin(1, i), plain.cos(1, i)), f, 1e-5 * f + 1e-9) << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
+  EXPECT_THROW(rope_tables(2, 8, theta, RopeStyle::half,
+                           {RopeScaling::Type::llama3, 8.0f, 4.0f, 1.0f, 8192}),
+               Error);  // high_freq_factor must exceed low_freq_factor
+}
+
 TEST(Rope, RejectsBadArguments) {
   EXPECT_THROW(rope_tables(8, 3, 10000.0f), Error);  // odd head size
   EXPECT_THROW(rope_tables(8, 0, 10000.0f), Error);

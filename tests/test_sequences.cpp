@@ -40,6 +40,28 @@ TEST_F(Sequences, SamplingIsDeterministicForASeed) {
   EXPECT_THROW(generate(m, 13, 1.0f, rng), Error);  // beyond seq_len
 }
 
+// The sequences decoded together are those generate() draws one after
+// another from one generator; a model read layer by layer gives the same.
+TEST_F(Sequences, SampledTogetherAsGeneratedOneByOne) {
+  const Model m = test::tiny_model(6);
+  for (const float temperature : {1.0f, 0.0f}) {
+    Rng rng(5);
+    std::vector<Sequence> one_by_one;
+    for (int i = 0; i < 3; ++i) one_by_one.push_back(generate(m, 9, temperature, rng));
+    EXPECT_EQ(sample_sequences(m, 3, 9, temperature, 5), one_by_one) << temperature;
+    Model globals = m;
+    globals.layers.clear();
+    int reads = 0;
+    const ModelSource source{globals, [&](int l) {
+                               ++reads;
+                               return m.layers[std::size_t(l)];
+                             }};
+    EXPECT_EQ(sample_sequences(source, 3, 9, temperature, 5), one_by_one) << temperature;
+    EXPECT_EQ(reads, 8 * m.config.n_layers);  // each layer once per decoded position
+  }
+  EXPECT_THROW(sample_sequences(m, 1, 13, 1.0f, 1), Error);  // beyond seq_len
+}
+
 // Greedy decoding picks, at every step, the argmax of the logits of the prefix.
 TEST_F(Sequences, SequenceLogitsAreTheForwardPassOfEachPrefix) {
   const Model m = test::tiny_model(12);

@@ -125,6 +125,43 @@ TEST_F(SequentialQuantization, CalibratesEachLayerOnTheQuantizedLayersBefore) {
   EXPECT_NEAR(quantizer.bits_per_weight(), whole.bits_per_weight, 1e-12);
 }
 
+// Propagation::float_model: every layer is calibrated on the float model's
+// activations, which the forward pass's observer sees: GPTQ on those gives
+// each layer's codes, whatever the layers before became.
+TEST_F(SequentialQuantization, FloatPropagationCalibratesOnTheFloatModel) {
+  const Model m = pad_hidden(test::tiny_model(7), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 3, 12, 1.0f, 4);
+  std::vector<Calibration> inputs(std::size_t(m.config.n_layers), Calibration(m.config.dim));
+  for (const Sequence& s : calibration) {
+    KvCache cache(m.config);
+    forward(m, cache, s, [&](int l, LinearKind kind, const MatrixF& x) {
+      if (kind == LinearKind::w1) inputs[std::size_t(l)].add(x);
+    });
+  }
+  const QuantSpec spec{"gptq", 3, 8};
+  SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), spec,
+                                Propagation::float_model);
+  GptqConfig config;
+  config.bits = 3;
+  config.group_size = 8;
+  for (int l = 0; l < m.config.n_layers; ++l)
+    quantizer.quantize_next(
+        m.layers[std::size_t(l)], {}, [&](int layer, LinearKind kind, const QuantizedLinear& q) {
+          if (kind != LinearKind::w3) return;
+          const GptqResult expected = quantize_gptq(test::weight(m, layer, kind),
+                                                    inputs[std::size_t(layer)].hessian(), config);
+          EXPECT_EQ(q.uniform->codes, expected.weights.codes) << layer;
+        });
+  // Sequential calibration gives layer 1 other codes (its inputs differ).
+  SequentialQuantizer sequential(m.config, embed_sequences(m, calibration), spec);
+  sequential.quantize_next(m.layers[0]);
+  sequential.quantize_next(m.layers[1], {}, [&](int, LinearKind kind, const QuantizedLinear& q) {
+    if (kind != LinearKind::w3) return;
+    const GptqResult floated = quantize_gptq(test::weight(m, 1, kind), inputs[1].hessian(), config);
+    EXPECT_NE(q.uniform->codes, floated.weights.codes);
+  });
+}
+
 TEST_F(SequentialQuantization, RejectsMisuse) {
   const Model m = pad_hidden(test::tiny_model(5), 16);
   const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);

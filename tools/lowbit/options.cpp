@@ -45,10 +45,17 @@ const OptionTable& option_catalogue() {
             "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"),
       entry("threads", "N", "worker threads (all cores unless given)"),
       entry("size", "NAME", "demo: layer size, small or large"),
-      entry("model", "FILE", "quantize-model: llama2.c checkpoint"),
+      entry("model", "PATH",
+            "quantize-model: llama2.c checkpoint file or Hugging Face model directory"),
       entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
       entry("format", "NAME", "quantize-model: checkpoint format, gptq or bpdq"),
-      entry("calibration", "N", "quantize-model: calibration sequences of 64 tokens"),
+      entry("calib", "FILE",
+            "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
+            "[sequences, length]) or text (one sequence of ids per line)"),
+      entry("calib-samples", "N", "quantize-model: calibration sequences (the first N of --calib)"),
+      entry("calib-length", "N", "quantize-model: tokens per calibration sequence (at most)"),
+      entry("calibration", "MODE",
+            "quantize-model: sequential (on the quantized layers' outputs) or float"),
   };
   return catalogue;
 }

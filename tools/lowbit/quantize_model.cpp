@@ -12,6 +12,8 @@
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
+#include <lowbit/io/safetensors.hpp>
+#include <lowbit/model/hf.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
@@ -91,24 +93,31 @@ std::string config_json(const model::Config& c, int original_hidden, const model
     << ",\n  \"bits_per_weight\": " << bits_per_weight << ",\n  \"dim\": " << c.dim
     << ",\n  \"hidden_dim\": " << original_hidden << ",\n  \"hidden_dim_padded\": " << c.hidden_dim
     << ",\n  \"n_layers\": " << c.n_layers << ",\n  \"n_heads\": " << c.n_heads
-    << ",\n  \"n_kv_heads\": " << c.n_kv_heads << ",\n  \"vocab_size\": " << c.vocab_size
-    << ",\n  \"seq_len\": " << c.seq_len << "\n}\n";
+    << ",\n  \"n_kv_heads\": " << c.n_kv_heads << ",\n  \"head_dim\": " << c.head_size()
+    << ",\n  \"vocab_size\": " << c.vocab_size << ",\n  \"seq_len\": " << c.seq_len
+    << ",\n  \"norm_eps\": " << c.norm_eps << ",\n  \"rope_theta\": " << c.rope_theta
+    << ",\n  \"rope_style\": \""
+    << (c.rope_style == model::RopeStyle::half ? "half" : "interleaved") << "\"\n}\n";
   return j.str();
 }
 
 // The command line, checked before the model is loaded.
 struct ModelJob {
-  std::string model, out, format;
+  std::string model, out, format, calib;
   model::QuantSpec spec;
-  int sequences = 0;
+  model::Propagation propagation = model::Propagation::quantized;
+  int samples = 0, length = 0;
 };
 
 ModelJob parse_job(const Options& o) {
   ModelJob job{o.text("model"),
                o.text("out"),
                o.text("format"),
+               o.has("calib") ? o.text("calib") : "",
                {o.text("method"), o.integer("bits"), o.integer("group-size"), o.flag("act-order")},
-               o.integer("calibration")};
+               model::Propagation::quantized,
+               o.integer("calib-samples"),
+               o.integer("calib-length")};
   if (job.format != "gptq" && job.format != "bpdq")
     throw UsageError("quantize-model: --format must be gptq or bpdq, got '" + job.format + "'");
   const std::vector<std::string>& methods = model::checkpoint_methods();
@@ -124,44 +133,126 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "bpdq" && job.spec.act_order)
     throw UsageError(
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
-  if (job.sequences < 1) throw UsageError("quantize-model: --calibration must be >= 1");
+  if (job.samples < 1) throw UsageError("quantize-model: --calib-samples must be >= 1");
+  if (job.length < 2) throw UsageError("quantize-model: --calib-length must be >= 2");
+  const std::string propagation = o.text("calibration");
+  if (propagation == "float")
+    job.propagation = model::Propagation::float_model;
+  else if (propagation != "sequential")
+    throw UsageError("quantize-model: --calibration must be sequential or float, got '" +
+                     propagation + "'");
   return job;
+}
+
+// A directory is a Hugging Face model; a file, a llama2.c checkpoint.
+model::ModelSource open_model(const std::string& path) {
+  if (std::filesystem::is_directory(path)) return model::open_hf(path);
+  return model::open_llama2c(path);
+}
+
+// Token ids, one sequence per line, separated by whitespace.
+std::vector<model::Sequence> read_token_text(const std::string& path) {
+  std::ifstream in(path);
+  detail::require(static_cast<bool>(in), path, ": cannot open");
+  std::vector<model::Sequence> sequences;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    std::istringstream words(line);
+    model::Sequence tokens;
+    for (std::string word; words >> word;) {
+      std::size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(word, &used);
+      } catch (const std::exception&) {
+      }
+      detail::require(used == word.size() && id >= 0 && id <= INT32_MAX, path, ":", number, ": '",
+                      word, "' is not a token id");
+      tokens.push_back(static_cast<int>(id));
+    }
+    if (!tokens.empty()) sequences.push_back(std::move(tokens));
+  }
+  return sequences;
+}
+
+// The calibration sequences of --calib: safetensors input_ids (I32 or I64,
+// [sequences, length]) or text; the first --calib-samples sequences, each cut
+// to --calib-length tokens, every id within the vocabulary.
+std::vector<model::Sequence> read_calibration(const ModelJob& job, const model::Config& c) {
+  std::vector<model::Sequence> sequences;
+  if (job.calib.size() >= 12 && job.calib.substr(job.calib.size() - 12) == ".safetensors") {
+    const io::SafetensorsReader file(job.calib);
+    const io::TensorInfo& ids = file.require_rank("input_ids", 2);
+    detail::require(ids.dtype == io::Dtype::I32 || ids.dtype == io::Dtype::I64, job.calib,
+                    ": tensor 'input_ids' must be I32 or I64, has ", io::dtype_name(ids.dtype));
+    const std::vector<std::int32_t> flat = file.ints("input_ids");
+    for (std::int64_t s = 0; s < ids.shape[0]; ++s)
+      sequences.emplace_back(flat.begin() + s * ids.shape[1],
+                             flat.begin() + (s + 1) * ids.shape[1]);
+  } else {
+    sequences = read_token_text(job.calib);
+  }
+  detail::require(!sequences.empty(), job.calib, ": holds no token sequences");
+  if (static_cast<int>(sequences.size()) > job.samples) sequences.resize(std::size_t(job.samples));
+  const int length = std::min(job.length, c.seq_len);
+  for (std::size_t s = 0; s < sequences.size(); ++s) {
+    if (static_cast<int>(sequences[s].size()) > length) sequences[s].resize(std::size_t(length));
+    for (int id : sequences[s])
+      detail::require(id >= 0 && id < c.vocab_size, job.calib, ": sequence ", s, " holds token ",
+                      id, ", outside the vocabulary of ", c.vocab_size);
+  }
+  return sequences;
+}
+
+std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
+                                                   const model::ModelSource& source) {
+  if (!job.calib.empty()) return read_calibration(job, source.globals.config);
+  const int length = std::min(job.length, source.globals.config.seq_len);
+  std::cerr << "quantize-model: no --calib given: calibrating on " << job.samples
+            << " sequences of " << length << " tokens the float model samples itself\n";
+  return model::sample_sequences(source, job.samples, length, 1.0f, 1);
 }
 
 void add_vector(io::SafetensorsWriter& out, const std::string& name, const VectorF& v) {
   out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
 }
 
-// Quantizes the model one layer at a time: its linears are written as they
-// are quantized, its norms (which the checkpoint methods leave alone) at the end.
-double quantize_layers(const model::Model& padded, const ModelJob& job,
+// Quantizes the model one layer at a time, each read from the checkpoint
+// when its turn comes and dropped after: its linears are written as they are
+// quantized, its norms and biases (which the checkpoint methods leave alone)
+// at the end.
+double quantize_layers(const model::ModelSource& source, const ModelJob& job,
                        io::SafetensorsWriter& out) {
+  const model::Config& c = source.globals.config;
   model::SequentialQuantizer quantizer(
-      padded.config,
-      model::embed_sequences(padded, model::sample_sequences(padded, job.sequences, 64, 1.0f, 1)),
-      job.spec);
-  Progress progress(padded.config.n_layers * static_cast<int>(model::linear_groups().size()));
-  std::vector<std::pair<VectorF, VectorF>> norms;  // attention and MLP norm per layer
-  for (const model::Layer& layer : padded.layers) {
-    const model::Layer quantized = quantizer.quantize_next(
-        layer,
-        [&](int l, const std::string& names) {
+      c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
+      job.propagation);
+  Progress progress(c.n_layers * static_cast<int>(model::linear_groups().size()));
+  std::vector<model::Layer> kept;  // norms and biases per layer
+  for (int l = 0; l < c.n_layers; ++l) {
+    model::Layer quantized = quantizer.quantize_next(
+        source.layer(l),
+        [&](int layer, const std::string& names) {
           if (interrupted) detail::fail("interrupted: nothing was written");
-          progress.step("layer " + std::to_string(l) + " " + names);
+          progress.step("layer " + std::to_string(layer) + " " + names);
         },
-        [&](int l, model::LinearKind kind, const model::QuantizedLinear& r) {
+        [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
           if (job.format == "gptq")
-            io::add_gptq_linear(out, linear_name(l, kind), *r.uniform);
+            io::add_gptq_linear(out, linear_name(layer, kind), *r.uniform);
           else
-            io::add_bpdq_linear(out, linear_name(l, kind), *r.planes, io::Dtype::F16);
+            io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
         });
-    norms.emplace_back(quantized.attention_norm, quantized.ffn_norm);
+    quantized.linears = {};
+    kept.push_back(std::move(quantized));
   }
   progress.finish();
-  for (std::size_t l = 0; l < norms.size(); ++l) {
+  for (std::size_t l = 0; l < kept.size(); ++l) {
     const std::string prefix = "layers." + std::to_string(l);
-    add_vector(out, prefix + ".attention_norm.weight", norms[l].first);
-    add_vector(out, prefix + ".ffn_norm.weight", norms[l].second);
+    add_vector(out, prefix + ".attention_norm.weight", kept[l].attention_norm);
+    add_vector(out, prefix + ".ffn_norm.weight", kept[l].ffn_norm);
+    for (model::LinearKind kind : model::kAllLinears)
+      if (kept[l].biases[model::index(kind)].size() != 0)
+        add_vector(out, linear_name(int(l), kind) + ".bias", kept[l].biases[model::index(kind)]);
   }
   return quantizer.bits_per_weight();
 }
@@ -171,18 +262,19 @@ int run_quantize_model(const Options& options) {
   // Decoding-size products and small layers: more threads cost more than they
   // save unless asked for (the results are the same for any thread count).
   apply_threads(options);
-  const model::Model loaded = model::load_llama2c(job.model);
-  const model::Model padded = model::pad_hidden(loaded, 64);
+  const model::ModelSource loaded = open_model(job.model);
+  const model::ModelSource padded = model::pad_hidden(loaded, 64);
+  const model::Model& globals = padded.globals;
 
   io::SafetensorsWriter out;
-  out.add_matrix("tok_embeddings.weight", padded.token_embedding);
-  if (padded.classifier.size() != 0) out.add_matrix("output.weight", padded.classifier);
-  add_vector(out, "norm.weight", padded.final_norm);
+  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
+  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
+  add_vector(out, "norm.weight", globals.final_norm);
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   const double bits_per_weight = quantize_layers(padded, job, out);
-  const std::string config =
-      config_json(padded.config, loaded.config.hidden_dim, job.spec, job.format, bits_per_weight);
+  const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
+                                         job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
   if (interrupted) detail::fail("interrupted: nothing was written");
   out.write(job.out);  // a temporary file, then a rename
@@ -197,18 +289,23 @@ int run_quantize_model(const Options& options) {
 }  // namespace
 
 Command quantize_model_command() {
-  return {"quantize-model",
-          "every linear of a llama2.c checkpoint quantized sequentially (each layer calibrated\n"
-          "on the outputs of the quantized layers before it, with --calibration sequences of 64\n"
-          "tokens the model samples itself) and written as one safetensors checkpoint in the\n"
-          "GPTQ v1 or the BPDQ format, with quantization_config in its metadata and beside it\n"
-          "(OUT.quantize_config.json). The hidden dimension is padded with zero units to a\n"
-          "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
-          "bit-plane linear.",
-          {required_option("model"), required_option("out"), option("method", "gptq"),
-           option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
-           option("act-order"), option("calibration", "32"), option("threads", "1")},
-          run_quantize_model};
+  return {
+      "quantize-model",
+      "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
+      "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
+      "quantized layer by layer, each layer read when its turn comes, and written as one\n"
+      "safetensors checkpoint in the GPTQ v1 or the BPDQ format, with quantization_config\n"
+      "in its metadata and beside it (OUT.quantize_config.json). Calibration: the token\n"
+      "ids of --calib, else sequences the float model samples itself; --calibration\n"
+      "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
+      "float on the float model's. The hidden dimension is padded with zero units to a\n"
+      "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
+      "bit-plane linear.",
+      {required_option("model"), required_option("out"), option("method", "gptq"),
+       option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
+       option("act-order"), option("calib"), option("calib-samples", "32"),
+       option("calib-length", "64"), option("calibration", "sequential"), option("threads", "1")},
+      run_quantize_model};
 }
 
 }  // namespace lowbit::cli

@@ -1,8 +1,8 @@
 // The reference forward pass of a LLaMA-family decoder (llama2.c's run.c):
 // token embedding; per layer, RMSNorm, the q/k/v projections, rotary
-// embeddings, grouped-query attention over a KV cache, the output projection,
-// RMSNorm, the SwiGLU MLP w2(silu(w1 x) * w3 x), each block added to the
-// residual stream; a final RMSNorm and logits against the classifier.
+// embeddings (either pairing, rope.hpp), grouped-query attention over a KV cache, the output
+// projection, RMSNorm, the SwiGLU MLP w2(silu(w1 x) * w3 x), each block added to the residual
+// stream; a final RMSNorm and logits against the classifier.
 //
 // Every linear runs through the Linear seam, so the same pass runs float,
 // quantized or mixed models, and an observer sees every linear's input (how
@@ -28,11 +28,13 @@ namespace lowbit::model {
 // is how calibration activations are captured (e.g. into lowbit::Calibration).
 using LinearObserver = std::function<void(int layer, LinearKind kind, const MatrixF& x)>;
 
-// Keys and values of every layer for positions [0, length).
+// Keys and values of every layer for positions [0, length), with room for
+// `positions` of them (the model's whole context unless fewer are needed).
 struct KvCache {
-  explicit KvCache(const Config& c)
-      : keys(c.n_layers, MatrixF(c.seq_len, c.kv_dim())),
-        values(c.n_layers, MatrixF(c.seq_len, c.kv_dim())) {}
+  explicit KvCache(const Config& c) : KvCache(c, c.seq_len) {}
+  KvCache(const Config& c, int positions)
+      : keys(c.n_layers, MatrixF(positions, c.kv_dim())),
+        values(c.n_layers, MatrixF(positions, c.kv_dim())) {}
   std::vector<MatrixF> keys, values;  // per layer: seq_len x kv_dim
   int length = 0;
 };
@@ -68,14 +70,16 @@ inline MatrixF attention(const Config& c, const MatrixF& q, const MatrixF& keys,
   return out;
 }
 
-// x W^T through the layer's Linear, reporting x (as input of linear `kind` of
-// layer l) to the observer first.
+// x W^T (+ bias) through the layer's Linear, reporting x (as input of linear
+// `kind` of layer l) to the observer first.
 inline MatrixF run_linear(const Layer& layer, int l, LinearKind kind, const MatrixF& x,
                           const LinearObserver& observe) {
   if (observe) observe(l, kind, x);
   const Linear& linear = layer.linear(kind);
   MatrixF y(x.rows(), linear.out_features());
   linear.apply(x, y);
+  const VectorF& bias = layer.biases[index(kind)];
+  if (bias.size() != 0) y.rowwise() += bias.transpose();
   return y;
 }
 

@@ -1,15 +1,16 @@
 // The LLaMA-family decoder as data: its configuration, decoder layers of seven
 // linears behind the Linear seam, the whole model, and which linears read the
 // same input after which norm (what AWQ and SmoothQuant scale together).
-// Loaders fill it (llama2c.hpp); forward.hpp runs it.
+// Loaders fill it (llama2c.hpp, hf.hpp); forward.hpp runs it.
 //
-// A layer is self-contained (its norms and linears), so a loader can supply
-// one layer at a time and the sequential quantizer needs no more than that
-// layer's float weights (sequential_quantization.hpp).
+// A layer is self-contained (its norms, linears and biases), so a loader
+// supplies one layer at a time (ModelSource) and the sequential quantizer
+// needs no more than that layer's float weights (sequential_quantization.hpp).
 #pragma once
 
 #include <array>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,10 +39,14 @@ inline const char* name(LinearKind kind) {
 struct Config {
   int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0,
       seq_len = 0;
-  float norm_eps = 1e-5f;       // RMSNorm epsilon (Hugging Face: rms_norm_eps)
-  float rope_theta = 10000.0f;  // RoPE base
-  int bos_token = 1;            // beginning of sequence (llama2.c's 1)
-  int head_size() const { return dim / n_heads; }
+  float norm_eps = 1e-5f;                         // RMSNorm epsilon (Hugging Face: rms_norm_eps)
+  float rope_theta = 10000.0f;                    // RoPE base
+  int bos_token = 1;                              // beginning of sequence (llama2.c's 1)
+  int head_dim = 0;                               // 0: dim / n_heads (Hugging Face may set another)
+  RopeStyle rope_style = RopeStyle::interleaved;  // Hugging Face checkpoints: half
+  RopeScaling rope_scaling = {};
+  int head_size() const { return head_dim != 0 ? head_dim : dim / n_heads; }
+  int q_dim() const { return head_size() * n_heads; }
   int kv_dim() const { return head_size() * n_kv_heads; }
 };
 
@@ -50,7 +55,7 @@ struct Config {
 // even head size (RoPE rotates pairs). `source` (a file name) starts the message.
 inline void validate_config(const Config& c, const std::string& source) {
   auto in_range = [&](int value, int limit, const char* what) {
-    lowbit::detail::require(value > 0 && value <= limit, source, ": header ", what, " = ", value,
+    lowbit::detail::require(value > 0 && value <= limit, source, ": ", what, " = ", value,
                             " is outside 1..", limit);
   };
   in_range(c.dim, 1 << 16, "dim");
@@ -60,7 +65,8 @@ inline void validate_config(const Config& c, const std::string& source) {
   in_range(c.n_kv_heads, c.n_heads, "n_kv_heads");
   in_range(c.seq_len, 1 << 20, "seq_len");
   in_range(c.vocab_size, 1 << 22, "vocab_size");
-  lowbit::detail::require(c.dim % c.n_heads == 0, source, ": dim ", c.dim,
+  if (c.head_dim != 0) in_range(c.head_dim, 1 << 12, "head_dim");
+  lowbit::detail::require(c.head_dim != 0 || c.dim % c.n_heads == 0, source, ": dim ", c.dim,
                           " is not a multiple of n_heads ", c.n_heads);
   lowbit::detail::require(c.n_heads % c.n_kv_heads == 0, source, ": n_heads ", c.n_heads,
                           " is not a multiple of n_kv_heads ", c.n_kv_heads);
@@ -78,16 +84,29 @@ struct Layer {
   VectorF attention_norm, ffn_norm;  // RMSNorm weights (llama2.c's rms_att, rms_ffn)
   // Shared, so that a copy of a model shares its weights until a layer is replaced.
   std::array<std::shared_ptr<const Linear>, kLinearsPerLayer> linears;
+  // Added to a linear's output (Qwen2's q/k/v, Hugging Face's attention_bias); empty: none.
+  std::array<VectorF, kLinearsPerLayer> biases;
   const Linear& linear(LinearKind kind) const { return *linears[index(kind)]; }
 };
 
+// Rows (out_features) and columns (in_features) of every linear, by kind.
+inline std::array<Index, kLinearsPerLayer> linear_rows(const Config& c) {
+  return {c.q_dim(), c.kv_dim(), c.kv_dim(), c.dim, c.hidden_dim, c.dim, c.hidden_dim};
+}
+inline std::array<Index, kLinearsPerLayer> linear_cols(const Config& c) {
+  return {c.dim, c.dim, c.dim, c.q_dim(), c.dim, c.hidden_dim, c.dim};
+}
+
 // Checks that every linear is present with the shape the configuration
-// implies, and the norms have dim entries; `where` starts the message.
+// implies, biases are empty or one per output, and the norms have dim
+// entries; `where` starts the message.
 inline void validate_layer(const Config& c, const Layer& layer, const std::string& where) {
-  const Index dim = c.dim, kv = c.kv_dim(), hidden = c.hidden_dim;
-  const Index out[] = {dim, kv, kv, dim, hidden, dim, hidden};
-  const Index in[] = {dim, dim, dim, dim, dim, hidden, dim};
+  const Index dim = c.dim;
+  const std::array<Index, kLinearsPerLayer> out = linear_rows(c), in = linear_cols(c);
   for (LinearKind kind : kAllLinears) {
+    const Index bias = layer.biases[index(kind)].size();
+    lowbit::detail::require(bias == 0 || bias == out[index(kind)], where, ": bias of ", name(kind),
+                            " has ", bias, " entries, expected ", out[index(kind)]);
     const Linear* linear = layer.linears[index(kind)].get();
     lowbit::detail::require(linear != nullptr, where, ": linear ", name(kind), " is missing");
     lowbit::detail::require(
@@ -114,7 +133,22 @@ struct Model {
 };
 
 inline RopeTables rope_tables(const Config& c) {
-  return rope_tables(c.seq_len, c.head_size(), c.rope_theta);
+  return rope_tables(c.seq_len, c.head_size(), c.rope_theta, c.rope_style, c.rope_scaling);
+}
+
+// A model read one layer at a time: `globals` holds the configuration,
+// embeddings, final norm and RoPE tables but no layers; layer(l) reads layer
+// l from the checkpoint, so a caller holds only the layers it keeps.
+struct ModelSource {
+  Model globals;
+  std::function<Layer(int l)> layer;
+};
+
+// The whole model in memory.
+inline Model load_all(const ModelSource& source) {
+  Model m = source.globals;
+  for (int l = 0; l < m.config.n_layers; ++l) m.layers.push_back(source.layer(l));
+  return m;
 }
 
 // Linears that read the same input, and the RMSNorm before them: AWQ and
@@ -141,26 +175,49 @@ inline const MatrixF& float_weight(const Layer& layer, LinearKind kind) {
   return f->weight();
 }
 
-// Pads the MLP's hidden dimension with zero units up to a multiple of
-// `multiple`, so that groups of 32 or 64 divide w2's input (stories260K's is
-// 172). Exact: a zero row of w1 and w3 gives silu(0) * 0 = 0, which a zero
-// column of w2 ignores.
-inline Model pad_hidden(Model m, int multiple) {
+// The MLP's hidden dimension rounded up to a multiple of `multiple`.
+inline int padded_hidden(int hidden, int multiple) {
   lowbit::detail::require(multiple >= 1, "pad_hidden: multiple must be >= 1, got ", multiple);
-  const int hidden = m.config.hidden_dim;
-  const int padded = (hidden + multiple - 1) / multiple * multiple;
-  for (Layer& layer : m.layers) {
-    for (LinearKind kind : {LinearKind::w1, LinearKind::w3}) {
-      MatrixF w = MatrixF::Zero(padded, m.config.dim);
-      w.topRows(hidden) = float_weight(layer, kind);
-      layer.linears[index(kind)] = std::make_shared<FloatLinear>(std::move(w));
-    }
-    MatrixF w2 = MatrixF::Zero(m.config.dim, padded);
-    w2.leftCols(hidden) = float_weight(layer, LinearKind::w2);
-    layer.linears[index(LinearKind::w2)] = std::make_shared<FloatLinear>(std::move(w2));
+  return (hidden + multiple - 1) / multiple * multiple;
+}
+
+// Pads the MLP's hidden dimension of a layer with zero units up to `padded`,
+// so that groups of 32 or 64 divide w2's input (stories260K's is 172). Exact:
+// a zero row of w1 and w3 (and a zero bias) gives silu(0) * 0 = 0, which a
+// zero column of w2 ignores.
+inline Layer pad_hidden(Layer layer, int padded) {
+  const MatrixF& w2 = float_weight(layer, LinearKind::w2);
+  const Index dim = w2.rows(), hidden = w2.cols();
+  lowbit::detail::require(padded >= hidden, "pad_hidden: ", padded, " is below the hidden size ",
+                          hidden);
+  for (LinearKind kind : {LinearKind::w1, LinearKind::w3}) {
+    MatrixF w = MatrixF::Zero(padded, dim);
+    w.topRows(hidden) = float_weight(layer, kind);
+    layer.linears[index(kind)] = std::make_shared<FloatLinear>(std::move(w));
+    VectorF& bias = layer.biases[index(kind)];
+    if (bias.size() != 0) bias.conservativeResizeLike(VectorF::Zero(padded));
   }
+  MatrixF padded_w2 = MatrixF::Zero(dim, padded);
+  padded_w2.leftCols(hidden) = w2;
+  layer.linears[index(LinearKind::w2)] = std::make_shared<FloatLinear>(std::move(padded_w2));
+  return layer;
+}
+
+inline Model pad_hidden(Model m, int multiple) {
+  const int padded = padded_hidden(m.config.hidden_dim, multiple);
+  for (Layer& layer : m.layers) layer = pad_hidden(std::move(layer), padded);
   m.config.hidden_dim = padded;
   return m;
+}
+
+// The same for a model read layer by layer.
+inline ModelSource pad_hidden(ModelSource source, int multiple) {
+  const int padded = padded_hidden(source.globals.config.hidden_dim, multiple);
+  source.globals.config.hidden_dim = padded;
+  source.layer = [read = std::move(source.layer), padded](int l) {
+    return pad_hidden(read(l), padded);
+  };
+  return source;
 }
 
 }  // namespace lowbit::model

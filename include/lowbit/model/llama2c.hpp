@@ -3,18 +3,19 @@
 // vocab_size, seq_len), then float32 arrays: token embedding, each kind of
 // per-layer weight for all layers in turn, the final norm, RoPE tables (not
 // needed: recomputed), and, when vocab_size is negative, a separate classifier.
+// open_llama2c reads a layer only when asked for it (ModelSource).
 #pragma once
 
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
-#include <functional>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
+#include "lowbit/io/file_bytes.hpp"
 #include "lowbit/model/llama.hpp"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -26,46 +27,52 @@ namespace lowbit::model {
 namespace detail {
 
 // Per-layer weights in file order: llama2.c stores each kind for all layers
-// before the next kind.
-inline void read_llama2c_layers(
-    Model& m, const std::function<MatrixF(Index, Index, const std::string&)>& take) {
-  const Config& c = m.config;
-  m.layers.resize(static_cast<std::size_t>(c.n_layers));
-  auto norms = [&](VectorF Layer::*norm, const char* what) {
-    for (int l = 0; l < c.n_layers; ++l)
-      m.layers[static_cast<std::size_t>(l)].*norm =
-          take(1, c.dim, std::string(what) + " of layer " + std::to_string(l)).row(0).transpose();
-  };
-  auto linears = [&](LinearKind kind, Index out, Index in) {
-    for (int l = 0; l < c.n_layers; ++l)
-      m.layers[static_cast<std::size_t>(l)].linears[index(kind)] = std::make_shared<FloatLinear>(
-          take(out, in, std::string(name(kind)) + " of layer " + std::to_string(l)));
-  };
-  norms(&Layer::attention_norm, "rms_att");
-  linears(LinearKind::wq, c.dim, c.dim);
-  linears(LinearKind::wk, c.kv_dim(), c.dim);
-  linears(LinearKind::wv, c.kv_dim(), c.dim);
-  linears(LinearKind::wo, c.dim, c.dim);
-  norms(&Layer::ffn_norm, "rms_ffn");
-  linears(LinearKind::w1, c.hidden_dim, c.dim);
-  linears(LinearKind::w2, c.dim, c.hidden_dim);
-  linears(LinearKind::w3, c.hidden_dim, c.dim);
+// before the next kind. Norms are 1 x dim.
+struct Llama2cSection {
+  const char* name;
+  LinearKind kind;       // unused for norms
+  VectorF Layer::*norm;  // nullptr: a linear
+  Index rows, cols;
+};
+
+inline std::vector<Llama2cSection> llama2c_sections(const Config& c) {
+  const Index dim = c.dim, kv = c.kv_dim(), hidden = c.hidden_dim;
+  return {{"rms_att", LinearKind::wq, &Layer::attention_norm, 1, dim},
+          {"wq", LinearKind::wq, nullptr, dim, dim},
+          {"wk", LinearKind::wk, nullptr, kv, dim},
+          {"wv", LinearKind::wv, nullptr, kv, dim},
+          {"wo", LinearKind::wo, nullptr, dim, dim},
+          {"rms_ffn", LinearKind::wq, &Layer::ffn_norm, 1, dim},
+          {"w1", LinearKind::w1, nullptr, hidden, dim},
+          {"w2", LinearKind::w2, nullptr, dim, hidden},
+          {"w3", LinearKind::w3, nullptr, hidden, dim}};
+}
+
+// rows x cols floats at float index `offset` of the data after the header, checked finite.
+inline MatrixF llama2c_matrix(const io::MappedBytes& file, const std::string& path,
+                              std::int64_t offset, Index rows, Index cols,
+                              const std::string& what) {
+  MatrixF out(rows, cols);
+  std::memcpy(out.data(), file.data() + 28 + 4 * offset, 4 * std::size_t(rows * cols));
+  lowbit::detail::require(out.allFinite(), path, ": ", what, " has non-finite values");
+  return out;
 }
 
 }  // namespace detail
 
-// The file must be exactly as long as its header implies and every weight
-// finite; anything else throws lowbit::Error naming the file and the problem.
-inline Model load_llama2c(const std::string& path) {
+// Opens a checkpoint (memory-mapped) to read one layer at a time. The file
+// must be exactly as long as its header implies and every weight finite;
+// anything else throws lowbit::Error naming the file and the problem (a
+// layer's weights are checked when it is read).
+inline ModelSource open_llama2c(const std::string& path) {
   using lowbit::detail::require;
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  require(static_cast<bool>(file), path, ": cannot open");
-  const std::int64_t size = static_cast<std::int64_t>(file.tellg());
+  const io::MappedBytes file = io::MappedBytes::map(path);
+  const std::int64_t size = static_cast<std::int64_t>(file.size());
   require(size >= 28, path, ": truncated (", size, " bytes; the header alone is 28)");
-  file.seekg(0);
   std::int32_t header[7];
-  file.read(reinterpret_cast<char*>(header), sizeof header);
-  Model m;
+  std::memcpy(header, file.data(), sizeof header);
+  ModelSource source;
+  Model& m = source.globals;
   Config& c = m.config;
   // A negative vocabulary size marks a classifier stored apart from the embedding.
   const bool tied = header[5] >= 0;
@@ -73,8 +80,9 @@ inline Model load_llama2c(const std::string& path) {
   c = Config{header[0], header[1], header[2], header[3], header[4], vocab, header[6]};
   validate_config(c, path);
 
-  const std::int64_t dim = c.dim, hidden = c.hidden_dim, layers = c.n_layers, kv = c.kv_dim();
-  const std::int64_t per_layer = 2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * hidden * dim;
+  const std::int64_t dim = c.dim, layers = c.n_layers;
+  std::int64_t per_layer = 0;
+  for (const detail::Llama2cSection& s : detail::llama2c_sections(c)) per_layer += s.rows * s.cols;
   const std::int64_t embedding = std::int64_t(c.vocab_size) * dim;
   const std::int64_t floats = embedding + layers * per_layer + dim +
                               std::int64_t(c.seq_len) * c.head_size() + (tied ? 0 : embedding);
@@ -82,24 +90,35 @@ inline Model load_llama2c(const std::string& path) {
           " hidden_dim=", c.hidden_dim, " n_layers=", c.n_layers, " n_heads=", c.n_heads,
           " n_kv_heads=", c.n_kv_heads, " vocab_size=", header[5], " seq_len=", c.seq_len,
           ", the file has ", size, size < 28 + 4 * floats ? " (truncated)" : " (trailing data)");
-  std::vector<float> data(static_cast<std::size_t>(floats));
-  file.read(reinterpret_cast<char*>(data.data()), 4 * floats);
-  require(static_cast<bool>(file), path, ": read failed");
 
-  std::size_t offset = 0;  // takes the next rows x cols floats as a checked matrix
-  auto take = [&](Index rows, Index cols, const std::string& what) {
-    MatrixF out = Eigen::Map<const MatrixF>(data.data() + offset, rows, cols);
-    offset += static_cast<std::size_t>(rows * cols);
-    require(out.allFinite(), path, ": ", what, " has non-finite values");
-    return out;
+  const std::int64_t final_norm = embedding + layers * per_layer;
+  m.token_embedding = detail::llama2c_matrix(file, path, 0, c.vocab_size, dim, "token_embedding");
+  m.final_norm =
+      detail::llama2c_matrix(file, path, final_norm, 1, dim, "rms_final").row(0).transpose();
+  const std::int64_t classifier = final_norm + dim + std::int64_t(c.seq_len) * c.head_size();
+  if (!tied)
+    m.classifier = detail::llama2c_matrix(file, path, classifier, c.vocab_size, dim, "classifier");
+  m.rope = rope_tables(c);  // the file's own tables are not needed
+
+  source.layer = [file, path, c, embedding](int l) {
+    Layer layer;
+    std::int64_t section = embedding;  // where the current kind's layer 0 starts
+    for (const detail::Llama2cSection& s : detail::llama2c_sections(c)) {
+      const std::string what = std::string(s.name) + " of layer " + std::to_string(l);
+      MatrixF w =
+          detail::llama2c_matrix(file, path, section + l * s.rows * s.cols, s.rows, s.cols, what);
+      if (s.norm)
+        layer.*s.norm = w.row(0).transpose();
+      else
+        layer.linears[index(s.kind)] = std::make_shared<FloatLinear>(std::move(w));
+      section += std::int64_t(c.n_layers) * s.rows * s.cols;
+    }
+    return layer;
   };
-  m.token_embedding = take(c.vocab_size, dim, "token_embedding");
-  detail::read_llama2c_layers(m, take);
-  m.final_norm = take(1, dim, "rms_final").row(0).transpose();
-  offset += static_cast<std::size_t>(std::int64_t(c.seq_len) * c.head_size());  // RoPE tables
-  if (!tied) m.classifier = take(c.vocab_size, dim, "classifier");
-  m.rope = rope_tables(c);
-  return m;
+  return source;
 }
+
+// The whole checkpoint in memory; errors as open_llama2c's.
+inline Model load_llama2c(const std::string& path) { return load_all(open_llama2c(path)); }
 
 }  // namespace lowbit::model

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "lowbit/core/error.hpp"
@@ -55,7 +56,7 @@ inline int sample_token(const Eigen::Ref<const VectorF>& logits, float temperatu
 inline Sequence generate(const Model& m, int length, float temperature, Rng& rng) {
   lowbit::detail::require(length >= 1 && length <= m.config.seq_len, "generate: length must be 1..",
                           m.config.seq_len, ", got ", length);
-  KvCache cache(m.config);
+  KvCache cache(m.config, length);
   Sequence tokens{m.config.bos_token};
   while (static_cast<int>(tokens.size()) < length) {
     const MatrixF next = forward(m, cache, {tokens.back()});
@@ -64,12 +65,61 @@ inline Sequence generate(const Model& m, int length, float temperature, Rng& rng
   return tokens;
 }
 
+namespace detail {
+
+// Every sequence decoded together, one position at a time, each layer read
+// once per position: a model read layer by layer never needs all its layers
+// at once. Sequence s draws from its own copy of the generator, advanced past
+// the draws of sequences 0..s-1, so the sequences are those of drawing them
+// one after another.
+inline std::vector<Sequence> sample_by_layer(const Model& globals,
+                                             const std::function<Layer(int)>& layer, int count,
+                                             int length, float temperature, std::uint64_t seed) {
+  const Config& c = globals.config;
+  lowbit::detail::require(count >= 0 && length >= 1 && length <= c.seq_len,
+                          "sample_sequences: expected count >= 0 and length 1..", c.seq_len,
+                          ", got ", count, " and ", length);
+  Rng next_start(seed);
+  std::vector<Rng> rngs;
+  std::vector<KvCache> caches;
+  std::vector<Sequence> sequences;
+  for (int s = 0; s < count; ++s) {
+    rngs.push_back(next_start);
+    for (int i = 1; i < length && temperature > 0.0f; ++i) next_start.next();
+    caches.emplace_back(c, length);
+    sequences.push_back({c.bos_token});
+  }
+  for (int position = 0; position + 1 < length; ++position) {
+    std::vector<MatrixF> states;
+    for (const Sequence& sequence : sequences) states.push_back(embed(globals, {sequence.back()}));
+    for (int l = 0; l < c.n_layers; ++l) {
+      const Layer current = layer(l);
+      for (std::size_t s = 0; s < states.size(); ++s)
+        run_layer(c, globals.rope, current, l, states[s], caches[s].keys[std::size_t(l)],
+                  caches[s].values[std::size_t(l)], position);
+    }
+    for (std::size_t s = 0; s < states.size(); ++s)
+      sequences[s].push_back(
+          sample_token(logits(globals, states[s]).row(0).transpose(), temperature, rngs[s]));
+  }
+  return sequences;
+}
+
+}  // namespace detail
+
+// `count` sequences of `length` tokens (BOS first), as generate() draws them
+// one after another from one generator seeded with `seed`.
 inline std::vector<Sequence> sample_sequences(const Model& m, int count, int length,
                                               float temperature, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<Sequence> sequences;
-  for (int i = 0; i < count; ++i) sequences.push_back(generate(m, length, temperature, rng));
-  return sequences;
+  return detail::sample_by_layer(
+      m, [&](int l) { return m.layers[static_cast<std::size_t>(l)]; }, count, length, temperature,
+      seed);
+}
+
+// The same sequences from a model read layer by layer (each layer once per position).
+inline std::vector<Sequence> sample_sequences(const ModelSource& source, int count, int length,
+                                              float temperature, std::uint64_t seed) {
+  return detail::sample_by_layer(source.globals, source.layer, count, length, temperature, seed);
 }
 
 // Sequential calibration. States are the residual stream of each sequence
@@ -99,7 +149,7 @@ inline std::vector<MatrixF> sequence_logits(const Model& m,
   std::vector<MatrixF> out;
   for (const Sequence& s : sequences) {
     lowbit::detail::require(s.size() >= 2, "sequence_logits: a sequence needs at least 2 tokens");
-    KvCache cache(m.config);
+    KvCache cache(m.config, static_cast<int>(s.size()));
     out.push_back(forward(m, cache, Sequence(s.begin(), s.end() - 1)));
   }
   return out;

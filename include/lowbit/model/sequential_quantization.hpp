@@ -9,7 +9,9 @@
 //
 // SequentialQuantizer holds only the residual stream of the calibration
 // sequences; a layer's float weights are needed only while it is quantized, so
-// a loader can supply the model one layer at a time.
+// a loader supplies the model one layer at a time (ModelSource). With
+// Propagation::float_model the states advance through the float layers
+// instead: every layer is calibrated on the float model's activations.
 #pragma once
 
 #include <array>
@@ -31,15 +33,20 @@ namespace lowbit::model {
 using QuantProgress = std::function<void(int layer, const std::string& names)>;
 using QuantDone = std::function<void(int layer, LinearKind kind, const QuantizedLinear& result)>;
 
+// What the calibration states pass through after a layer is quantized.
+enum class Propagation { quantized, float_model };
+
 class SequentialQuantizer {
  public:
   // `states`: the residual stream of each calibration sequence entering
   // layer 0 (embed_sequences). Throws for an unknown method or no sequences.
-  SequentialQuantizer(const Config& config, std::vector<MatrixF> states, QuantSpec spec)
+  SequentialQuantizer(const Config& config, std::vector<MatrixF> states, QuantSpec spec,
+                      Propagation propagation = Propagation::quantized)
       : config_(config),
         rope_(rope_tables(config)),
         states_(std::move(states)),
-        spec_(std::move(spec)) {
+        spec_(std::move(spec)),
+        propagation_(propagation) {
     is_w8a8(spec_.method);  // an unknown method fails here
     lowbit::detail::require(!states_.empty(), "SequentialQuantizer: no calibration sequences");
   }
@@ -73,7 +80,10 @@ class SequentialQuantizer {
         weights_ += n;
       }
     }
-    run_layer_on_sequences(config_, rope_, quantized, l, states_);
+    if (propagation_ == Propagation::float_model)
+      states_ = std::move(probe);  // already through the float layer
+    else
+      run_layer_on_sequences(config_, rope_, quantized, l, states_);
     ++layer_;
     return quantized;
   }
@@ -105,6 +115,7 @@ class SequentialQuantizer {
   RopeTables rope_;
   std::vector<MatrixF> states_;
   QuantSpec spec_;
+  Propagation propagation_;
   int layer_ = 0;
   double bits_ = 0, weights_ = 0;
 };
