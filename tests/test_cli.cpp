@@ -36,6 +36,72 @@ TEST_F(Cli, MisuseExitsWithCodeTwoAndSaysWhy) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// Option values outside what the command accepts are misuse (exit 2), refused before any
+// file is read, with a message that names the option as typed, never a config field. The
+// unbounded knobs (iterations, grid, threads) have bounds too.
+TEST_F(Cli, BadOptionValuesAreMisuseNamingTheOption) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const std::string out = dir.file("out.safetensors");
+  const std::string io = " --in " + in + " --out " + out;
+  struct Case {
+    std::string args, option;
+  };
+  const std::vector<Case> cases{
+      {"quantize rtn" + io + " --bits 9", "--bits"},
+      {"quantize gptq" + io + " --bits 9", "--bits"},
+      {"quantize rtn" + io + " --group-size 0", "--group-size"},
+      {"quantize rtn" + io + " --group-size -2", "--group-size"},
+      {"quantize bpdq" + io + " --planes 5", "--planes"},
+      {"quantize tacq" + io + " --fraction 1", "--fraction"},
+      {"quantize gptq" + io + " --damp 0", "--damp"},
+      {"quantize gptq" + io + " --percdamp 1", "--percdamp"},
+      {"quantize bpdq" + io + " --iters 0", "--iters"},
+      {"quantize bpdq" + io + " --iters 1000000000", "--iters"},
+      {"quantize bpdq" + io + " --ridge -1", "--ridge"},
+      {"quantize smoothquant" + io + " --alpha 1.5", "--alpha"},
+      {"quantize awq" + io + " --grid 0", "--grid"},
+      {"quantize awq" + io + " --grid 1000000000", "--grid"},
+      {"quantize gptq" + io + " --block-size 0", "--block-size"},
+      {"quantize absmax" + io + " --bits 1", "--bits"},
+      {"quantize rtn" + io + " --threads 100000", "--threads"},
+      {"quantize rtn" + io + " --threads 0", "--threads"},
+      {"quantize tacq" + io + " --outlier-dtype f64", "--outlier-dtype"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --bits 5", "--bits"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --threads abc", "--threads"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --format gguf", "--format"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --calibration 0",
+       "--calibration"},
+      {"demo --size huge", "--size"},
+  };
+  for (const Case& c : cases) {
+    const test::CommandResult r = lowbit(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find("option " + c.option + ":"), std::string::npos) << c.args << "\n"
+                                                                            << r.output;
+    EXPECT_EQ(r.output.find("Config::"), std::string::npos) << c.args << "\n" << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// A value-taking option never swallows the next option as its value.
+TEST_F(Cli, AnOptionIsNotAValue) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const test::CommandResult r = lowbit("quantize rtn --in " + in + " --out --sym");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("option --out needs a value FILE"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists("--sym"));
+}
+
+TEST_F(Cli, EveryCommandsHelpExitsZero) {
+  for (const char* args :
+       {"--help", "quantize --help", "quantize gptq --help", "quantize-model --help",
+        "quantize-model -h", "gemv --help", "demo --help"}) {
+    const test::CommandResult r = lowbit(args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("Usage:"), std::string::npos) << args << "\n" << r.output;
+  }
+}
+
 TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {
   const std::string out = dir.file("out.safetensors");
   const std::string hostile =

@@ -161,10 +161,10 @@ TEST_F(CliGptq, MisuseAndBadInputsSayWhy) {
       {gptq + in + " --damp 0.01 --percdamp 0.01", 2, "give one"},
       {gptq + in + " --block-size x", 2, "expected an integer"},
       {gptq + w_only, 2, "tensor 'H' (in x in) or 'X'"},
-      {gptq + in + " --bits 9", 1, "bits: expected 2..8"},
+      {gptq + in + " --bits 9", 2, "option --bits: expected an integer in 2..8"},
       {gptq + in + " --group-size 48", 1, "group_size"},
-      {gptq + in + " --block-size 0", 1, "block_size"},
-      {gptq + in + " --damp 1.5", 1, "percdamp"},
+      {gptq + in + " --block-size 0", 2, "option --block-size: expected"},
+      {gptq + in + " --damp 1.5", 2, "option --damp: expected a number in (0, 1)"},
       {gptq + nan_file, 1, "finite"},
       {gptq + wrong_h_file, 1, "tensor 'H' must be 64 x 64"},
   };

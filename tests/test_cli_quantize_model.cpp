@@ -106,8 +106,10 @@ TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
            {"quantize-model" + model + " --method awq", "no plain checkpoint form"},
            {"quantize-model" + model + " --method bpdq --format gptq", "use --format bpdq"},
            {"quantize-model" + model + " --format bpdq --act-order", "g_idx"},
-           {"quantize-model" + model + " --format gguf", "--format must be gptq or bpdq"},
-           {"quantize-model" + model + " --calibration 0", "--calibration must be >= 1"},
+           {"quantize-model" + model + " --format gguf", "option --format: expected gptq or bpdq"},
+           {"quantize-model" + model + " --calibration 0", "option --calibration: expected"},
+           {"quantize-model" + model + " --bits 5", "the gptq format packs 2, 3, 4 or 8 bits"},
+           {"quantize-model" + model + " --method bpdq --format bpdq --bits 5", "1..4 bit planes"},
        }) {
     const test::CommandResult r = lowbit(c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;

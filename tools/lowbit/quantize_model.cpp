@@ -109,8 +109,11 @@ ModelJob parse_job(const Options& o) {
                o.text("format"),
                {o.text("method"), o.integer("bits"), o.integer("group-size"), o.flag("act-order")},
                o.integer("calibration")};
-  if (job.format != "gptq" && job.format != "bpdq")
-    throw UsageError("quantize-model: --format must be gptq or bpdq, got '" + job.format + "'");
+  if (job.format == "gptq" && job.spec.bits != 2 && job.spec.bits != 3 && job.spec.bits != 4 &&
+      job.spec.bits != 8)
+    throw UsageError(
+        "quantize-model: option --bits: the gptq format packs 2, 3, 4 or 8 bits, got " +
+        std::to_string(job.spec.bits));
   const std::vector<std::string>& methods = model::checkpoint_methods();
   if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
     std::string known;
@@ -121,10 +124,12 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "gptq" && job.spec.method == "bpdq")
     throw UsageError(
         "quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
+  if (job.spec.method == "bpdq" && job.spec.bits > 4)
+    throw UsageError("quantize-model: option --bits: bpdq takes 1..4 bit planes, got " +
+                     std::to_string(job.spec.bits));
   if (job.format == "bpdq" && job.spec.act_order)
     throw UsageError(
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
-  if (job.sequences < 1) throw UsageError("quantize-model: --calibration must be >= 1");
   return job;
 }
 
