@@ -1,6 +1,8 @@
 // The lowbit command-line tool: its contract (exit codes, tensor names), `lowbit
 // quantize rtn` reproducing a golden reference output, and the demo (help:
 // test_cli_help.cpp).
+#include <sys/stat.h>
+
 #include <lowbit/quant/absmax.hpp>
 
 #include "test_support.hpp"
@@ -100,6 +102,79 @@ TEST_F(Cli, EveryCommandsHelpExitsZero) {
     EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
     EXPECT_NE(r.output.find("Usage:"), std::string::npos) << args << "\n" << r.output;
   }
+}
+
+// Names of the files in a directory, for checking that a run left no debris.
+std::vector<std::string> files_in(const std::string& directory) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(directory))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// --out that names a device, a FIFO or a symbolic link is written through (the link's
+// target replaced), never replaced itself; a directory is refused.
+TEST_F(Cli, OutputsThatAreNotRegularFilesAreWrittenThroughOrRefused) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const std::string rtn = "quantize rtn --in " + in + " --out ";
+  test::CommandResult r = lowbit(rtn + "/dev/null");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_character_file("/dev/null"));
+
+  const std::string target = dir.file("target.safetensors"), link = dir.file("link.safetensors");
+  std::filesystem::create_symlink(target, link);
+  r = lowbit(rtn + link);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(io::SafetensorsReader(target).metadata_value("method"), "rtn");
+
+  const std::string fifo = dir.file("fifo"), received = dir.file("received.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  r = test::run_command("cat " + fifo + " > " + received + " & " + *test::cli_path() + " " + rtn +
+                        fifo + "; status=$?; wait; exit $status");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_EQ(io::SafetensorsReader(received).metadata_value("method"), "rtn");
+
+  const std::string directory = dir.file("a_directory");
+  std::filesystem::create_directory(directory);
+  r = lowbit(rtn + directory);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::is_directory(directory));
+  EXPECT_EQ(files_in(dir.file("")),
+            (std::vector<std::string>{"a_directory", "fifo", "link.safetensors",
+                                      "received.safetensors", "target.safetensors"}));
+}
+
+// SIGINT or SIGTERM at any moment of a run (reading, quantizing, writing) ends it with
+// 128 + the signal unless it had finished, and leaves no temporary or partial file.
+TEST_F(Cli, AnInterruptedRunLeavesNothingBehind) {
+  const std::string in = dir.file("in.safetensors");
+  io::SafetensorsWriter big;
+  big.add_matrix("W", test::random_weights(3072, 4096, 5));
+  big.write(in);
+  const std::string out = dir.file("out.safetensors");
+  int interrupted = 0;
+  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 100)
+    for (const char* signal : {"INT", "TERM"}) {
+      std::filesystem::remove(out);
+      const test::CommandResult r = test::run_command(
+          *test::cli_path() + " quantize rtn --bits 4 --group-size 128 --in " + in + " --out " +
+          out + " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
+          " $pid; wait $pid");
+      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
+      const std::vector<std::string> left = files_in(dir.file(""));
+      if (r.exit_code == 0) {  // finished before the signal
+        EXPECT_EQ(left, (std::vector<std::string>{"in.safetensors", "out.safetensors"}));
+        continue;
+      }
+      ++interrupted;
+      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+      EXPECT_EQ(left, std::vector<std::string>{"in.safetensors"});
+    }
+  EXPECT_GT(interrupted, 0);
 }
 
 TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {

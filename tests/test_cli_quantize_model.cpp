@@ -95,6 +95,23 @@ TEST_F(CliQuantizeModel, WritesASeparateClassifier) {
   EXPECT_EQ(io::read_gptq_linear(file, "layers.0.feed_forward.w2", 4).cols(), 64);  // padded
 }
 
+// The checkpoint and its sidecar appear together or not at all: a sidecar that cannot be
+// placed (its name is taken by a directory) fails the run and leaves no checkpoint.
+TEST_F(CliQuantizeModel, stories260k_no_checkpoint_without_its_sidecar) {
+  REQUIRE_STORIES260K(loaded);
+  const std::string out = dir.file("q.safetensors");
+  std::filesystem::create_directory(dir.file("q.quantize_config.json"));
+  const test::CommandResult r =
+      lowbit("quantize-model --model " + *lowbit::test::model_file("stories260K.bin") +
+             " --method rtn --calibration 1 --out " + out);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("q.quantize_config.json"), std::string::npos) << r.output;
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+    left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"q.quantize_config.json"});
+}
+
 TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
   const std::string out = dir.file("q.safetensors");
   const std::string model = " --model " + dir.file("absent.bin") + " --out " + out;

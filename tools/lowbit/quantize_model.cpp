@@ -3,12 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
@@ -16,14 +13,12 @@
 #include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
 
+#include "interrupts.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 
 namespace lowbit::cli {
 namespace {
-
-std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) { interrupted = true; }
 
 // Names as in Meta's LLaMA checkpoints (llama2.c's export.py reads these).
 std::string linear_name(int layer, model::LinearKind kind) {
@@ -67,20 +62,6 @@ class Progress {
   bool tty_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
-
-// Writes `text` to `path` through a temporary file and a rename.
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp" + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) {
-      std::filesystem::remove(tmp);
-      detail::fail("quantize-model: cannot write ", tmp);
-    }
-  }
-  std::filesystem::rename(tmp, path);
-}
 
 std::string config_json(const model::Config& c, int original_hidden, const model::QuantSpec& s,
                         const std::string& format, double bits_per_weight) {
@@ -151,7 +132,6 @@ double quantize_layers(const model::Model& padded, const ModelJob& job,
     const model::Layer quantized = quantizer.quantize_next(
         layer,
         [&](int l, const std::string& names) {
-          if (interrupted) detail::fail("interrupted: nothing was written");
           progress.step("layer " + std::to_string(l) + " " + names);
         },
         [&](int l, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -183,17 +163,22 @@ int run_quantize_model(const Options& options) {
   out.add_matrix("tok_embeddings.weight", padded.token_embedding);
   if (padded.classifier.size() != 0) out.add_matrix("output.weight", padded.classifier);
   add_vector(out, "norm.weight", padded.final_norm);
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
   const double bits_per_weight = quantize_layers(padded, job, out);
   const std::string config =
       config_json(padded.config, loaded.config.hidden_dim, job.spec, job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
-  if (interrupted) detail::fail("interrupted: nothing was written");
-  out.write(job.out);  // a temporary file, then a rename
   std::filesystem::path json_path(job.out);
   json_path.replace_extension(".quantize_config.json");
-  write_atomically(json_path.string(), config);
+  // Both files are written before either is renamed into place: if one
+  // cannot be, neither appears.
+  io::StagedFile checkpoint(job.out, out.bytes());
+  io::StagedFile sidecar(json_path.string(),
+                         std::vector<unsigned char>(config.begin(), config.end()));
+  {
+    const HoldInterrupts hold;
+    checkpoint.commit();
+    sidecar.commit();
+  }
   std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
   return 0;
