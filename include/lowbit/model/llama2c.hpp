@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -58,6 +59,10 @@ inline void read_llama2c_layers(
 // finite; anything else throws lowbit::Error naming the file and the problem.
 inline Model load_llama2c(const std::string& path) {
   using lowbit::detail::require;
+  std::error_code ec;
+  // A directory opens as a stream whose tellg() is garbage: check the kind first.
+  require(std::filesystem::is_regular_file(path, ec), path,
+          ": not a regular file (a llama2.c checkpoint was expected)");
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   require(static_cast<bool>(file), path, ": cannot open");
   const std::int64_t size = static_cast<std::int64_t>(file.tellg());
@@ -65,6 +70,7 @@ inline Model load_llama2c(const std::string& path) {
   file.seekg(0);
   std::int32_t header[7];
   file.read(reinterpret_cast<char*>(header), sizeof header);
+  require(static_cast<bool>(file), path, ": cannot read the 28-byte header");
   Model m;
   Config& c = m.config;
   // A negative vocabulary size marks a classifier stored apart from the embedding.
