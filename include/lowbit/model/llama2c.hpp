@@ -61,7 +61,7 @@ inline Model load_llama2c(const std::string& path) {
   using lowbit::detail::require;
   std::error_code ec;
   // A directory opens as a stream whose tellg() is garbage: check the kind first.
-  require(std::filesystem::is_regular_file(path, ec), path,
+  require(!std::filesystem::exists(path, ec) || std::filesystem::is_regular_file(path, ec), path,
           ": not a regular file (a llama2.c checkpoint was expected)");
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   require(static_cast<bool>(file), path, ": cannot open");
