@@ -2,6 +2,7 @@
 // (int8 tables bit for bit, float tables bit for bit), every path against the
 // exact product within the documented bound, on shapes that straddle every
 // blocking boundary; row splits and thread counts; packing and its errors.
+#include <limits>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
 #include <lowbit/quant/rtn.hpp>
@@ -203,6 +204,60 @@ TEST(BitplaneLutGemm, EveryPathWithinTheDocumentedBound) {
         const MatrixF y = run(w, x, ctx, false);
         expect_within_bound(w, x, ctx, y, exact);
         expect_within_bound(w, x, ctx, run(w, x, ctx, true), exact);
+      }
+  }
+}
+
+// Activations whose segments span every finite magnitude: subnormal (down to
+// the smallest), all-zero, tiny normal, ordinary and large, alone and mixed in
+// one token. The int8 table scale 127 / max|entry| of a subnormal segment
+// overflows float; the bound must hold all the same, on every instruction set.
+MatrixF extreme_activations(Index cols, unsigned seed) {
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<std::vector<float>> magnitudes{{1e-40f},
+                                                   {1e-44f},
+                                                   {tiny},
+                                                   {0.0f},
+                                                   {1e-37f},
+                                                   {1e30f},
+                                                   {1e-40f, 0.0f, 1.0f},
+                                                   {0.0f, 1e-45f, 1e-20f},
+                                                   {1e20f, 1e-41f, 0.0f}};
+  MatrixF x = test::random_activations(static_cast<Index>(magnitudes.size()), cols, seed);
+  for (Index t = 0; t < x.rows(); ++t) {
+    const std::vector<float>& m = magnitudes[static_cast<std::size_t>(t)];
+    for (Index j = 0; j < cols; ++j) {  // per block of 64 columns, cycling through m
+      const float scale = m[static_cast<std::size_t>(j / 64) % m.size()];
+      x(t, j) = scale == tiny ? (x(t, j) < 0 ? -tiny : tiny) : x(t, j) * scale;
+    }
+  }
+  return x;
+}
+
+TEST(BitplaneLutGemm, SubnormalZeroAndHugeActivationsWithinTheBound) {
+  std::vector<BitplaneKernels> every = simd_kernels();
+  every.push_back(scalar::bitplane_kernels);
+  unsigned seed = 200;
+  for (const Shape& s : shapes()) {
+    const BitPlaneWeights planes = random_bitplanes(s, seed);
+    const MatrixF x = extreme_activations(s.cols, seed + 1);
+    const MatrixD exact = exact_product(planes, x);
+    ++seed;
+    for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
+      for (TableType type : {TableType::int8, TableType::f32}) {
+        const PackedBitplanes w = pack_bitplanes(planes, {storage});
+        BitplaneContext reference(w, x.rows(), type);
+        const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
+        for (const BitplaneKernels& kernels : every) {
+          SCOPED_TRACE(testing::Message() << kernels.isa << " " << s
+                                          << (storage == CoefficientStorage::f16 ? " f16" : " f32")
+                                          << (type == TableType::int8 ? " int8" : " f32 tables"));
+          BitplaneContext ctx(w, x.rows(), type);
+          const MatrixF y = run_with(kernels, w, x, ctx);
+          ASSERT_TRUE(y.allFinite());
+          EXPECT_TRUE(identical(y, y_scalar));
+          expect_within_bound(w, x, ctx, y, exact);
+        }
       }
   }
 }
@@ -466,6 +521,11 @@ TEST(BitplaneLutGemm, BadInputIsRejected) {
   MatrixF nan = MatrixF::Zero(2, 16);
   nan(1, 3) = std::numeric_limits<float>::quiet_NaN();
   EXPECT_THROW(bitplane_gemm(w, nan, y, ctx), Error);
+  MatrixF huge_x = MatrixF::Zero(2, 16);
+  huge_x(0, 5) = 1e38f;  // finite, but a table entry (half a sum of four) could overflow
+  test::expect_error_containing([&] { bitplane_gemm(w, huge_x, y, ctx); }, "2^126");
+  huge_x(0, 5) = 8e37f;
+  EXPECT_NO_THROW(bitplane_gemm(w, huge_x, y, ctx));
   const PackedBitplanes other = pack_bitplanes(random_bitplanes({4, 32, 8, 2, false}, 93));
   EXPECT_FALSE(ctx.fits(other));
   EXPECT_THROW(bitplane_gemm(other, MatrixF::Zero(2, 32), y, ctx), Error);

@@ -1,6 +1,8 @@
 // The lowbit command-line tool: its contract (exit codes, tensor names), `lowbit
 // quantize rtn` reproducing a golden reference output, and the demo (help:
 // test_cli_help.cpp).
+#include <sys/stat.h>
+
 #include <lowbit/quant/absmax.hpp>
 
 #include "test_support.hpp"
@@ -34,6 +36,145 @@ TEST_F(Cli, MisuseExitsWithCodeTwoAndSaysWhy) {
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
   }
   EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// Option values outside what the command accepts are misuse (exit 2), refused before any
+// file is read, with a message that names the option as typed, never a config field. The
+// unbounded knobs (iterations, grid, threads) have bounds too.
+TEST_F(Cli, BadOptionValuesAreMisuseNamingTheOption) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const std::string out = dir.file("out.safetensors");
+  const std::string io = " --in " + in + " --out " + out;
+  struct Case {
+    std::string args, option;
+  };
+  const std::vector<Case> cases{
+      {"quantize rtn" + io + " --bits 9", "--bits"},
+      {"quantize gptq" + io + " --bits 9", "--bits"},
+      {"quantize rtn" + io + " --group-size 0", "--group-size"},
+      {"quantize rtn" + io + " --group-size -2", "--group-size"},
+      {"quantize bpdq" + io + " --planes 5", "--planes"},
+      {"quantize tacq" + io + " --fraction 1", "--fraction"},
+      {"quantize gptq" + io + " --damp 0", "--damp"},
+      {"quantize gptq" + io + " --percdamp 1", "--percdamp"},
+      {"quantize bpdq" + io + " --iters 0", "--iters"},
+      {"quantize bpdq" + io + " --iters 1000000000", "--iters"},
+      {"quantize bpdq" + io + " --ridge -1", "--ridge"},
+      {"quantize smoothquant" + io + " --alpha 1.5", "--alpha"},
+      {"quantize awq" + io + " --grid 0", "--grid"},
+      {"quantize awq" + io + " --grid 1000000000", "--grid"},
+      {"quantize gptq" + io + " --block-size 0", "--block-size"},
+      {"quantize absmax" + io + " --bits 1", "--bits"},
+      {"quantize rtn" + io + " --threads 100000", "--threads"},
+      {"quantize rtn" + io + " --threads 0", "--threads"},
+      {"quantize tacq" + io + " --outlier-dtype f64", "--outlier-dtype"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --bits 5", "--bits"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --threads abc", "--threads"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --format gguf", "--format"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --calibration 0",
+       "--calibration"},
+      {"demo --size huge", "--size"},
+  };
+  for (const Case& c : cases) {
+    const test::CommandResult r = lowbit(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find("option " + c.option + ":"), std::string::npos) << c.args << "\n"
+                                                                            << r.output;
+    EXPECT_EQ(r.output.find("Config::"), std::string::npos) << c.args << "\n" << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// A value-taking option never swallows the next option as its value.
+TEST_F(Cli, AnOptionIsNotAValue) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const test::CommandResult r = lowbit("quantize rtn --in " + in + " --out --sym");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("option --out needs a value FILE"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists("--sym"));
+}
+
+TEST_F(Cli, EveryCommandsHelpExitsZero) {
+  for (const char* args :
+       {"--help", "quantize --help", "quantize gptq --help", "quantize-model --help",
+        "quantize-model -h", "gemv --help", "demo --help"}) {
+    const test::CommandResult r = lowbit(args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("Usage:"), std::string::npos) << args << "\n" << r.output;
+  }
+}
+
+// Names of the files in a directory, for checking that a run left no debris.
+std::vector<std::string> files_in(const std::string& directory) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(directory))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// --out that names a device, a FIFO or a symbolic link is written through (the link's
+// target replaced), never replaced itself; a directory is refused.
+TEST_F(Cli, OutputsThatAreNotRegularFilesAreWrittenThroughOrRefused) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const std::string rtn = "quantize rtn --in " + in + " --out ";
+  test::CommandResult r = lowbit(rtn + "/dev/null");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_character_file("/dev/null"));
+
+  const std::string target = dir.file("target.safetensors"), link = dir.file("link.safetensors");
+  std::filesystem::create_symlink(target, link);
+  r = lowbit(rtn + link);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(io::SafetensorsReader(target).metadata_value("method"), "rtn");
+
+  const std::string fifo = dir.file("fifo"), received = dir.file("received.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  r = test::run_command("cat " + fifo + " > " + received + " & " + *test::cli_path() + " " + rtn +
+                        fifo + "; status=$?; wait; exit $status");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_EQ(io::SafetensorsReader(received).metadata_value("method"), "rtn");
+
+  const std::string directory = dir.file("a_directory");
+  std::filesystem::create_directory(directory);
+  r = lowbit(rtn + directory);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::is_directory(directory));
+  EXPECT_EQ(files_in(dir.file("")),
+            (std::vector<std::string>{"a_directory", "fifo", "link.safetensors",
+                                      "received.safetensors", "target.safetensors"}));
+}
+
+// SIGINT or SIGTERM at any moment of a run (reading, quantizing, writing) ends it with
+// 128 + the signal unless it had finished, and leaves no temporary or partial file.
+TEST_F(Cli, AnInterruptedRunLeavesNothingBehind) {
+  const std::string in = dir.file("in.safetensors");
+  io::SafetensorsWriter big;
+  big.add_matrix("W", test::random_weights(3072, 4096, 5));
+  big.write(in);
+  const std::string out = dir.file("out.safetensors");
+  int interrupted = 0;
+  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 100)
+    for (const char* signal : {"INT", "TERM"}) {
+      std::filesystem::remove(out);
+      const test::CommandResult r = test::run_command(
+          *test::cli_path() + " quantize rtn --bits 4 --group-size 128 --in " + in + " --out " +
+          out + " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
+          " $pid; wait $pid");
+      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
+      const std::vector<std::string> left = files_in(dir.file(""));
+      if (r.exit_code == 0) {  // finished before the signal
+        EXPECT_EQ(left, (std::vector<std::string>{"in.safetensors", "out.safetensors"}));
+        continue;
+      }
+      ++interrupted;
+      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+      EXPECT_EQ(left, std::vector<std::string>{"in.safetensors"});
+    }
+  EXPECT_GT(interrupted, 0);
 }
 
 TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {

@@ -194,9 +194,10 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
       {"quantize smoothquant --in " + plain + " --out " + out + " --bits 4", 2,
        "--bits does not apply"},
       {"quantize awq --in " + plain + " --out " + out + " --group-size 48", 1, "group_size"},
-      {"quantize awq --in " + plain + " --out " + out + " --bits 9", 1, "AwqConfig::bits"},
-      {"quantize awq --in " + plain + " --out " + out + " --grid 0", 1, "AwqConfig::scale_grid"},
-      {"quantize smoothquant --in " + plain + " --out " + out + " --alpha 1.5", 1, "alpha"},
+      {"quantize awq --in " + plain + " --out " + out + " --bits 9", 2, "option --bits: expected"},
+      {"quantize awq --in " + plain + " --out " + out + " --grid 0", 2, "option --grid: expected"},
+      {"quantize smoothquant --in " + plain + " --out " + out + " --alpha 1.5", 2,
+       "option --alpha: expected"},
   };
   std::filesystem::remove(out);
   for (const Case& c : cases) {

@@ -87,10 +87,10 @@ TEST_F(CliBpdq, MisuseGetsClearErrors) {
     std::string text;
   };
   for (const Case& c : std::vector<Case>{
-           {base + " --planes 5", 1, "BpdqConfig::planes"},
-           {base + " --planes 0", 1, "BpdqConfig::planes"},
+           {base + " --planes 5", 2, "option --planes: expected an integer in 1..4"},
+           {base + " --planes 0", 2, "option --planes: expected an integer in 1..4"},
            {base + " --group-size 48", 1, "BpdqConfig::group_size"},
-           {base + " --iters 0", 1, "BpdqConfig::iters"},
+           {base + " --iters 0", 2, "option --iters: expected"},
            {base + " --gar --no-gar", 2, "conflict"},
            {base + " --bits 4", 2, "does not apply"},
            {"quantize bpdq --in " + dir.file("w_only.safetensors") + " --out " +

@@ -235,6 +235,18 @@ TEST_F(CliGemv, InconsistentOrBadFilesExitWithOne) {
   io::SafetensorsWriter narrow;
   narrow.add_matrix("x", MatrixF::Ones(3, 100));
   narrow.write(dir.file("x100.safetensors"));
+  const std::string grouped = dir.file("grouped.safetensors");
+  ASSERT_EQ(
+      lowbit("quantize rtn --in " + inputs() + " --out " + grouped + " --group-size 64").exit_code,
+      0);
+  io::SafetensorsWriter x255;
+  x255.add_matrix("x", MatrixF::Ones(2, 255));
+  x255.write(dir.file("x255.safetensors"));
+  io::SafetensorsWriter wide_grid;  // a grid step of 1e5 overflows fp16 coefficients
+  wide_grid.add_matrix("qint", CodeMatrix::Zero(2, 8), io::Dtype::I32);
+  wide_grid.add_matrix("scale", MatrixF::Constant(1, 2, 1e5f));
+  wide_grid.add_matrix("zero", MatrixF::Zero(1, 2));
+  wide_grid.write(dir.file("wide_grid.safetensors"));
   io::SafetensorsWriter x8;
   x8.add_matrix("x", MatrixF::Ones(1, 8));
   x8.write(dir.file("x8.safetensors"));
@@ -262,6 +274,11 @@ TEST_F(CliGemv, InconsistentOrBadFilesExitWithOne) {
       {"gemv --in " + bpdq + " --x " + dir.file("x100.safetensors") + " --out " + out,
        "in_features 100"},
       {"gemv --in " + hostile + " --x " + inputs() + " --out " + out, "overlap"},
+      {"gemv --in " + dir.file("wide_grid.safetensors") + " --x " + dir.file("x8.safetensors") +
+           " --out " + out,
+       "(lowbit gemv --exact keeps coefficients in f32)"},
+      {"gemv --in " + grouped + " --x " + dir.file("x255.safetensors") + " --out " + out,
+       "tensor 'x' has 255 columns; the layer in " + grouped + " has in_features = 256"},
       {"gemv --in " + dir.file("zero_shape.safetensors") + " --x " + dir.file("x8.safetensors") +
            " --out " + out,
        "UniformWeights::zero"},

@@ -231,6 +231,23 @@ TEST_F(CliQuantizeModel, CalibrationFiles) {
   }
 }
 
+// The checkpoint and its sidecar appear together or not at all: a sidecar that cannot be
+// placed (its name is taken by a directory) fails the run and leaves no checkpoint.
+TEST_F(CliQuantizeModel, stories260k_no_checkpoint_without_its_sidecar) {
+  REQUIRE_STORIES260K(loaded);
+  const std::string out = dir.file("q.safetensors");
+  std::filesystem::create_directory(dir.file("q.quantize_config.json"));
+  const test::CommandResult r =
+      lowbit("quantize-model --model " + *lowbit::test::model_file("stories260K.bin") +
+             " --method rtn --calib-samples 1 --out " + out);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("q.quantize_config.json"), std::string::npos) << r.output;
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+    left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"q.quantize_config.json"});
+}
+
 TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
   const std::string out = dir.file("q.safetensors");
   const std::string model = " --model " + dir.file("absent.bin") + " --out " + out;
@@ -242,10 +259,13 @@ TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
            {"quantize-model" + model + " --method awq", "no plain checkpoint form"},
            {"quantize-model" + model + " --method bpdq --format gptq", "use --format bpdq"},
            {"quantize-model" + model + " --format bpdq --act-order", "g_idx"},
-           {"quantize-model" + model + " --format gguf", "--format must be gptq or bpdq"},
-           {"quantize-model" + model + " --calib-samples 0", "--calib-samples must be >= 1"},
+           {"quantize-model" + model + " --format gguf", "option --format: expected gptq or bpdq"},
+           {"quantize-model" + model + " --calib-samples 0", "option --calib-samples: expected"},
            {"quantize-model" + model + " --calib-length 1", "--calib-length must be >= 2"},
-           {"quantize-model" + model + " --calibration dynamic", "must be sequential or float"},
+           {"quantize-model" + model + " --calibration dynamic",
+            "option --calibration: expected sequential or float"},
+           {"quantize-model" + model + " --bits 5", "the gptq format packs 2, 3, 4 or 8 bits"},
+           {"quantize-model" + model + " --method bpdq --format bpdq --bits 5", "1..4 bit planes"},
        }) {
     const test::CommandResult r = lowbit(c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;

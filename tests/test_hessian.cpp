@@ -137,13 +137,48 @@ TEST(Hessian, DampingRisesUntilTheFactorizationSucceeds) {
   const InverseHessian inverse = inverse_hessian_factor(h);
   EXPECT_GT(inverse.percdamp, 0.408);
   EXPECT_LT(inverse.percdamp, 0.42);
-  EXPECT_EQ(inverse.failed_factorizations, 40);
   EXPECT_EQ(inverse.diagonal_floor, 0.0);
+  // GPTQModel's schedule, step by step: the bisection lands on the same damping, bit for bit,
+  // and its factor is that damping's.
+  double linear = 0.01;
+  for (; linear < 1; linear += 0.01) {
+    MatrixD damped = h;
+    damped.diagonal().array() += linear * h.diagonal().mean();
+    if (Eigen::LLT<MatrixD>(damped).info() == Eigen::Success) break;
+  }
+  EXPECT_EQ(inverse.percdamp, linear);
+  MatrixD damped = h;
+  damped.diagonal().array() += linear * h.diagonal().mean();
+  EXPECT_LT((inverse.factor.transpose() * inverse.factor * damped - MatrixD::Identity(2, 2))
+                .cwiseAbs()
+                .maxCoeff(),
+            1e-9);
+  // The first and last steps, then a bisection over the 99: far fewer than 40 failures.
+  EXPECT_GE(inverse.failed_factorizations, 1);
+  EXPECT_LE(inverse.failed_factorizations, 8);
   // Without escalation it fails straight away and falls through to diagonal floors,
   // which cannot fix an indefinite off-diagonal structure of this size.
   DampingConfig strict;
   strict.increment = 0;
   EXPECT_THROW(inverse_hessian_factor(h, strict), Error);
+}
+
+// An H no damping below 1 nor any diagonal floor repairs: the search gives up after two
+// factorizations per floor (the first and the last damping), not one per damping step.
+TEST(Hessian, AnIrreparableHGivesUpAfterBoundedTries) {
+  MatrixD h(3, 3);
+  h << 1, 3, 0, 3, 1, 0, 0, 0, 1;  // eigenvalue -2 against a mean diagonal of 1
+  try {
+    inverse_hessian_factor(h);
+    FAIL() << "an indefinite H was factorized";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("not positive definite"), std::string::npos) << message;
+    EXPECT_NE(message.find("(14 factorizations tried)"), std::string::npos) << message;
+  }
+  DampingConfig bad;
+  bad.increment = 1e-9;  // a billion steps: refused, not run
+  test::expect_error_containing([&] { inverse_hessian_factor(h, bad); }, "increment");
 }
 
 TEST(Hessian, NegativeDiagonalIsRescuedByAFloor) {

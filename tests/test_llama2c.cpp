@@ -82,6 +82,11 @@ TEST_F(Llama2c, LoadsCheckpointsAndRejectsBadOnes) {
   expect_load_error(variant("nan.bin", nan), "wk of layer 1 has non-finite values");
 }
 
+TEST_F(Llama2c, ADirectoryIsNotACheckpoint) {
+  test::expect_error_containing([] { load_llama2c(std::filesystem::temp_directory_path()); },
+                                "not a regular file");
+}
+
 TEST_F(Llama2c, LoadsASeparateClassifier) {
   lowbit::test::TempDir dir;
   Model m = test::tiny_model(9);

@@ -509,8 +509,8 @@ TEST_F(TacqCli, BadInputsFailClearly) {
     std::string message;
   };
   const std::vector<Case> cases{
-      {"--fraction 1", 1, "fraction"},
-      {"--fraction -0.5", 1, "fraction"},
+      {"--fraction 1", 2, "option --fraction"},
+      {"--fraction -0.5", 2, "option --fraction"},
       {"--fraction 0.01 --outlier-dtype f8", 2, "--outlier-dtype"},
       {"--fraction 0.01 --saliency-from magic", 2, "--saliency-from"},
       {"--fraction 0.01 --planes 2", 2, "--planes does not apply"},

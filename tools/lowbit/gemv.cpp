@@ -24,6 +24,13 @@ int run_gemv(const Options& options) {
   if (!x_file.contains(x_name))
     throw UsageError(x_file.source() + ": tensor 'x' (or 'X'), tokens x in_features, is missing");
   MatrixF x = x_file.matrix(x_name);
+  // Q (out x in) is in every file `lowbit quantize` writes: it says what width x must have
+  // before the layer's groups are checked against x's.
+  if (weights_file.contains("Q")) {
+    const std::int64_t in = weights_file.require_rank("Q", 2).shape[1];
+    detail::require(x.cols() == in, x_file.source(), ": tensor '", x_name, "' has ", x.cols(),
+                    " columns; the layer in ", weights_file.source(), " has in_features = ", in);
+  }
 
   const io::QuantizedLayer layer = io::read_quantized_layer(weights_file, x.cols());
   // AWQ's codes act on x / s (an engine folds 1/s into the preceding norm).
@@ -32,8 +39,16 @@ int run_gemv(const Options& options) {
 
   const auto start = std::chrono::steady_clock::now();
   const BitplanePackConfig config{exact ? CoefficientStorage::f32 : CoefficientStorage::f16};
-  const PackedBitplanes w = layer.outliers ? pack_bitplanes(layer.planes, *layer.outliers, config)
-                                           : pack_bitplanes(layer.planes, config);
+  const PackedBitplanes w = [&] {
+    try {
+      return layer.outliers ? pack_bitplanes(layer.planes, *layer.outliers, config)
+                            : pack_bitplanes(layer.planes, config);
+    } catch (const Error& e) {
+      if (exact || std::string(e.what()).find("overflows fp16") == std::string::npos) throw;
+      throw Error(weights_file.source() + ": " + e.what() +
+                  " (lowbit gemv --exact keeps coefficients in f32)");
+    }
+  }();
   BitplaneContext ctx(w, std::max<Index>(1, std::min<Index>(x.rows(), 16)),
                       exact ? TableType::f32 : TableType::int8);
   MatrixF y(x.rows(), w.rows());

@@ -16,6 +16,7 @@
 #include "demo.hpp"
 #include "gemv.hpp"
 #include "gguf.hpp"
+#include "interrupts.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 #include "quantize_model.hpp"
@@ -173,6 +174,7 @@ int run(int argc, char** argv) {
 }  // namespace lowbit::cli
 
 int main(int argc, char** argv) {
+  lowbit::cli::install_interrupt_handlers();
   try {
     return lowbit::cli::run(argc, argv);
   } catch (const lowbit::cli::UsageError& e) {

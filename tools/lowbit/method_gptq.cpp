@@ -8,7 +8,7 @@
 namespace lowbit::cli {
 
 OptionTable gptq_options(int default_bits) {
-  return {option("bits", std::to_string(default_bits)),
+  return {option("bits", std::to_string(default_bits)).accepting(integer_in(2, 8)),
           option("group-size", "-1"),
           option("sym"),
           option("mse"),

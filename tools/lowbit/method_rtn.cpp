@@ -63,8 +63,8 @@ Method absmax_method() {
   m.name = "absmax";
   m.summary =
       "symmetric absmax (scale = max|w| / (2^(bits-1) - 1)) per row, per group or --per-tensor";
-  m.options = {option("bits", "8"), option("group-size", "-1"), option("per-tensor"),
-               option("threads")};
+  m.options = {option("bits", "8").accepting(integer_in(2, 8)), option("group-size", "-1"),
+               option("per-tensor"), option("threads")};
   m.demo_runs = {{"--bits", "8"}, {"--bits", "4", "--group-size", "128"}};
   m.run = [](const LayerInputs& in, const Options& options) {
     AbsmaxConfig config;

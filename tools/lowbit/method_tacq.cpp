@@ -12,14 +12,11 @@ TacqConfig tacq_config(const Options& options) {
   TacqConfig config;
   config.gptq = gptq_config(options, "tacq");
   config.fraction = options.real("fraction");
-  const std::string dtype = options.text("outlier-dtype");
-  if (dtype != "f16" && dtype != "f32")
-    throw UsageError("option --outlier-dtype: expected f16 or f32, got '" + dtype + "'");
-  config.precision = dtype == "f16" ? OutlierPrecision::f16 : OutlierPrecision::f32;
-  const std::string from = options.text("saliency-from");
-  if (from != "gptq" && from != "rtn")
-    throw UsageError("option --saliency-from: expected gptq or rtn, got '" + from + "'");
-  config.reference = from == "gptq" ? SaliencyReference::gptq : SaliencyReference::rtn;
+  // The option table admits only these values (options.cpp).
+  config.precision =
+      options.text("outlier-dtype") == "f16" ? OutlierPrecision::f16 : OutlierPrecision::f32;
+  config.reference =
+      options.text("saliency-from") == "gptq" ? SaliencyReference::gptq : SaliencyReference::rtn;
   return config;
 }
 

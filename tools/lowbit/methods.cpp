@@ -37,8 +37,7 @@ std::optional<double> relative_output_error(const LayerInputs& inputs, const Mat
 
 void apply_threads(const Options& options) {
   if (!options.defined("threads")) return;
-  const int threads = options.integer("threads");
-  if (threads < 1) throw UsageError("option --threads: expected >= 1");
+  const int threads = options.integer("threads");  // 1..1024 (options.cpp)
   Eigen::setNbThreads(threads);
 #ifdef _OPENMP
   omp_set_num_threads(threads);

@@ -1,20 +1,97 @@
 #include "options.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
+#include <sstream>
 
 namespace lowbit::cli {
 
-const OptionTable& option_catalogue() {
-  auto entry = [](const char* name, const char* value_name, const char* help) {
-    return OptionSpec{name, value_name, help, "", false};
+namespace {
+
+std::optional<long> parse_integer(const std::string& v) {
+  char* end = nullptr;
+  errno = 0;
+  const long parsed = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE) return std::nullopt;
+  return parsed;
+}
+
+std::optional<double> parse_real(const std::string& v) {
+  char* end = nullptr;
+  const double parsed = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(parsed)) return std::nullopt;
+  return parsed;
+}
+
+std::string number_text(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+}  // namespace
+
+ValueCheck integer_in(long low, long high) {
+  return [low, high](const std::string& v) -> std::string {
+    const std::optional<long> n = parse_integer(v);
+    if (n && *n >= low && *n <= high) return "";
+    return "an integer in " + std::to_string(low) + ".." + std::to_string(high);
   };
+}
+
+ValueCheck real_in(double low, double high, bool low_open, bool high_open) {
+  return [=](const std::string& v) -> std::string {
+    const std::optional<double> x = parse_real(v);
+    if (x && (low_open ? *x > low : *x >= low) && (high_open ? *x < high : *x <= high)) return "";
+    return std::string("a number in ") + (low_open ? "(" : "[") + number_text(low) + ", " +
+           number_text(high) + (high_open ? ")" : "]");
+  };
+}
+
+ValueCheck one_of(const std::vector<std::string>& choices) {
+  return [choices](const std::string& v) -> std::string {
+    if (std::find(choices.begin(), choices.end(), v) != choices.end()) return "";
+    std::string list;
+    for (std::size_t i = 0; i < choices.size(); ++i)
+      list += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+    return list;
+  };
+}
+
+namespace {
+
+// -1 (one group per row) or a positive group width.
+ValueCheck group_size_check() {
+  const ValueCheck positive = integer_in(1, 1 << 20);
+  return [positive](const std::string& v) -> std::string {
+    if (v == "-1" || positive(v).empty()) return "";
+    return "-1 (one group per row) or an integer in 1..1048576";
+  };
+}
+
+}  // namespace
+
+OptionSpec OptionSpec::accepting(ValueCheck narrower) const {
+  OptionSpec copy = *this;
+  copy.check = std::move(narrower);
+  return copy;
+}
+
+const OptionTable& option_catalogue() {
+  auto entry = [](const char* name, const char* value_name, const char* help,
+                  ValueCheck check = {}) {
+    return OptionSpec{name, value_name, help, "", false, std::move(check)};
+  };
+  const ValueCheck fraction_open = real_in(0, 1, true, true);
   static const OptionTable catalogue{
       entry("in", "FILE", "input file: safetensors (gguf commands: GGUF)"),
       entry("out", "FILE", "output safetensors file"),
-      entry("bits", "N", "bit width of the uniform grid"),
-      entry("group-size", "N", "input columns per group; -1 = one group per row"),
+      entry("bits", "N", "bit width of the uniform grid", integer_in(1, 8)),
+      entry("group-size", "N", "input columns per group; -1 = one group per row",
+            group_size_check()),
       entry("sym", "",
             "symmetric grid (rtn: the GPTQ reference's; awq: zero point 0, see awq.hpp)"),
       entry("per-tensor", "", "absmax: one scale for the whole tensor"),
@@ -22,40 +99,48 @@ const OptionTable& option_catalogue() {
       entry("static-groups", "", "GPTQ: fix every group's grid before the pass"),
       entry("fresh-group-params", "",
             "GPTQ: group grids from the updated weights, not the reference's block-start ones"),
-      entry("damp", "F", "damping as a fraction of mean diag(H)"),
-      entry("percdamp", "F", "GPTQ: the reference's name for --damp"),
-      entry("block-size", "N", "lazy-update block width of the error feedback"),
+      entry("damp", "F", "damping as a fraction of mean diag(H)", fraction_open),
+      entry("percdamp", "F", "GPTQ: the reference's name for --damp", fraction_open),
+      entry("block-size", "N", "lazy-update block width of the error feedback",
+            integer_in(1, 65536)),
       entry("mse", "", "search shrunk grid ranges (norm 2.4, grid 100, shrink 0.8)"),
       entry("gguf-type", "TYPE",
             "quantize into a ggml block type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, "
             "q5_K, q6_K, tq2_0, iq4_nl) and write gguf_blocks, ggml's bytes; rtn: llama.cpp's "
             "quantizer, with diag(H) as its importance matrix when the input has X or H"),
-      entry("planes", "K", "BPDQ: number of bit planes"),
-      entry("iters", "N", "BPDQ: refinement iterations"),
-      entry("ridge", "F", "BPDQ: ridge of the coefficient fit"),
+      entry("planes", "K", "BPDQ: number of bit planes", integer_in(1, 4)),
+      entry("iters", "N", "BPDQ: refinement iterations", integer_in(1, 1000)),
+      entry("ridge", "F", "BPDQ: ridge of the coefficient fit", real_in(0, 1e6)),
       entry("gar", "", "BPDQ: group-aware reordering (--no-gar to disable)"),
       entry("no-gar", "", "BPDQ: disable group-aware reordering"),
-      entry("alpha", "F", "SmoothQuant migration strength in [0, 1]"),
-      entry("grid", "N", "AWQ: ratios of the scale search, i/N for i < N"),
-      entry("fraction", "F", "TACQ: fraction of weights kept in full precision, in [0, 1)"),
-      entry("outlier-dtype", "T", "TACQ: storage of the kept weights, f16 or f32"),
-      entry("saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq or rtn"),
+      entry("alpha", "F", "SmoothQuant migration strength in [0, 1]", real_in(0, 1)),
+      entry("grid", "N", "AWQ: ratios of the scale search, i/N for i < N", integer_in(1, 1000)),
+      entry("fraction", "F", "TACQ: fraction of weights kept in full precision, in [0, 1)",
+            real_in(0, 1, false, true)),
+      entry("outlier-dtype", "T", "TACQ: storage of the kept weights, f16 or f32",
+            one_of({"f16", "f32"})),
+      entry("saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq or rtn",
+            one_of({"gptq", "rtn"})),
       entry("x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"),
       entry("exact", "",
             "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"),
-      entry("threads", "N", "worker threads (all cores unless given)"),
-      entry("size", "NAME", "demo: layer size, small or large"),
+      entry("threads", "N", "worker threads (all cores unless given)", integer_in(1, 1024)),
+      entry("size", "NAME", "demo: layer size, small or large", one_of({"small", "large"})),
       entry("model", "PATH",
             "quantize-model: llama2.c checkpoint file or Hugging Face model directory"),
       entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
-      entry("format", "NAME", "quantize-model: checkpoint format, gptq or bpdq"),
+      entry("format", "NAME", "quantize-model: checkpoint format, gptq or bpdq",
+            one_of({"gptq", "bpdq"})),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),
-      entry("calib-samples", "N", "quantize-model: calibration sequences (the first N of --calib)"),
-      entry("calib-length", "N", "quantize-model: tokens per calibration sequence (at most)"),
+      entry("calib-samples", "N", "quantize-model: calibration sequences (the first N of --calib)",
+            integer_in(1, 100000)),
+      entry("calib-length", "N", "quantize-model: tokens per calibration sequence (at most)",
+            integer_in(1, 1 << 20)),
       entry("calibration", "MODE",
-            "quantize-model: sequential (on the quantized layers' outputs) or float"),
+            "quantize-model: sequential (on the quantized layers' outputs) or float",
+            one_of({"sequential", "float"})),
   };
   return catalogue;
 }
@@ -141,11 +226,21 @@ Options::Options(const std::vector<std::string>& args, OptionTable table,
     if (values_.count(name)) throw UsageError(command + ": option --" + name + " given twice");
     if (spec->value_name.empty()) {
       values_[name] = "true";
-    } else {
-      if (i + 1 >= args.size())
-        throw UsageError(command + ": option --" + name + " needs a value " + spec->value_name);
-      values_[name] = args[++i];
+      continue;
     }
+    if (i + 1 >= args.size())
+      throw UsageError(command + ": option --" + name + " needs a value " + spec->value_name);
+    const std::string& value = args[++i];
+    if (value.rfind("--", 0) == 0)  // `--out --sym` must not write a file named --sym
+      throw UsageError(command + ": option --" + name + " needs a value " + spec->value_name +
+                       ", got the option " + value);
+    if (spec->check) {
+      const std::string expected = spec->check(value);
+      if (!expected.empty())
+        throw UsageError(command + ": option --" + name + ": expected " + expected + ", got '" +
+                         value + "'");
+    }
+    values_[name] = value;
   }
 }
 
@@ -173,20 +268,17 @@ std::string Options::text(const std::string& name) const {
 
 int Options::integer(const std::string& name) const {
   const std::string v = text(name);
-  char* end = nullptr;
-  const long parsed = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || parsed < -1000000000L || parsed > 1000000000L)
+  const std::optional<long> parsed = parse_integer(v);
+  if (!parsed || *parsed < -1000000000L || *parsed > 1000000000L)
     throw UsageError("option --" + name + ": expected an integer, got '" + v + "'");
-  return static_cast<int>(parsed);
+  return static_cast<int>(*parsed);
 }
 
 double Options::real(const std::string& name) const {
   const std::string v = text(name);
-  char* end = nullptr;
-  const double parsed = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(parsed))
-    throw UsageError("option --" + name + ": expected a finite number, got '" + v + "'");
-  return parsed;
+  const std::optional<double> parsed = parse_real(v);
+  if (!parsed) throw UsageError("option --" + name + ": expected a finite number, got '" + v + "'");
+  return *parsed;
 }
 
 }  // namespace lowbit::cli

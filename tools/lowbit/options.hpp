@@ -17,6 +17,13 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What an option's value must be: returns "" when `value` is acceptable, else
+// what was expected ("an integer in 1..8").
+using ValueCheck = std::function<std::string(const std::string& value)>;
+ValueCheck integer_in(long low, long high);
+ValueCheck real_in(double low, double high, bool low_open = false, bool high_open = false);
+ValueCheck one_of(const std::vector<std::string>& choices);
+
 struct OptionSpec {
   std::string name;        // without the leading "--"
   std::string value_name;  // empty for a flag
@@ -24,6 +31,10 @@ struct OptionSpec {
   std::string fallback;  // the default the parser applies and help shows; "" = none
                          // (a flag with fallback "on" is on unless --no-<name>)
   bool required = false;
+  ValueCheck check;  // applied to the value when given; empty: any value
+
+  // The same option with a narrower check (a method's own range).
+  OptionSpec accepting(ValueCheck narrower) const;
 };
 using OptionTable = std::vector<OptionSpec>;
 
@@ -47,7 +58,9 @@ std::string command_help(const std::string& command, const std::string& descript
 
 class Options {
  public:
-  // Parses "--name value" and "--flag" arguments; only the table's options are accepted.
+  // Parses "--name value" and "--flag" arguments; only the table's options are
+  // accepted, and every value given must pass its option's check (UsageError
+  // naming the option otherwise), so misuse is refused before any work starts.
   Options(const std::vector<std::string>& args, OptionTable table, const std::string& command);
 
   bool has(const std::string& name) const { return values_.count(name) != 0; }  // given

@@ -3,12 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
@@ -18,14 +15,12 @@
 #include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
 
+#include "interrupts.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 
 namespace lowbit::cli {
 namespace {
-
-std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) { interrupted = true; }
 
 // Names as in Meta's LLaMA checkpoints (llama2.c's export.py reads these).
 std::string linear_name(int layer, model::LinearKind kind) {
@@ -70,20 +65,6 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-// Writes `text` to `path` through a temporary file and a rename.
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp" + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) {
-      std::filesystem::remove(tmp);
-      detail::fail("quantize-model: cannot write ", tmp);
-    }
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 std::string config_json(const model::Config& c, int original_hidden, const model::QuantSpec& s,
                         const std::string& format, double bits_per_weight) {
   std::ostringstream j;
@@ -118,8 +99,11 @@ ModelJob parse_job(const Options& o) {
                model::Propagation::quantized,
                o.integer("calib-samples"),
                o.integer("calib-length")};
-  if (job.format != "gptq" && job.format != "bpdq")
-    throw UsageError("quantize-model: --format must be gptq or bpdq, got '" + job.format + "'");
+  if (job.format == "gptq" && job.spec.bits != 2 && job.spec.bits != 3 && job.spec.bits != 4 &&
+      job.spec.bits != 8)
+    throw UsageError(
+        "quantize-model: option --bits: the gptq format packs 2, 3, 4 or 8 bits, got " +
+        std::to_string(job.spec.bits));
   const std::vector<std::string>& methods = model::checkpoint_methods();
   if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
     std::string known;
@@ -130,17 +114,14 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "gptq" && job.spec.method == "bpdq")
     throw UsageError(
         "quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
+  if (job.spec.method == "bpdq" && job.spec.bits > 4)
+    throw UsageError("quantize-model: option --bits: bpdq takes 1..4 bit planes, got " +
+                     std::to_string(job.spec.bits));
   if (job.format == "bpdq" && job.spec.act_order)
     throw UsageError(
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
-  if (job.samples < 1) throw UsageError("quantize-model: --calib-samples must be >= 1");
-  if (job.length < 2) throw UsageError("quantize-model: --calib-length must be >= 2");
-  const std::string propagation = o.text("calibration");
-  if (propagation == "float")
-    job.propagation = model::Propagation::float_model;
-  else if (propagation != "sequential")
-    throw UsageError("quantize-model: --calibration must be sequential or float, got '" +
-                     propagation + "'");
+  if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
+  if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
   return job;
 }
 
@@ -233,7 +214,6 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
     model::Layer quantized = quantizer.quantize_next(
         source.layer(l),
         [&](int layer, const std::string& names) {
-          if (interrupted) detail::fail("interrupted: nothing was written");
           progress.step("layer " + std::to_string(layer) + " " + names);
         },
         [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -270,17 +250,22 @@ int run_quantize_model(const Options& options) {
   out.add_matrix("tok_embeddings.weight", globals.token_embedding);
   if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
   add_vector(out, "norm.weight", globals.final_norm);
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
   const double bits_per_weight = quantize_layers(padded, job, out);
   const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
                                          job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
-  if (interrupted) detail::fail("interrupted: nothing was written");
-  out.write(job.out);  // a temporary file, then a rename
   std::filesystem::path json_path(job.out);
   json_path.replace_extension(".quantize_config.json");
-  write_atomically(json_path.string(), config);
+  // Both files are written before either is renamed into place: if one
+  // cannot be, neither appears.
+  io::StagedFile checkpoint(job.out, out.bytes());
+  io::StagedFile sidecar(json_path.string(),
+                         std::vector<unsigned char>(config.begin(), config.end()));
+  {
+    const HoldInterrupts hold;
+    checkpoint.commit();
+    sidecar.commit();
+  }
   std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
   return 0;

@@ -93,10 +93,35 @@ inline bool inverse_upper_factor(const MatrixD& h, MatrixD& factor) {
 
 }  // namespace detail
 
-// Damps H and returns the upper factor of its inverse. On failure the damping
-// rises by `increment` while it stays below 1; if that is not enough, the
-// diagonal is floored (GPTQModel's recovery), and the report says what was
-// needed. Throws lowbit::Error when nothing recovers a factorization.
+namespace detail {
+
+// GPTQModel's damping schedule: percdamp, then `increment` added again and
+// again (in double, as Python does) while the damping stays below 1.
+inline double damping_step(const DampingConfig& config, Index step) {
+  double damp = config.percdamp;
+  for (Index i = 0; i < step; ++i) damp += config.increment;
+  return damp;
+}
+
+inline Index damping_steps(const DampingConfig& config) {
+  Index steps = 1;
+  if (config.increment > 0)
+    for (double damp = config.percdamp + config.increment; damp < 1; damp += config.increment)
+      ++steps;
+  return steps;
+}
+
+}  // namespace detail
+
+// Damps H and returns the upper factor of its inverse. The damping that
+// succeeds is the first of GPTQModel's schedule (percdamp, raised by
+// `increment` while below 1) that factorizes H, but it is found by bisection:
+// damping only adds to the diagonal, so once a step succeeds every later one
+// does. The first step is tried, then the last, then the boundary between
+// them: at most 2 + log2(steps) factorizations instead of one per step. If
+// even the last step fails, the diagonal is floored (GPTQModel's recovery,
+// 1e-6 * max|diag| * 10^k) and the search repeats; when nothing recovers a
+// factorization, lowbit::Error says how many were tried.
 inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
                                              const DampingConfig& config = {}) {
   detail::require(h.rows() > 0 && h.rows() == h.cols(),
@@ -105,39 +130,60 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
   detail::require_finite(h, "inverse_hessian_factor: H");
   detail::require(config.percdamp > 0 && config.percdamp < 1,
                   "DampingConfig::percdamp: expected a fraction in (0, 1), got ", config.percdamp);
-  detail::require(config.increment >= 0, "DampingConfig::increment: expected >= 0, got ",
+  detail::require(config.increment == 0 || (config.increment >= 1e-6 && config.increment < 1),
+                  "DampingConfig::increment: expected 0 or a step in [1e-6, 1), got ",
                   config.increment);
-  detail::require(config.floor_attempts >= 0, "DampingConfig::floor_attempts: expected >= 0, got ",
-                  config.floor_attempts);
+  detail::require(config.floor_attempts >= 0 && config.floor_attempts <= 12,
+                  "DampingConfig::floor_attempts: expected 0..12, got ", config.floor_attempts);
 
   const VectorD original_diag = h.diagonal();
   double floor_base = original_diag.cwiseAbs().maxCoeff();
   if (!(floor_base > 0)) floor_base = 1;
   floor_base *= 1e-6;
+  const Index steps = detail::damping_steps(config);
 
   InverseHessian result;
+  int tried = 0;
   MatrixD damped = h;
   for (int attempt = 0; attempt <= config.floor_attempts; ++attempt) {
     const double floor = attempt == 0 ? 0.0 : floor_base * std::pow(10.0, attempt - 1);
     const VectorD diag =
         attempt == 0 ? original_diag : (original_diag.array() + floor).max(floor).matrix().eval();
     const double mean = diag.mean();
-    for (double damp = config.percdamp; damp > 0 && damp < 1; damp += config.increment) {
-      damped.diagonal() = diag.array() + damp * mean;
-      if (detail::inverse_upper_factor(damped, result.factor)) {
-        result.percdamp = damp;
-        result.diagonal_floor = floor;
-        return result;
-      }
+    Index last = -1;  // the step result.factor was last computed for
+    const auto factorizes = [&](Index step) {
+      ++tried;
+      last = step;
+      damped.diagonal() = diag.array() + detail::damping_step(config, step) * mean;
+      if (detail::inverse_upper_factor(damped, result.factor)) return true;
       ++result.failed_factorizations;
-      if (config.increment == 0) break;
+      return false;
+    };
+    // Invariant: step `bad` fails (or is before the schedule), step `good` succeeds.
+    Index bad = -1, good = 0;
+    if (!factorizes(0)) {
+      bad = 0;
+      good = steps - 1;
+      if (good == 0 || !factorizes(good)) continue;
     }
+    while (good - bad > 1) {
+      const Index mid = bad + (good - bad) / 2;
+      if (factorizes(mid))
+        good = mid;
+      else
+        bad = mid;
+    }
+    if (last != good) factorizes(good);  // U of the winning step
+    result.percdamp = detail::damping_step(config, good);
+    result.diagonal_floor = floor;
+    return result;
   }
-  detail::fail(
-      "inverse_hessian_factor: H is not positive definite even with damping up to 1 and "
-      "diagonal floors up to ",
-      floor_base * std::pow(10.0, config.floor_attempts - 1), " (", result.failed_factorizations,
-      " failed factorizations)");
+  detail::fail("inverse_hessian_factor: H (", h.rows(), " x ", h.cols(),
+               ") is not positive definite even with damping ",
+               detail::damping_step(config, steps - 1),
+               " of its mean diagonal and diagonal floors up to ",
+               floor_base * std::pow(10.0, config.floor_attempts - 1), " (", tried,
+               " factorizations tried)");
 }
 
 namespace detail {

@@ -7,10 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,26 +70,149 @@ class MappedBytes {
   std::size_t size_ = 0;
 };
 
-// Writes to a temporary file beside `path`, then renames it into place, so an
-// interrupted write never leaves a partial file under the final name.
-inline void write_file_atomically(const std::string& path, const std::vector<unsigned char>& data) {
-  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    lowbit::detail::require(static_cast<bool>(out), path, ": cannot create ", temporary);
-    out.write(reinterpret_cast<const char*>(data.data()),
-              static_cast<std::streamsize>(data.size()));
-    out.flush();
-    if (!out) {
-      std::remove(temporary.c_str());
+namespace detail {
+
+// The temporary files being written, for a signal handler to remove: fixed
+// buffers and lock-free flags, since only async-signal-safe work may run there.
+struct TemporaryFiles {
+  static constexpr int kSlots = 8;
+  static constexpr std::size_t kPathBytes = 4096;
+  char path[kSlots][kPathBytes] = {};
+  std::atomic<bool> used[kSlots] = {};
+};
+
+inline TemporaryFiles& temporary_files() {
+  static TemporaryFiles files;
+  return files;
+}
+
+inline int register_temporary(const std::string& path) {
+  TemporaryFiles& t = temporary_files();
+  lowbit::detail::require(path.size() < TemporaryFiles::kPathBytes, path, ": path too long");
+  for (int i = 0; i < TemporaryFiles::kSlots; ++i)
+    if (!t.used[i].load()) {
+      std::memcpy(t.path[i], path.c_str(), path.size() + 1);
+      t.used[i].store(true);
+      return i;
+    }
+  lowbit::detail::fail(path, ": more than ", TemporaryFiles::kSlots,
+                       " files are being written at once");
+}
+
+inline void unregister_temporary(int slot) { temporary_files().used[slot].store(false); }
+
+// The file a chain of symbolic links ends at (which may not exist yet).
+inline std::string follow_links(const std::string& path) {
+  std::filesystem::path p = path;
+  for (int hops = 0; hops < 40; ++hops) {
+    std::error_code ec;
+    if (!std::filesystem::is_symlink(p, ec)) return p.string();
+    const std::filesystem::path next = std::filesystem::read_symlink(p, ec);
+    lowbit::detail::require(!ec, path, ": cannot read the symbolic link ", p.string());
+    p = next.is_absolute() ? next : p.parent_path() / next;
+  }
+  lowbit::detail::fail(path, ": too many levels of symbolic links");
+}
+
+// Writes all of `data` to the open descriptor; false on any error.
+inline bool write_all(int fd, const std::vector<unsigned char>& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace detail
+
+// Removes every temporary file still being written. Async-signal-safe: a
+// program's SIGINT/SIGTERM handler calls it before _exit, so an interrupted
+// write leaves no debris.
+inline void remove_temporary_files() noexcept {
+  detail::TemporaryFiles& t = detail::temporary_files();
+  for (int i = 0; i < detail::TemporaryFiles::kSlots; ++i)
+    if (t.used[i].load()) ::unlink(t.path[i]);
+}
+
+// One output file, written in two steps so several outputs can appear
+// together: the constructor writes the bytes, commit() puts them under the
+// final name, and an uncommitted StagedFile removes what it wrote.
+//   - a regular file (or none yet) is replaced atomically: the bytes go to a
+//     temporary file beside it, renamed over it on commit;
+//   - a symbolic link is followed: its target is replaced the same way;
+//   - a character device or a FIFO (/dev/null, a pipe) is written through at
+//     commit, never replaced;
+//   - anything else (a directory, a block device, a socket) is refused.
+class StagedFile {
+ public:
+  StagedFile(const std::string& path, std::vector<unsigned char> data) : path_(path) {
+    target_ = detail::follow_links(path);
+    struct stat st {};
+    if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      lowbit::detail::require(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode), path,
+                              ": not a regular file, a character device or a FIFO; "
+                              "refusing to write over it");
+      through_ = std::move(data);
+      write_through_ = true;
+      return;
+    }
+    temporary_ = target_ + ".tmp" + std::to_string(::getpid());
+    slot_ = detail::register_temporary(temporary_);
+    const int fd = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+      const int error = errno;
+      detail::unregister_temporary(slot_);
+      lowbit::detail::fail(path, ": cannot create ", temporary_, " (", std::strerror(error), ")");
+    }
+    const bool written = detail::write_all(fd, data);
+    if (::close(fd) != 0 || !written) {
+      discard();
       lowbit::detail::fail(path, ": write failed");
     }
   }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    lowbit::detail::fail(path, ": cannot rename the temporary file into place (",
-                         std::strerror(errno), ")");
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+  ~StagedFile() { discard(); }
+
+  void commit() {
+    if (write_through_) {
+      write_through_ = false;
+      const int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+      lowbit::detail::require(fd >= 0, path_, ": cannot open (", std::strerror(errno), ")");
+      const bool written = detail::write_all(fd, through_);
+      lowbit::detail::require(::close(fd) == 0 && written, path_, ": write failed");
+      return;
+    }
+    if (std::rename(temporary_.c_str(), target_.c_str()) != 0) {
+      const int error = errno;
+      discard();
+      lowbit::detail::fail(path_, ": cannot rename the temporary file into place (",
+                           std::strerror(error), ")");
+    }
+    detail::unregister_temporary(slot_);
+    slot_ = -1;
   }
+
+ private:
+  void discard() noexcept {
+    if (slot_ < 0) return;
+    std::remove(temporary_.c_str());
+    detail::unregister_temporary(slot_);
+    slot_ = -1;
+  }
+
+  std::string path_, target_, temporary_;
+  std::vector<unsigned char> through_;  // the bytes for a device or FIFO
+  bool write_through_ = false;
+  int slot_ = -1;  // the registered temporary file, -1 when none
+};
+
+// Writes one file as StagedFile describes (atomically for regular files).
+inline void write_file_atomically(const std::string& path, std::vector<unsigned char> data) {
+  StagedFile(path, std::move(data)).commit();
 }
 
 }  // namespace lowbit::io

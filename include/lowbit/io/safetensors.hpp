@@ -298,28 +298,9 @@ class SafetensorsReader {
             " runs past the end of the file (", size_, " bytes)");
     const char* text = reinterpret_cast<const char*>(bytes_ + 8);
     const std::size_t text_len = static_cast<std::size_t>(header_len);
-    require(detail::json_nesting_depth(text, text_len) <= detail::kMaxJsonDepth, source_,
-            ": header JSON is nested deeper than ", detail::kMaxJsonDepth, " levels");
     data_ = bytes_ + 8 + text_len;
     const std::size_t data_size = size_ - 8 - text_len;
-
-    nlohmann::json header;
-    std::set<std::string> seen;
-    std::string duplicate;
-    try {
-      header = nlohmann::json::parse(
-          text, text + text_len,
-          [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-            if (depth == 1 && event == nlohmann::json::parse_event_t::key &&
-                !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
-              duplicate = parsed.get<std::string>();
-            return true;
-          });
-    } catch (const nlohmann::json::exception& e) {
-      lowbit::detail::fail(source_, ": malformed JSON header (", e.what(), ")");
-    }
-    require(duplicate.empty(), source_, ": header names '", duplicate, "' more than once");
-    require(header.is_object(), source_, ": header must be a JSON object");
+    const nlohmann::json header = parse_header(text, text_len);
 
     std::vector<TensorInfo> list;
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -346,6 +327,41 @@ class SafetensorsReader {
       names_.push_back(t.name);
       tensors_.emplace(t.name, std::move(t));
     }
+  }
+
+  // The header as the format defines it: JSON beginning with '{' (so no
+  // byte-order mark), padded at the end with spaces only; nlohmann would stop
+  // at a NUL and skip a BOM, and let a repeated key overwrite the first, so
+  // these are checked here. Keys must be unique within every object.
+  nlohmann::json parse_header(const char* text, std::size_t size) const {
+    using lowbit::detail::require;
+    require(size > 0 && text[0] == '{', source_, ": header must begin with '{', found ",
+            size ? "byte " + std::to_string(static_cast<unsigned char>(text[0])) : "nothing");
+    require(std::memchr(text, '\0', size) == nullptr, source_,
+            ": header holds a NUL byte (only spaces may pad it)");
+    require(detail::json_nesting_depth(text, size) <= detail::kMaxJsonDepth, source_,
+            ": header JSON is nested deeper than ", detail::kMaxJsonDepth, " levels");
+    nlohmann::json header;
+    std::vector<std::set<std::string>> keys;  // per open object
+    std::string duplicate;
+    try {
+      header = nlohmann::json::parse(
+          text, text + size, [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+            using Event = nlohmann::json::parse_event_t;
+            if (event == Event::object_start) keys.emplace_back();
+            if (event == Event::object_end) keys.pop_back();
+            if (event == Event::key && !keys.back().insert(parsed.get<std::string>()).second &&
+                duplicate.empty())
+              duplicate = parsed.get<std::string>();
+            return true;
+          });
+    } catch (const nlohmann::json::exception& e) {
+      lowbit::detail::fail(source_, ": malformed JSON header (", e.what(), ")");
+    }
+    require(duplicate.empty(), source_, ": header has the key '", duplicate,
+            "' twice in one object");
+    require(header.is_object(), source_, ": header must be a JSON object");
+    return header;
   }
 
   TensorInfo parse_entry(const std::string& name, const nlohmann::json& entry,

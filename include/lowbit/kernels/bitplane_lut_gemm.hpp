@@ -406,6 +406,19 @@ struct BitplaneKernels {
 
 namespace detail::bitplane {
 
+// The factor that maps a segment's table entries onto -127..127. 127 / largest
+// overflows float when the entries are subnormal (largest < 127 / FLT_MAX):
+// such entries are first multiplied by 2^100, which is exact for them, so the
+// codes are round(e * 127 / largest) at every magnitude.
+inline float int8_inverse_scale(float* entries, Index chunks, float largest) noexcept {
+  if (largest == 0.0f) return 0.0f;
+  const float tiny = std::ldexp(1.0f, -100);
+  if (largest >= tiny) return 127.0f / largest;
+  const float lift = 1.0f / tiny;
+  for (Index i = 0; i < kTableEntries * chunks; ++i) entries[i] *= lift;
+  return 127.0f / (largest * lift);
+}
+
 // The generic driver of every kernel set. Isa (detail/bitplane_<family>.hpp)
 // provides `name`, and, noexcept:
 //   float table_entries(x, chunks, out)   the 16 centred entries per chunk; returns max |entry|
@@ -446,7 +459,7 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
         } else {
           const float largest = Isa::table_entries(xs, n, ctx.entries());
           scale = largest / 127.0f;
-          Isa::quantize_tables(ctx.entries(), n, largest > 0.0f ? 127.0f / largest : 0.0f,
+          Isa::quantize_tables(ctx.entries(), n, int8_inverse_scale(ctx.entries(), n, largest),
                                ctx.q() + at);
         }
         chunk += n;
@@ -504,6 +517,9 @@ inline void bitplane_gemm(const BitplaneKernels& kernels, const PackedBitplanes&
   detail::require_shape(y, x.rows(), w.rows(), "bitplane_gemm: y");
   detail::require(ctx.fits(w), "bitplane_gemm: the context was made for weights of another shape");
   detail::require_finite(x, "bitplane_gemm: x");
+  const float largest = x.size() ? x.cwiseAbs().maxCoeff() : 0.0f;
+  detail::require(largest < std::ldexp(1.0f, 126), "bitplane_gemm: x has an activation of ",
+                  largest, "; its tables (half sums of 4 activations) need |x| < 2^126");
   for (Index t0 = 0; t0 < x.rows(); t0 += ctx.max_tokens()) {
     const Index n = std::min(ctx.max_tokens(), x.rows() - t0);
     kernels.load(w, x.data() + t0 * x.outerStride(), n, x.outerStride(), ctx);
@@ -583,17 +599,21 @@ inline MatrixF bitplane_gemm(const PackedBitplanes& w, const MatrixFRef& x,
 //                    + 2^-11 sum_g (sum_p |c_p| 1/2 sum_{j in g} |x_j| + |bias'| |sum_{j in g}
 //                    x_j|)
 //                                                                   (f16 coefficients)
-//                    + the float rounding of the sums,
+//                    + the float rounding of the sums
+//                    + 2^-149 (n + 128 sum_seg (L_seg / 4) sum_p |c_p[g, r]|)   (underflow),
 // L_seg the segment's columns (padding included), s_seg = max|e| / 127 its
-// table scale. A stored entry is round(e / s), within 1/2 of e / s (plus the
-// float rounding of the product, far below 1e-4 of a step); a row's plane sum
-// over a segment adds L_seg / 4 entries and is multiplied by s and c_p.
-// Since max|e| = 1/2 max_chunk sum|x| <= 2 max_{j in seg}|x_j|, the table
-// term is at most sum_seg (L_seg / 508) max_{j in seg}|x_j| sum_p |c_p|; for a
-// uniform grid sum_p |c_p| is the group's grid range R, so relative to
-// sum_j R |x_j| it is (max|x| / mean|x| over the segment) / 508, the order of
-// rounding x itself to int8 with one absmax scale per segment. The tests
-// check the measured error against this bound and against the closed form.
+// table scale. The last term covers gradual underflow, which no relative
+// bound does: a rounding whose result is subnormal may err by 2^-150 outright,
+// so may each table entry, and s_seg itself when it is subnormal (times
+// |code| <= 127 per looked-up entry). It holds for every x whose table
+// entries are finite (|x_j| < 2^126, which bitplane_gemm checks). A stored entry is round(e / s),
+// within 1/2 of e / s (plus the float rounding of the product, far below 1e-4 of a step); a row's
+// plane sum over a segment adds L_seg / 4 entries and is multiplied by s and c_p. Since max|e| =
+// 1/2 max_chunk sum|x| <= 2 max_{j in seg}|x_j|, the table term is at most sum_seg (L_seg / 508)
+// max_{j in seg}|x_j| sum_p |c_p|; for a uniform grid sum_p |c_p| is the group's grid range R, so
+// relative to sum_j R |x_j| it is (max|x| / mean|x| over the segment) / 508, the order of rounding
+// x itself to int8 with one absmax scale per segment. The tests check the measured error against
+// this bound and against the closed form.
 inline VectorF bitplane_error_bound(const PackedBitplanes& w, const BitplaneContext& ctx,
                                     Index token) {
   using namespace detail::bitplane;
@@ -615,11 +635,12 @@ inline VectorF bitplane_error_bound(const PackedBitplanes& w, const BitplaneCont
   VectorF bound(w.rows());
   for (Index row = 0; row < w.rows(); ++row) {
     const Index r = row % kBlockRows;
-    double table = 0.0, magnitude = 0.0;
+    double table = 0.0, magnitude = 0.0, looked_up = 0.0;
     for (Index g = 0; g < l.groups; ++g) {
       const std::uint8_t* group = l.group_data(row / kBlockRows, g);
       double sum_c = 0.0;
       for (int p = 0; p < l.planes; ++p) sum_c += std::fabs(coefficient(l, group, p, r));
+      looked_up += static_cast<double>(2 * l.group_pairs) * sum_c;
       if (t.type == TableType::int8)
         for (Index s = 0; s < l.segments_per_group; ++s)
           table += t.scale[token * l.segments() + g * l.segments_per_group + s] * (0.5 + 1e-4) *
@@ -637,8 +658,10 @@ inline VectorF bitplane_error_bound(const PackedBitplanes& w, const BitplaneCont
     const double coeffs = f16 ? std::ldexp(1.001, -11) * magnitude +
                                     std::ldexp(1.0, -25) * (0.5 * l.planes + 1) * all_abs
                               : u * magnitude;
+    const double underflow = std::ldexp(static_cast<double>(chain) + 128.0 * looked_up, -149);
     bound(row) = static_cast<float>(
-        (table + coeffs + 1.01 * static_cast<double>(chain) * u * magnitude) * (1 + 1e-6));
+        (table + coeffs + 1.01 * static_cast<double>(chain) * u * magnitude + underflow) *
+        (1 + 1e-6));
   }
   return bound;
 }

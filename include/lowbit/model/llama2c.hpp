@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,6 +67,9 @@ inline MatrixF llama2c_matrix(const io::MappedBytes& file, const std::string& pa
 // layer's weights are checked when it is read).
 inline ModelSource open_llama2c(const std::string& path) {
   using lowbit::detail::require;
+  std::error_code ec;
+  require(!std::filesystem::exists(path, ec) || std::filesystem::is_regular_file(path, ec), path,
+          ": not a regular file (a llama2.c checkpoint was expected)");
   const io::MappedBytes file = io::MappedBytes::map(path);
   const std::int64_t size = static_cast<std::int64_t>(file.size());
   require(size >= 28, path, ": truncated (", size, " bytes; the header alone is 28)");

@@ -54,7 +54,17 @@ CASES = {
     "metadata_not_string": frame(js({"__metadata__": {"bits": 4}}), b""),
     "metadata_not_object": frame(js({"__metadata__": "x"}), b""),
     "entry_not_object": frame(js({"W": [1, 2]}), b""),
+    # Duplicate keys at any depth (JSON parsers disagree on which one wins), and
+    # headers that break the format's framing: it begins with '{' and may be
+    # padded at the end with spaces (0x20), nothing else.
+    "duplicate_shape_key": frame('{"W": {"dtype":"U8","shape":[1],"shape":[2],"data_offsets":[0,2]}}',
+                                 b"\x00\x00"),
+    "duplicate_metadata_key": frame('{"__metadata__": {"bits":"4","bits":"8"}}'),
+    "nul_padding": frame(js({"W": entry("U8", [1], 0, 1)}).encode() + b"\x00" * 7, b"\x01"),
+    "utf8_bom": frame(b"\xef\xbb\xbf" + js({"W": entry("U8", [1], 0, 1)}).encode(), b"\x01"),
+    "leading_space": frame(" " + js({"W": entry("U8", [1], 0, 1)}), b"\x01"),
     # Valid files: the reader must accept these.
+    "valid_space_padding": frame(js({"W": entry("U8", [1], 0, 1)}) + " " * 5, b"\x01"),
     "valid_all_dtypes": None,
     "valid_empty_tensor": frame(js({"E": entry("F32", [0, 4], 0, 0), "S": entry("I32", [], 0, 4)}),
                                 struct.pack("<i", -7)),
