@@ -34,7 +34,10 @@ TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
                                                              {"gptq", {"gptq", 4, 32, true}},
                                                              {"bpdq", {"gptq", 2, 64, false}},
                                                              {"bpdq", {"bpdq", 2, 32, false}}};
-  for (const auto& [format, spec] : cases) {
+  for (const auto& c : cases) {
+    // Named copies: a lambda below uses them (C++17 cannot capture structured bindings).
+    const std::string& format = c.first;
+    const QuantSpec& spec = c.second;
     const std::string out = dir.file(format + ".safetensors");
     const test::CommandResult r =
         lowbit("quantize-model --model " + model_path + " --method " + spec.method + " --bits " +

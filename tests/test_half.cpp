@@ -53,7 +53,9 @@ TEST(Half, FloatToHalfRoundsToNearestEven) {
     const float f = bits_float(u);
     ASSERT_EQ(float_to_half(f), reference_half(f)) << f;
 #if defined(__F16C__)
-    ASSERT_EQ(float_to_half(f), _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)) << f;
+    // _mm_cvtps_ph, not _cvtss_sh: clang's _cvtss_sh expands to a C99 compound literal.
+    const __m128i h = _mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT);
+    ASSERT_EQ(float_to_half(f), static_cast<std::uint16_t>(_mm_cvtsi128_si32(h))) << f;
 #endif
   }
   EXPECT_EQ(float_to_half(1.0f + 1.0f / 2048), 0x3c00);  // tie goes to even
