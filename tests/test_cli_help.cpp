@@ -79,7 +79,7 @@ TEST_F(CliHelp, EveryCommandAndMethodAnswersHelp) {
   const std::vector<std::string> commands =
       listed(help.output, "Usage:", std::regex(R"(^  lowbit ([a-z][a-z-]*(?: [a-z]+)?) .*)"));
   EXPECT_EQ(commands, (std::vector<std::string>{"quantize", "quantize-model", "gemv", "gguf info",
-                                                "gguf dequantize", "demo"}));
+                                                "gguf dequantize", "gguf logits", "demo"}));
   const std::vector<std::string> methods =
       listed(help.output, "Methods", std::regex(R"(^  ([a-z0-9]+) .*)"));
   EXPECT_EQ(methods, (std::vector<std::string>{"rtn", "absmax", "gptq", "awq", "smoothquant",

@@ -131,21 +131,27 @@ TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
 // and GPTQ into the same type, which bits and the row width pick as llama.cpp
 // does; 64-wide rows take its block-32 fallbacks.
 TEST_F(GroupQuantization, GgmlMethodsAreLlamaCppsTypes) {
-  EXPECT_EQ(ggml_type_for(4, 4096), GgmlType::q4_k);
-  EXPECT_EQ(ggml_type_for(2, 512), GgmlType::q2_k);
-  EXPECT_EQ(ggml_type_for(8, 4096), GgmlType::q8_0);
-  EXPECT_EQ(ggml_type_for(2, 64), GgmlType::iq4_nl);
-  EXPECT_EQ(ggml_type_for(3, 64), GgmlType::iq4_nl);
-  EXPECT_EQ(ggml_type_for(4, 64), GgmlType::q5_0);
-  EXPECT_EQ(ggml_type_for(5, 64), GgmlType::q5_1);
-  EXPECT_EQ(ggml_type_for(6, 64), GgmlType::q8_0);
-  EXPECT_EQ(ggml_type_for(4, 48), GgmlType::f16);
-  EXPECT_EQ(ggml_type_for(8, 16), GgmlType::f16);
-  test::expect_error_containing([] { ggml_type_for(7, 256); }, "bits must be 2..6 or 8, got 7");
+  auto type_for = [](int bits, Index in) { return ggml_type_for(ggml_k_quant(bits), in); };
+  EXPECT_EQ(type_for(4, 4096), GgmlType::q4_k);
+  EXPECT_EQ(type_for(2, 512), GgmlType::q2_k);
+  EXPECT_EQ(type_for(8, 4096), GgmlType::q8_0);
+  EXPECT_EQ(type_for(2, 64), GgmlType::q4_0);
+  EXPECT_EQ(type_for(3, 64), GgmlType::q4_0);
+  EXPECT_EQ(type_for(4, 64), GgmlType::q5_0);
+  EXPECT_EQ(type_for(5, 64), GgmlType::q5_1);
+  EXPECT_EQ(type_for(6, 64), GgmlType::q8_0);
+  EXPECT_EQ(type_for(4, 48), GgmlType::f16);
+  EXPECT_EQ(type_for(8, 16), GgmlType::f16);
+  EXPECT_EQ(ggml_type_for(GgmlType::tq2_0, 96), GgmlType::q4_0);
+  EXPECT_EQ(ggml_type_for(GgmlType::iq4_nl, 4096), GgmlType::iq4_nl);
+  EXPECT_EQ(ggml_type_for(GgmlType::q4_0, 48), GgmlType::f16);
+  QuantSpec spec{"gptq-gguf", 4, 32, false, GgmlType::q8_0};
+  EXPECT_EQ(ggml_type_for(spec, 256), GgmlType::q8_0);
+  test::expect_error_containing([] { ggml_k_quant(7); }, "bits must be 2..6 or 8, got 7");
   const VectorF importance = h.diagonal().cast<float>();
   for (int bits : {2, 4}) {
     SCOPED_TRACE(bits);
-    const GgmlType type = ggml_type_for(bits, 64);
+    const GgmlType type = type_for(bits, 64);
     const std::vector<QuantizedLinear> llama =
         quantize_group({{&w1, &w2}, x, nullptr, {"llama.cpp", bits, 32}});
     const std::vector<QuantizedLinear> ours =
@@ -160,7 +166,9 @@ TEST_F(GroupQuantization, GgmlMethodsAreLlamaCppsTypes) {
       const MatrixF expected_ours = quantize_gptq_ggml(w, h, config).dequantize();
       expect_computes(llama[i], x, expected_llama, "llama.cpp");
       expect_computes(ours[i], x, expected_ours, "gptq-gguf");
-      EXPECT_EQ(llama[i].bits_per_weight, bits == 2 ? 4.5 : 5.5);
+      EXPECT_EQ(llama[i].bits_per_weight, bits == 2 ? 4.5 : 5.5);  // Q4_0, Q5_0
+      ASSERT_TRUE(ours[i].ggml.has_value());
+      EXPECT_EQ(ours[i].ggml->type, type);
       EXPECT_EQ(ours[i].bits_per_weight, llama[i].bits_per_weight);
       const double error_llama = ((w - expected_llama) * x.transpose()).norm();
       const double error_ours = ((w - expected_ours) * x.transpose()).norm();

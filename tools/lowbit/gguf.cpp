@@ -3,6 +3,8 @@
 #include <iostream>
 #include <lowbit/io/gguf.hpp>
 #include <lowbit/io/safetensors.hpp>
+#include <lowbit/model/forward.hpp>
+#include <lowbit/model/gguf_model.hpp>
 #include <sstream>
 
 namespace lowbit::cli {
@@ -112,6 +114,42 @@ int run_dequantize(const Options& options) {
   return 0;
 }
 
+// Token ids separated by commas.
+std::vector<int> parse_tokens(const std::string& text) {
+  std::vector<int> tokens;
+  std::istringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    std::size_t used = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(item, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != item.size() || item.empty() || id < 0 || id > INT32_MAX)
+      throw UsageError("option --tokens: '" + item + "' is not a token id");
+    tokens.push_back(static_cast<int>(id));
+  }
+  if (tokens.empty()) throw UsageError("option --tokens: no token ids");
+  return tokens;
+}
+
+// The logits lowbit computes for a token sequence on a LLaMA GGUF model, its
+// linears on the kernels: to hold against llama.cpp's on the same file.
+int run_logits(const Options& options) {
+  const std::vector<int> tokens = parse_tokens(options.text("tokens"));
+  const model::Model m = model::load_all(model::open_gguf(options.text("in")));
+  lowbit::detail::require(static_cast<int>(tokens.size()) <= m.config.seq_len,
+                          "--tokens: ", tokens.size(), " tokens exceed the model's context of ",
+                          m.config.seq_len);
+  model::KvCache cache(m.config, static_cast<int>(tokens.size()));
+  const MatrixF logits = model::forward(m, cache, tokens);
+  io::SafetensorsWriter out;
+  out.add_floats("logits", {logits.rows(), logits.cols()}, logits.data(),
+                 static_cast<std::size_t>(logits.size()));
+  out.write(options.text("out"));
+  return 0;
+}
+
 }  // namespace
 
 Command gguf_info_command() {
@@ -131,6 +169,20 @@ Command gguf_dequantize_command() {
           "lowbit cannot decode is an error naming it.",
           {required_option("in"), required_option("out")},
           run_dequantize};
+}
+
+}  // namespace lowbit::cli
+
+namespace lowbit::cli {
+
+Command gguf_logits_command() {
+  return {"gguf logits",
+          "runs a LLaMA-architecture GGUF model (written by quantize-model --format gguf or by\n"
+          "llama.cpp's converter) on the token ids of --tokens (comma-separated) with lowbit's\n"
+          "forward pass, its linears on the bit-plane kernel, and writes the logits, tensor\n"
+          "`logits` F32 [tokens, vocab], to --out.",
+          {required_option("in"), required_option("tokens"), required_option("out")},
+          run_logits};
 }
 
 }  // namespace lowbit::cli

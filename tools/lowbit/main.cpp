@@ -1,9 +1,10 @@
 // lowbit: the command-line tool.
 //
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
-//   lowbit quantize-model --model CKPT.bin|HF_DIR --out OUT.safetensors [options]
+//   lowbit quantize-model --model CKPT.bin|HF_DIR --out OUT.safetensors|OUT.gguf [options]
 //   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [options]
 //   lowbit gguf info --in FILE.gguf, lowbit gguf dequantize --in FILE.gguf --out FILE
+//   lowbit gguf logits --in FILE.gguf --tokens 1,2,3 --out LOGITS.safetensors
 //   lowbit demo [options]
 //   lowbit --help, lowbit COMMAND --help, lowbit quantize METHOD --help
 //
@@ -26,8 +27,8 @@ namespace {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list{quantize_model_command(), gemv_command(),
-                                         gguf_info_command(), gguf_dequantize_command(),
-                                         demo_command()};
+                                         gguf_info_command(),      gguf_dequantize_command(),
+                                         gguf_logits_command(),    demo_command()};
   return list;
 }
 
@@ -155,9 +156,10 @@ int run(int argc, char** argv) {
   std::string name = args[0];
   args.erase(args.begin());
   if (name == "quantize") return quantize(args);
-  if (name == "gguf") {  // two words: gguf info, gguf dequantize; the file may come bare
+  if (name ==
+      "gguf") {  // two words: gguf info, gguf dequantize, gguf logits; the file may come bare
     if (args.empty() || args[0].rfind("--", 0) == 0)
-      throw UsageError("gguf: missing its command, info or dequantize (see lowbit --help)");
+      throw UsageError("gguf: missing its command, info, dequantize or logits (see lowbit --help)");
     name += " " + args[0];
     args.erase(args.begin());
     if (!args.empty() && args[0].rfind("--", 0) != 0) args.insert(args.begin(), "--in");

@@ -121,6 +121,7 @@ const OptionTable& option_catalogue() {
             one_of({"f16", "f32"})),
       entry("saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq or rtn",
             one_of({"gptq", "rtn"})),
+      entry("tokens", "IDS", "gguf logits: token ids, comma-separated"),
       entry("x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"),
       entry("exact", "",
             "gemv: exact float tables and f32 coefficients (default: int8 tables, f16)"),
@@ -129,8 +130,8 @@ const OptionTable& option_catalogue() {
       entry("model", "PATH",
             "quantize-model: llama2.c checkpoint file or Hugging Face model directory"),
       entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
-      entry("format", "NAME", "quantize-model: checkpoint format, gptq or bpdq",
-            one_of({"gptq", "bpdq"})),
+      entry("format", "NAME", "quantize-model: checkpoint format, gptq, bpdq or gguf",
+            one_of({"gptq", "bpdq", "gguf"})),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),

@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
+#include <lowbit/model/gguf_model.hpp>
 #include <lowbit/model/hf.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
@@ -91,6 +93,29 @@ struct ModelJob {
   int samples = 0, length = 0;
 };
 
+// --format gguf: every linear in --gguf-type (default q4_K) by GPTQ into the
+// type or by llama.cpp's quantizer (the methods gptq and rtn name them), the
+// embeddings by llama.cpp's quantizer, as `llama-quantize --pure` stores them.
+ModelJob parse_gguf_job(const Options& o, ModelJob job) {
+  for (const char* name : {"bits", "group-size"})
+    if (o.has(name))
+      throw UsageError(std::string("quantize-model: --") + name +
+                       " does not apply with --format gguf (--gguf-type fixes the grid)");
+  if (job.spec.method == "gptq")
+    job.spec.method = "gptq-gguf";
+  else if (job.spec.method == "rtn")
+    job.spec.method = "llama.cpp";
+  else
+    throw UsageError(
+        "quantize-model: --format gguf takes --method gptq (GPTQ into the type) or "
+        "rtn (llama.cpp's quantizer, calibration as its importance matrix), not '" +
+        job.spec.method + "'");
+  if (job.spec.act_order && job.spec.method != "gptq-gguf")
+    throw UsageError("quantize-model: --act-order applies to --method gptq only");
+  job.spec.ggml_type = o.has("gguf-type") ? *gguf_type(o) : GgmlType::q4_k;
+  return job;
+}
+
 ModelJob parse_job(const Options& o) {
   ModelJob job{o.text("model"),
                o.text("out"),
@@ -100,6 +125,10 @@ ModelJob parse_job(const Options& o) {
                model::Propagation::quantized,
                o.integer("calib-samples"),
                o.integer("calib-length")};
+  if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
+  if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
+  if (job.format == "gguf") return parse_gguf_job(o, std::move(job));
+  if (o.has("gguf-type")) throw UsageError("quantize-model: --gguf-type needs --format gguf");
   if (job.format == "gptq" && job.spec.bits != 2 && job.spec.bits != 3 && job.spec.bits != 4 &&
       job.spec.bits != 8)
     throw UsageError(
@@ -121,8 +150,6 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "bpdq" && job.spec.act_order)
     throw UsageError(
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
-  if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
-  if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
   return job;
 }
 
@@ -199,12 +226,17 @@ void add_vector(io::SafetensorsWriter& out, const std::string& name, const Vecto
   out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
 }
 
+// Where a format puts each quantized linear as it comes, and each layer's
+// norms and biases (which the methods here leave alone) at the end.
+struct LayerSink {
+  std::function<void(int layer, model::LinearKind, const model::QuantizedLinear&)> linear;
+  std::function<void(int layer, const model::Layer&)> vectors;
+};
+
 // Quantizes the model one layer at a time, each read from the checkpoint
-// when its turn comes and dropped after: its linears are written as they are
-// quantized, its norms and biases (which the checkpoint methods leave alone)
-// at the end.
+// when its turn comes and dropped after its linears went to the sink.
 double quantize_layers(const model::ModelSource& source, const ModelJob& job,
-                       io::SafetensorsWriter& out) {
+                       const LayerSink& sink) {
   const model::Config& c = source.globals.config;
   model::SequentialQuantizer quantizer(
       c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
@@ -217,25 +249,82 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
         [&](int layer, const std::string& names) {
           progress.step("layer " + std::to_string(layer) + " " + names);
         },
-        [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-          if (job.format == "gptq")
-            io::add_gptq_linear(out, linear_name(layer, kind), *r.uniform);
-          else
-            io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
-        });
+        sink.linear);
     quantized.linears = {};
     kept.push_back(std::move(quantized));
   }
   progress.finish();
-  for (std::size_t l = 0; l < kept.size(); ++l) {
-    const std::string prefix = "layers." + std::to_string(l);
-    add_vector(out, prefix + ".attention_norm.weight", kept[l].attention_norm);
-    add_vector(out, prefix + ".ffn_norm.weight", kept[l].ffn_norm);
-    for (model::LinearKind kind : model::kAllLinears)
-      if (kept[l].biases[model::index(kind)].size() != 0)
-        add_vector(out, linear_name(int(l), kind) + ".bias", kept[l].biases[model::index(kind)]);
-  }
+  for (std::size_t l = 0; l < kept.size(); ++l) sink.vectors(int(l), kept[l]);
   return quantizer.bits_per_weight();
+}
+
+// Both files are written before either is renamed into place: if one
+// cannot be, neither appears.
+void commit_files(io::StagedFile& first, io::StagedFile* second) {
+  const HoldInterrupts hold;
+  first.commit();
+  if (second) second->commit();
+}
+
+int write_checkpoint(const ModelJob& job, const model::ModelSource& loaded,
+                     const model::ModelSource& padded) {
+  const model::Model& globals = padded.globals;
+  io::SafetensorsWriter out;
+  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
+  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
+  add_vector(out, "norm.weight", globals.final_norm);
+  LayerSink sink;
+  sink.linear = [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+    if (job.format == "gptq")
+      io::add_gptq_linear(out, linear_name(layer, kind), *r.uniform);
+    else
+      io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
+  };
+  sink.vectors = [&](int l, const model::Layer& layer) {
+    const std::string prefix = "layers." + std::to_string(l);
+    add_vector(out, prefix + ".attention_norm.weight", layer.attention_norm);
+    add_vector(out, prefix + ".ffn_norm.weight", layer.ffn_norm);
+    for (model::LinearKind kind : model::kAllLinears)
+      if (layer.biases[model::index(kind)].size() != 0)
+        add_vector(out, linear_name(l, kind) + ".bias", layer.biases[model::index(kind)]);
+  };
+  const double bits_per_weight = quantize_layers(padded, job, sink);
+  const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
+                                         job.format, bits_per_weight);
+  out.set_metadata("quantization_config", config);
+  std::filesystem::path json_path(job.out);
+  json_path.replace_extension(".quantize_config.json");
+  io::StagedFile checkpoint(job.out, out.bytes());
+  io::StagedFile sidecar(json_path.string(),
+                         std::vector<unsigned char>(config.begin(), config.end()));
+  commit_files(checkpoint, &sidecar);
+  std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
+            << " bits per weight over the linears)\n";
+  return 0;
+}
+
+// --format gguf (model/gguf_model.hpp): one file llama.cpp loads.
+int write_gguf(const ModelJob& job, const model::ModelSource& padded) {
+  const model::Config& c = padded.globals.config;
+  const GgmlType type = *job.spec.ggml_type;
+  io::GgufWriter out;
+  model::add_gguf_metadata(out, c, type, std::filesystem::path(job.model).stem().string());
+  model::add_gguf_no_tokenizer(out);
+  out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
+  model::add_gguf_globals(out, padded.globals, type);
+  LayerSink sink;
+  sink.linear = [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+    model::add_gguf_linear(out, c, layer, kind, r);
+  };
+  sink.vectors = [&](int l, const model::Layer& layer) {
+    model::add_gguf_layer_vectors(out, c, l, layer);
+  };
+  const double bits_per_weight = quantize_layers(padded, job, sink);
+  io::StagedFile file(job.out, out.bytes());
+  commit_files(file, nullptr);
+  std::cerr << "wrote " << job.out << " (" << ggml_type_name(type) << ", " << bits_per_weight
+            << " bits per weight over the linears; no tokenizer: llama.cpp runs it on token ids)\n";
+  return 0;
 }
 
 int run_quantize_model(const Options& options) {
@@ -244,54 +333,36 @@ int run_quantize_model(const Options& options) {
   // save unless asked for (the results are the same for any thread count).
   apply_threads(options);
   const model::ModelSource loaded = open_model(job.model);
+  // Zero hidden units (exact) up to a multiple of 64: whole groups, whole
+  // ggml block-32 rows.
   const model::ModelSource padded = model::pad_hidden(loaded, 64);
-  const model::Model& globals = padded.globals;
-
-  io::SafetensorsWriter out;
-  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
-  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
-  add_vector(out, "norm.weight", globals.final_norm);
-  const double bits_per_weight = quantize_layers(padded, job, out);
-  const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
-                                         job.format, bits_per_weight);
-  out.set_metadata("quantization_config", config);
-  std::filesystem::path json_path(job.out);
-  json_path.replace_extension(".quantize_config.json");
-  // Both files are written before either is renamed into place: if one
-  // cannot be, neither appears.
-  io::StagedFile checkpoint(job.out, out.bytes());
-  io::StagedFile sidecar(json_path.string(),
-                         std::vector<unsigned char>(config.begin(), config.end()));
-  {
-    const HoldInterrupts hold;
-    checkpoint.commit();
-    sidecar.commit();
-  }
-  std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
-            << " bits per weight over the linears)\n";
-  return 0;
+  if (job.format == "gguf") return write_gguf(job, padded);
+  return write_checkpoint(job, loaded, padded);
 }
 
 }  // namespace
 
 Command quantize_model_command() {
-  return {
-      "quantize-model",
-      "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
-      "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
-      "quantized layer by layer, each layer read when its turn comes, and written as one\n"
-      "safetensors checkpoint in the GPTQ v1 or the BPDQ format, with quantization_config\n"
-      "in its metadata and beside it (OUT.quantize_config.json). Calibration: the token\n"
-      "ids of --calib, else sequences the float model samples itself; --calibration\n"
-      "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
-      "float on the float model's. The hidden dimension is padded with zero units to a\n"
-      "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
-      "bit-plane linear.",
-      {required_option("model"), required_option("out"), option("method", "gptq"),
-       option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
-       option("act-order"), option("calib"), option("calib-samples", "32"),
-       option("calib-length", "64"), option("calibration", "sequential"), option("threads", "1")},
-      run_quantize_model};
+  return {"quantize-model",
+          "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
+          "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
+          "quantized layer by layer, each layer read when its turn comes, and written as one\n"
+          "safetensors checkpoint in the GPTQ v1 or the BPDQ format, with quantization_config\n"
+          "in its metadata and beside it (OUT.quantize_config.json), or (--format gguf) as a\n"
+          "GGUF file llama.cpp loads, every matrix in --gguf-type (default q4_K) with\n"
+          "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
+          "into that type with GPTQ, rtn with llama.cpp's quantizer. Calibration: the token\n"
+          "ids of --calib, else sequences the float model samples itself; --calibration\n"
+          "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
+          "float on the float model's. The hidden dimension is padded with zero units to a\n"
+          "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
+          "bit-plane linear.",
+          {required_option("model"), required_option("out"), option("method", "gptq"),
+           option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
+           option("act-order"), option("calib"), option("calib-samples", "32"),
+           option("calib-length", "64"), option("calibration", "sequential"), option("gguf-type"),
+           option("threads", "1")},
+          run_quantize_model};
 }
 
 }  // namespace lowbit::cli

@@ -28,23 +28,26 @@
 namespace lowbit::model {
 
 // What to quantize with: a method of method_names(), its bits (planes for
-// BPDQ; ignored by the W8A8 methods, always 8; the ggml type for the ggml
-// methods, ggml_type_for) and group size (not used by the ggml methods).
+// BPDQ; ignored by the W8A8 methods, always 8) and group size (not used by
+// the ggml methods, whose type is ggml_type, else the K-quant of `bits`).
 struct QuantSpec {
   std::string method;
   int bits = 4;
   int group_size = 32;
   bool act_order = false;  // GPTQ: desc_act (groups then need a g_idx)
+  std::optional<GgmlType> ggml_type = std::nullopt;
 };
 
 // A quantized linear: the layer the forward pass runs, its storage cost, and
 // the representation a checkpoint stores (uniform codes for the GPTQ format,
-// bit planes for the BPDQ format; either may be absent, e.g. for W8A8).
+// bit planes for the BPDQ format, ggml blocks for GGUF; all absent for W8A8,
+// and for llama.cpp's F16 fallback, whose linear is a FloatLinear of fp16 values).
 struct QuantizedLinear {
   std::shared_ptr<const Linear> linear;
   double bits_per_weight = 0;
   std::optional<UniformWeights> uniform;
   std::optional<BitPlaneWeights> planes;
+  std::optional<GgmlWeights> ggml;
 };
 
 // The inputs of one group of linears during calibration.
@@ -55,22 +58,37 @@ struct GroupInputs {
   const QuantSpec& spec;
 };
 
-// The ggml type the ggml methods use for `bits` on rows of `in_features`: the
-// K-quant of that width (8: Q8_0), or, when the rows are not a multiple of
-// 256, the block-32 type llama.cpp falls back to for that K-quant
-// (llama_tensor_get_type: Q2_K, Q3_K -> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1;
-// Q6_K -> Q8_0), and F16 when not even 32 divides them.
-inline GgmlType ggml_type_for(int bits, Index in_features) {
+// The K-quant of `bits` (8: Q8_0).
+inline GgmlType ggml_k_quant(int bits) {
   static const GgmlType k_quants[] = {GgmlType::q2_k, GgmlType::q3_k, GgmlType::q4_k,
                                       GgmlType::q5_k, GgmlType::q6_k};
-  static const GgmlType fallbacks[] = {GgmlType::iq4_nl, GgmlType::iq4_nl, GgmlType::q5_0,
-                                       GgmlType::q5_1, GgmlType::q8_0};
-  if (bits == 8) return in_features % 32 == 0 ? GgmlType::q8_0 : GgmlType::f16;
+  if (bits == 8) return GgmlType::q8_0;
   lowbit::detail::require(bits >= 2 && bits <= 6, "ggml methods: bits must be 2..6 or 8, got ",
                           bits);
-  const auto i = static_cast<std::size_t>(bits - 2);
-  if (in_features % 256 == 0) return k_quants[i];
-  return in_features % 32 == 0 ? fallbacks[i] : GgmlType::f16;
+  return k_quants[bits - 2];
+}
+
+// The type llama.cpp stores a `wanted` tensor in when its rows hold
+// `in_features` weights: `wanted` when whole blocks fit, else llama.cpp's
+// fallback (llama-quant.cpp tensor_type_fallback, 2026-08: Q2_K, Q3_K, TQ2_0
+// -> Q4_0; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0), and F16 when that does
+// not fit either (llama.cpp refuses a block-32 type there; F16 is its own
+// last resort).
+inline GgmlType ggml_type_for(GgmlType wanted, Index in_features) {
+  const Index block = ggml_type_traits(wanted).block_size;
+  if (in_features % block == 0) return wanted;
+  GgmlType fallback = GgmlType::f16;
+  if (wanted == GgmlType::q2_k || wanted == GgmlType::q3_k || wanted == GgmlType::tq2_0)
+    fallback = GgmlType::q4_0;
+  if (wanted == GgmlType::q4_k) fallback = GgmlType::q5_0;
+  if (wanted == GgmlType::q5_k) fallback = GgmlType::q5_1;
+  if (wanted == GgmlType::q6_k) fallback = GgmlType::q8_0;
+  return in_features % ggml_type_traits(fallback).block_size == 0 ? fallback : GgmlType::f16;
+}
+
+// The ggml methods' type for a spec on rows of `in_features`.
+inline GgmlType ggml_type_for(const QuantSpec& spec, Index in_features) {
+  return ggml_type_for(spec.ggml_type ? *spec.ggml_type : ggml_k_quant(spec.bits), in_features);
 }
 
 namespace detail {
@@ -80,6 +98,7 @@ inline QuantizedLinear bitplane_linear(const UniformWeights& w, VectorF input_di
   const bool plain = input_divisor.size() == 0;
   QuantizedLinear q{std::make_shared<BitPlaneLinear>(pack_bitplanes(w), std::move(input_divisor)),
                     bits_per_weight(w),
+                    {},
                     {},
                     {}};
   if (plain) {
@@ -91,25 +110,26 @@ inline QuantizedLinear bitplane_linear(const UniformWeights& w, VectorF input_di
 
 // A ggml block type on the kernels; IQ4_NL (a 16-level table, no bit-plane
 // form) as a float linear of its exact dequantization.
-inline QuantizedLinear ggml_linear(const GgmlWeights& w) {
+inline QuantizedLinear ggml_linear(GgmlWeights w) {
+  std::shared_ptr<const Linear> linear;
   if (w.format().table())
-    return {std::make_shared<FloatLinear>(w.dequantize()), bits_per_weight(w), {}, {}};
-  return {std::make_shared<BitPlaneLinear>(pack_bitplanes(to_bitplanes(w))),
-          bits_per_weight(w),
-          {},
-          {}};
+    linear = std::make_shared<FloatLinear>(w.dequantize());
+  else
+    linear = std::make_shared<BitPlaneLinear>(pack_bitplanes(to_bitplanes(w)));
+  const double bits = bits_per_weight(w);
+  return {std::move(linear), bits, {}, {}, std::move(w)};
 }
 
 // F16, llama.cpp's last fallback: the weights rounded to half precision.
 inline QuantizedLinear f16_linear(const MatrixF& w) {
   const MatrixF rounded = w.unaryExpr([](float v) { return half_to_float(float_to_half(v)); });
-  return {std::make_shared<FloatLinear>(rounded), 16.0, {}, {}};
+  return {std::make_shared<FloatLinear>(rounded), 16.0, {}, {}, {}};
 }
 
 // W8A8 storage: int8 codes and a float scale per row.
 inline QuantizedLinear int8_linear(Int8Weights w) {
   const double bits = 8.0 + 32.0 / static_cast<double>(w.cols());
-  return {std::make_shared<Int8Linear>(std::move(w)), bits, {}, {}};
+  return {std::make_shared<Int8Linear>(std::move(w)), bits, {}, {}, {}};
 }
 
 inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
@@ -146,12 +166,12 @@ inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
 }
 
 // llama.cpp's quantizer with diag(H) as its importance matrix (llama-imatrix's
-// statistic up to scale), into the type of ggml_type_for.
+// statistic up to scale), into the spec's type (ggml_type_for).
 inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
   const VectorF importance = hessian(in.x).diagonal().cast<float>();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
-    const GgmlType type = ggml_type_for(in.spec.bits, w->cols());
+    const GgmlType type = ggml_type_for(in.spec, w->cols());
     out.push_back(type == GgmlType::f16
                       ? f16_linear(*w)
                       : ggml_linear(quantize_ggml(*w, {type, importance}).weights));
@@ -165,7 +185,8 @@ inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
     GptqGgmlConfig config;
-    config.type = ggml_type_for(in.spec.bits, w->cols());
+    config.type = ggml_type_for(in.spec, w->cols());
+    config.act_order = in.spec.act_order;
     out.push_back(config.type == GgmlType::f16
                       ? f16_linear(*w)
                       : ggml_linear(quantize_gptq_ggml(*w, h, config).weights));
@@ -185,7 +206,7 @@ inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
     BitPlaneWeights planes = quantize_bpdq(*w, h, config).weights;
     const double bits = bits_per_weight(planes);
     auto linear = std::make_shared<BitPlaneLinear>(pack_bitplanes(planes));
-    out.push_back({std::move(linear), bits, {}, std::move(planes)});
+    out.push_back({std::move(linear), bits, {}, std::move(planes), {}});
   }
   return out;
 }
@@ -202,6 +223,7 @@ inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
     const TacqResult r = quantize_tacq_without_gradients(*w, h, config);
     out.push_back({std::make_shared<BitPlaneLinear>(pack_bitplanes(r.weights, r.outliers)),
                    r.report.bits_per_weight,
+                   {},
                    {},
                    {}});
   }
