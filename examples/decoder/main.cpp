@@ -1,8 +1,10 @@
-// lowbit_decoder: a LLaMA-style decoder for llama2.c checkpoints.
+// lowbit_decoder: a LLaMA-style decoder for llama2.c checkpoints, Hugging
+// Face model directories and LLaMA GGUF files.
 //
-//   lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]
-//       generates token ids with the float decoder and reports the speed;
-//   lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]
+//   lowbit_decoder MODEL [--tokens N] [--temperature T] [--seed S]
+//       generates token ids and reports the speed: float models in float, a
+//       GGUF file's quantized linears on the kernels;
+//   lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]
 //                  [--group-size G] [--tsv FILE]
 //       the end-to-end quantization study: every method at every bit width it
 //       supports, one table (and the same rows as TSV for plots).
@@ -19,6 +21,9 @@
 #include <sstream>
 #include <string>
 
+#include <filesystem>
+#include <lowbit/model/gguf_model.hpp>
+#include <lowbit/model/hf.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 
@@ -57,13 +62,25 @@ void generate(const lowbit::model::Model& model, const Options& o) {
   const double decoded = static_cast<double>(sequence.size() - 1);
   std::cout << "\n"
             << decoded << " tokens decoded in " << seconds * 1e3 << " ms: " << decoded / seconds
-            << " tokens/s (float, one token per step, KV cache)\n";
+            << " tokens/s (one token per step, KV cache, one thread)\n";
 }
 
 // GPTQ runs with act-order (desc_act), its better setting.
 // Calibration: 32 sequences of 64 tokens sampled at temperature 1 (seed 1);
 // evaluation: 32 other sequences of 128 tokens (seed 2). The hidden dimension
 // is padded to a multiple of 64 so every group size up to 64 divides it.
+// A directory is a Hugging Face model, *.gguf a GGUF file (its linears
+// quantized already, so not a study's starting point), anything else llama2.c.
+lowbit::model::Model load_model(const std::string& path, bool study) {
+  namespace model = lowbit::model;
+  if (std::filesystem::is_directory(path)) return model::load_all(model::open_hf(path));
+  if (std::filesystem::path(path).extension() == ".gguf") {
+    lowbit::detail::require(!study, path, ": --study starts from a float model, not a GGUF file");
+    return model::load_all(model::open_gguf(path));
+  }
+  return model::load_llama2c(path);
+}
+
 void study(const lowbit::model::Model& loaded, const Options& o) {
   using namespace decoder;
   using namespace lowbit::model;
@@ -109,8 +126,9 @@ void study(const lowbit::model::Model& loaded, const Options& o) {
 
 int main(int argc, char** argv) {
   const std::string usage =
-      "usage: lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]\n"
-      "       lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
+      "usage: lowbit_decoder MODEL [--tokens N] [--temperature T] [--seed S]\n"
+      "       (MODEL: a llama2.c file, a Hugging Face directory or a LLaMA .gguf)\n"
+      "       lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
       "                      [--group-size G] [--tsv FILE]\n";
   Options o;
   try {
@@ -151,7 +169,7 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(1);
   try {
     for (const std::string& m : o.methods) lowbit::model::is_w8a8(m);  // unknown names fail here
-    const lowbit::model::Model model = lowbit::model::load_llama2c(o.path);
+    const lowbit::model::Model model = load_model(o.path, o.study);
     const lowbit::model::Config& c = model.config;
     std::cout << o.path << ": dim " << c.dim << ", hidden " << c.hidden_dim << ", layers "
               << c.n_layers << ", heads " << c.n_heads << " (" << c.n_kv_heads << " kv), vocab "
