@@ -18,6 +18,7 @@
 #include "lowbit/model/quantized_linear.hpp"
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/awq.hpp"
+#include "lowbit/quant/awq_ggml.hpp"
 #include "lowbit/quant/bpdq.hpp"
 #include "lowbit/quant/gptq.hpp"
 #include "lowbit/quant/gptq_ggml.hpp"
@@ -245,6 +246,23 @@ inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
   return out;
 }
 
+// AWQ into the spec's type (quant/awq_ggml.hpp) for a group behind a norm,
+// the norm absorbing 1/s as a GGUF file stores it; wo and w2 take llama.cpp's
+// quantizer (their scales would fold into v and up, quantized before them).
+inline std::vector<QuantizedLinear> awq_ggml(const GroupInputs& in) {
+  const GgmlType type = ggml_type_for(in.spec, in.x.cols());
+  if (in.norm == nullptr || type == GgmlType::f16) return llama_cpp(in);
+  AwqGgmlConfig config;
+  config.type = type;
+  std::vector<MatrixFRef> linears;
+  for (const MatrixF* w : in.weights) linears.emplace_back(*w);
+  AwqGgmlResult r = quantize_awq_ggml(linears, in.x, config);
+  *in.norm = in.norm->cwiseQuotient(r.scales);
+  std::vector<QuantizedLinear> out;
+  for (GgmlWeights& w : r.weights) out.push_back(ggml_linear(std::move(w)));
+  return out;
+}
+
 inline Int8Weights absmax_int8(const MatrixF& w) {
   AbsmaxConfig config;
   config.bits = 8;
@@ -288,6 +306,7 @@ inline const std::vector<MethodEntry>& methods() {
       {"smoothquant-w8a8", smoothquant_w8a8, true},
       {"llama.cpp", llama_cpp, false},
       {"gptq-gguf", gptq_ggml, false},
+      {"awq-gguf", awq_ggml, false},
   };
   return table;
 }
