@@ -294,19 +294,20 @@ struct MethodEntry {
   const char* name;
   std::vector<QuantizedLinear> (*quantize)(const GroupInputs&);
   bool w8a8;  // bits fixed at 8
+  bool ggml;  // into a ggml type (QuantSpec::ggml_type, else the K-quant of bits)
 };
 inline const std::vector<MethodEntry>& methods() {
   static const std::vector<MethodEntry> table{
-      {"rtn", rtn, false},
-      {"gptq", gptq, false},
-      {"bpdq", bpdq, false},
-      {"tacq-gradient-free", tacq_gradient_free, false},
-      {"awq", awq, false},
-      {"absmax-w8a8", absmax_w8a8, true},
-      {"smoothquant-w8a8", smoothquant_w8a8, true},
-      {"llama.cpp", llama_cpp, false},
-      {"gptq-gguf", gptq_ggml, false},
-      {"awq-gguf", awq_ggml, false},
+      {"rtn", rtn, false, false},
+      {"gptq", gptq, false, false},
+      {"bpdq", bpdq, false, false},
+      {"tacq-gradient-free", tacq_gradient_free, false, false},
+      {"awq", awq, false, false},
+      {"absmax-w8a8", absmax_w8a8, true, false},
+      {"smoothquant-w8a8", smoothquant_w8a8, true, false},
+      {"llama.cpp", llama_cpp, false, true},
+      {"gptq-gguf", gptq_ggml, false, true},
+      {"awq-gguf", awq_ggml, false, true},
   };
   return table;
 }
@@ -329,6 +330,9 @@ inline std::vector<std::string> method_names() {
 
 // True for the W8A8 methods (bits fixed at 8); throws for an unknown method.
 inline bool is_w8a8(const std::string& method) { return detail::method(method).w8a8; }
+
+// True for the methods into ggml's types; throws for an unknown method.
+inline bool is_ggml(const std::string& method) { return detail::method(method).ggml; }
 
 // The methods whose results are plain uniform / bit-plane linears (no input
 // scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
