@@ -35,6 +35,7 @@ struct QuantSpec {
   int bits = 4;
   int group_size = 32;
   bool act_order = false;  // GPTQ: desc_act (groups then need a g_idx)
+  GridConfig grid = {};    // RTN, GPTQ, TACQ: the uniform grid's options (sym, positive_zero...)
 };
 
 // A quantized linear: the layer the forward pass runs, its storage cost, and
@@ -117,6 +118,7 @@ inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   RtnConfig config;
   config.bits = in.spec.bits;
   config.group_size = in.spec.group_size;
+  config.grid = in.spec.grid;
   for (const MatrixF* w : in.weights)
     out.push_back(bitplane_linear(quantize_rtn(*w, config).weights));
   return out;
@@ -133,6 +135,7 @@ inline GptqConfig gptq_config(const QuantSpec& spec) {
   config.bits = spec.bits;
   config.group_size = spec.group_size;
   config.act_order = spec.act_order;
+  config.grid = spec.grid;
   return config;
 }
 
