@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/model/hf.hpp>
+#include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
@@ -89,7 +91,24 @@ struct ModelJob {
   model::QuantSpec spec;
   model::Propagation propagation = model::Propagation::quantized;
   int samples = 0, length = 0;
+  std::uint64_t max_shard_bytes = 0;
 };
+
+// The gptq format writes a new directory (or fills an empty one).
+void check_gptq_output(const ModelJob& job, const Options& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(job.out, ec)) &&
+      (!fs::is_directory(job.out, ec) || !fs::is_empty(job.out, ec)))
+    throw UsageError("quantize-model: option --out: '" + job.out +
+                     "' exists and is not an empty directory; the gptq format writes a model "
+                     "directory there (remove it or name another)");
+  try {
+    model::parse_byte_size(o.text("max-shard-size"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("quantize-model: option --max-shard-size: ") + e.what());
+  }
+}
 
 ModelJob parse_job(const Options& o) {
   ModelJob job{o.text("model"),
@@ -123,6 +142,17 @@ ModelJob parse_job(const Options& o) {
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
   if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
   if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
+  if (job.spec.method == "bpdq" && o.flag("sym"))
+    throw UsageError("quantize-model: option --sym: bpdq has no uniform grid to make symmetric");
+  job.spec.grid.sym = o.flag("sym");
+  if (job.format == "gptq") {
+    check_gptq_output(job, o);
+    job.max_shard_bytes = model::parse_byte_size(o.text("max-shard-size"));
+    // v1 stores zero - 1: see lowbit/model/hf_export.hpp.
+    job.spec.grid.positive_zero = true;
+  } else if (o.has("max-shard-size")) {
+    throw UsageError("quantize-model: option --max-shard-size: the bpdq format is one file");
+  }
   return job;
 }
 
@@ -199,34 +229,76 @@ void add_vector(io::SafetensorsWriter& out, const std::string& name, const Vecto
   out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
 }
 
+using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
+
 // Quantizes the model one layer at a time, each read from the checkpoint
-// when its turn comes and dropped after: its linears are written as they are
-// quantized, its norms and biases (which the checkpoint methods leave alone)
-// at the end.
+// when its turn comes and dropped after: `linear_done` receives every linear
+// as it is quantized, `layer_done` the layer after (its norms and biases,
+// which the checkpoint methods leave alone). Returns the bits per weight.
 double quantize_layers(const model::ModelSource& source, const ModelJob& job,
-                       io::SafetensorsWriter& out) {
+                       const model::QuantDone& linear_done, const LayerDone& layer_done) {
   const model::Config& c = source.globals.config;
   model::SequentialQuantizer quantizer(
       c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
       job.propagation);
   Progress progress(c.n_layers * static_cast<int>(model::linear_groups().size()));
-  std::vector<model::Layer> kept;  // norms and biases per layer
   for (int l = 0; l < c.n_layers; ++l) {
-    model::Layer quantized = quantizer.quantize_next(
+    const model::Layer quantized = quantizer.quantize_next(
         source.layer(l),
         [&](int layer, const std::string& names) {
           progress.step("layer " + std::to_string(layer) + " " + names);
         },
-        [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-          if (job.format == "gptq")
-            io::add_gptq_linear(out, linear_name(layer, kind), *r.uniform);
-          else
-            io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
-        });
-    quantized.linears = {};
-    kept.push_back(std::move(quantized));
+        linear_done);
+    layer_done(l, quantized);
   }
   progress.finish();
+  return quantizer.bits_per_weight();
+}
+
+// --format gptq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
+void write_gptq_directory(const ModelJob& job, const model::ModelSource& padded) {
+  model::GptqCheckpointConfig quant;
+  quant.bits = job.spec.bits;
+  quant.group_size = job.spec.group_size;
+  quant.desc_act = job.spec.act_order;
+  quant.sym = job.spec.grid.sym;
+  quant.damp_percent = model::detail::gptq_config(job.spec).damping.percdamp;
+  model::GptqDirectoryWriter out(padded.globals,
+                                 std::filesystem::is_directory(job.model) ? job.model : "", quant,
+                                 job.max_shard_bytes);
+  const double bits_per_weight = quantize_layers(
+      padded, job,
+      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+        out.add_linear(layer, kind, *r.uniform);
+      },
+      [&](int layer, const model::Layer& quantized) { out.add_layer_rest(layer, quantized); });
+  const auto files = out.files();
+  {
+    const HoldInterrupts hold;
+    io::write_directory_atomically(job.out, files);
+  }
+  std::cerr << "wrote " << job.out << "/ (" << files.size() << " files, " << bits_per_weight
+            << " bits per weight over the linears)\n";
+}
+
+// --format bpdq: one safetensors file with llama2.c/Meta names and
+// quantization_config in its metadata and beside it.
+void write_bpdq_file(const ModelJob& job, const model::ModelSource& padded, int original_hidden) {
+  const model::Model& globals = padded.globals;
+  io::SafetensorsWriter out;
+  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
+  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
+  add_vector(out, "norm.weight", globals.final_norm);
+  std::vector<model::Layer> kept;  // norms and biases, written after the linears
+  const double bits_per_weight = quantize_layers(
+      padded, job,
+      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+        io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
+      },
+      [&](int, const model::Layer& quantized) {
+        kept.push_back(quantized);
+        kept.back().linears = {};
+      });
   for (std::size_t l = 0; l < kept.size(); ++l) {
     const std::string prefix = "layers." + std::to_string(l);
     add_vector(out, prefix + ".attention_norm.weight", kept[l].attention_norm);
@@ -235,25 +307,8 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
       if (kept[l].biases[model::index(kind)].size() != 0)
         add_vector(out, linear_name(int(l), kind) + ".bias", kept[l].biases[model::index(kind)]);
   }
-  return quantizer.bits_per_weight();
-}
-
-int run_quantize_model(const Options& options) {
-  const ModelJob job = parse_job(options);
-  // Decoding-size products and small layers: more threads cost more than they
-  // save unless asked for (the results are the same for any thread count).
-  apply_threads(options);
-  const model::ModelSource loaded = open_model(job.model);
-  const model::ModelSource padded = model::pad_hidden(loaded, 64);
-  const model::Model& globals = padded.globals;
-
-  io::SafetensorsWriter out;
-  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
-  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
-  add_vector(out, "norm.weight", globals.final_norm);
-  const double bits_per_weight = quantize_layers(padded, job, out);
-  const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
-                                         job.format, bits_per_weight);
+  const std::string config =
+      config_json(globals.config, original_hidden, job.spec, job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
   std::filesystem::path json_path(job.out);
   json_path.replace_extension(".quantize_config.json");
@@ -269,29 +324,46 @@ int run_quantize_model(const Options& options) {
   }
   std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
+}
+
+int run_quantize_model(const Options& options) {
+  const ModelJob job = parse_job(options);
+  // Decoding-size products and small layers: more threads cost more than they
+  // save unless asked for (the results are the same for any thread count).
+  apply_threads(options);
+  const model::ModelSource loaded = open_model(job.model);
+  const model::ModelSource padded = model::pad_hidden(loaded, 64);
+  if (job.format == "gptq")
+    write_gptq_directory(job, padded);
+  else
+    write_bpdq_file(job, padded, loaded.globals.config.hidden_dim);
   return 0;
 }
 
 }  // namespace
 
 Command quantize_model_command() {
-  return {
-      "quantize-model",
-      "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
-      "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
-      "quantized layer by layer, each layer read when its turn comes, and written as one\n"
-      "safetensors checkpoint in the GPTQ v1 or the BPDQ format, with quantization_config\n"
-      "in its metadata and beside it (OUT.quantize_config.json). Calibration: the token\n"
-      "ids of --calib, else sequences the float model samples itself; --calibration\n"
-      "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
-      "float on the float model's. The hidden dimension is padded with zero units to a\n"
-      "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
-      "bit-plane linear.",
-      {required_option("model"), required_option("out"), option("method", "gptq"),
-       option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
-       option("act-order"), option("calib"), option("calib-samples", "32"),
-       option("calib-length", "64"), option("calibration", "sequential"), option("threads", "1")},
-      run_quantize_model};
+  return {"quantize-model",
+          "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
+          "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
+          "quantized layer by layer, each layer read when its turn comes. --format gptq writes\n"
+          "the Hugging Face GPTQ (v1) model directory OUT that transformers, vLLM and GPTQModel\n"
+          "load: config.json with quantization_config, quantize_config.json, safetensors\n"
+          "shards of at most --max-shard-size, the source's tokenizer files; other tensors in\n"
+          "the source's dtype (F16 from llama2.c); every zero point >= 1, as v1 readers need.\n"
+          "--format bpdq writes one safetensors file with quantization_config in its metadata\n"
+          "and beside it (OUT.quantize_config.json). Calibration: the token\n"
+          "ids of --calib, else sequences the float model samples itself; --calibration\n"
+          "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
+          "float on the float model's. The hidden dimension is padded with zero units to a\n"
+          "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
+          "bit-plane linear.",
+          {required_option("model"), required_option("out"), option("method", "gptq"),
+           option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
+           option("act-order"), option("sym"), option("max-shard-size", "5GB"), option("calib"),
+           option("calib-samples", "32"), option("calib-length", "64"),
+           option("calibration", "sequential"), option("threads", "1")},
+          run_quantize_model};
 }
 
 }  // namespace lowbit::cli
