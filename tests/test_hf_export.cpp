@@ -105,10 +105,18 @@ TEST(HfCheckpoint, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
   EXPECT_EQ(config["num_key_value_heads"], 4);
   EXPECT_EQ(config["intermediate_size"], 32);
   const nlohmann::json expected_quant = {
-      {"quant_method", "gptq"}, {"checkpoint_format", "gptq"}, {"bits", 3},
-      {"group_size", 32},       {"desc_act", false},           {"sym", false},
-      {"damp_percent", 0.01},   {"true_sequential", false},    {"static_groups", false},
-      {"lm_head", false},       {"pack_dtype", "int32"}};
+      {"quant_method", "gptq"},
+      {"checkpoint_format", "gptq"},
+      {"bits", 3},
+      {"group_size", 32},
+      {"desc_act", false},
+      {"sym", false},
+      {"damp_percent", 0.01},
+      {"true_sequential", false},
+      {"static_groups", false},
+      {"lm_head", false},
+      {"pack_dtype", "int32"},
+      {"meta", {{"quantizer", nlohmann::json::array({"lowbit", "gptqmodel:0.9.0"})}}}};
   EXPECT_EQ(config["quantization_config"], expected_quant);
   EXPECT_EQ(json_in(files, "quantize_config.json"), expected_quant);
 }
@@ -333,6 +341,8 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
   std::filesystem::create_directories(dir.file("full"));
   test::write_text(dir.file("full/keep.txt"), "x");
   test::write_text(dir.file("afile"), "x");
+  std::filesystem::create_directories(dir.file("target"));
+  std::filesystem::create_directory_symlink(dir.file("target"), dir.file("link"));
   const std::string model = "quantize-model --model " + dir.file("tiny.bin") + " --method rtn ";
   struct Case {
     std::string args, message;
@@ -340,6 +350,7 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
   for (const Case& c : std::vector<Case>{
            {"--out " + dir.file("full"), "option --out: '" + dir.file("full") + "' exists"},
            {"--out " + dir.file("afile"), "option --out: '" + dir.file("afile") + "' exists"},
+           {"--out " + dir.file("link"), "option --out: '" + dir.file("link") + "' exists"},
            {"--out " + dir.file("q") + " --max-shard-size 1.5GB", "option --max-shard-size"},
            {"--out " + dir.file("q") + " --max-shard-size 0", "option --max-shard-size"},
            {"--out " + dir.file("q.safetensors") + " --format bpdq --max-shard-size 1GB",

@@ -94,12 +94,13 @@ struct ModelJob {
   std::uint64_t max_shard_bytes = 0;
 };
 
-// The gptq format writes a new directory (or fills an empty one).
+// The gptq format writes a new directory (or fills an empty one; not through
+// a symbolic link, which the final rename would replace).
 void check_gptq_output(const ModelJob& job, const Options& o) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (fs::exists(fs::symlink_status(job.out, ec)) &&
-      (!fs::is_directory(job.out, ec) || !fs::is_empty(job.out, ec)))
+  const fs::file_status status = fs::symlink_status(job.out, ec);
+  if (fs::exists(status) && (!fs::is_directory(status) || !fs::is_empty(job.out, ec)))
     throw UsageError("quantize-model: option --out: '" + job.out +
                      "' exists and is not an empty directory; the gptq format writes a model "
                      "directory there (remove it or name another)");
@@ -262,7 +263,7 @@ void write_gptq_directory(const ModelJob& job, const model::ModelSource& padded)
   quant.group_size = job.spec.group_size;
   quant.desc_act = job.spec.act_order;
   quant.sym = job.spec.grid.sym;
-  quant.damp_percent = model::detail::gptq_config(job.spec).damping.percdamp;
+  quant.damp_percent = DampingConfig{}.percdamp;  // what the methods use
   model::GptqDirectoryWriter out(padded.globals,
                                  std::filesystem::is_directory(job.model) ? job.model : "", quant,
                                  job.max_shard_bytes);

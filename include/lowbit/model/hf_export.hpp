@@ -60,6 +60,10 @@ struct GptqCheckpointConfig {
   bool static_groups = false;
 };
 
+// meta.quantizer: GPTQModel refuses a sym=false v1 checkpoint unless it
+// names gptqmodel >= 0.9.0 as a producer (older AutoGPTQ files lost zero
+// points of 0). Ours are encoded as that version encodes them and hold no
+// zero of 0, so the entry states that compatibility; "lowbit" the producer.
 inline nlohmann::json gptq_quantization_config(const GptqCheckpointConfig& q) {
   return {{"quant_method", "gptq"},
           {"checkpoint_format", "gptq"},
@@ -71,7 +75,8 @@ inline nlohmann::json gptq_quantization_config(const GptqCheckpointConfig& q) {
           {"true_sequential", q.true_sequential},
           {"static_groups", q.static_groups},
           {"lm_head", false},
-          {"pack_dtype", "int32"}};
+          {"pack_dtype", "int32"},
+          {"meta", {{"quantizer", nlohmann::json::array({"lowbit", "gptqmodel:0.9.0"})}}}};
 }
 
 namespace detail {
