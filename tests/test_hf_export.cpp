@@ -50,7 +50,7 @@ const std::uint32_t kThreeBitWords[8][3] = {
     {0x24924924u, 0x49249249u, 0x92492492u}, {0x6db6db6du, 0xdb6db6dbu, 0xb6db6db6u},
     {0xb6db6db6u, 0x6db6db6du, 0xdb6db6dbu}, {0xffffffffu, 0xffffffffu, 0xffffffffu}};
 
-TEST(HfCheckpoint, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
+TEST(HfExport, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
   const Model m = tiny_llama2c();
   UniformWeights w;  // wq: 32 x 32, row r all codes r % 8, zero 1 + r % 7
   w.bits = 3;
@@ -121,7 +121,7 @@ TEST(HfCheckpoint, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
   EXPECT_EQ(json_in(files, "quantize_config.json"), expected_quant);
 }
 
-TEST(HfCheckpoint, RefusesZeroPointsOfZeroAndOddHeads) {
+TEST(HfExport, RefusesZeroPointsOfZeroAndOddHeads) {
   const Model m = tiny_llama2c();
   UniformWeights w;
   w.bits = 4;
