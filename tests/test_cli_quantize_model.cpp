@@ -1,12 +1,14 @@
 // `lowbit quantize-model`: on stories260K (tests named *stories260k*, skipped
-// when the file is absent) every linear of the written checkpoint reads back
-// exactly as the same sequential quantization in this process produced it;
-// a separate classifier is written too; a Hugging Face directory converted
-// from it quantizes to the same linears (rows of wq and wk permuted as the
-// converter permutes them); calibration files; misuse exits with 2.
+// when the file is absent) every linear of the written checkpoint (a GPTQ
+// directory, test_hf_export.cpp has the rest of it, or a BPDQ file) reads
+// back exactly as the same sequential quantization in this process produced
+// it; a separate classifier is written too; a Hugging Face directory
+// converted from it quantizes to the same linears (both written in rotate-half
+// row order); calibration files; misuse exits with 2.
 #include <fstream>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
+#include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 #include <map>
 #include <sstream>
@@ -23,6 +25,15 @@ std::string linear_name(int layer, LinearKind kind) {
          (index(kind) <= index(LinearKind::wo) ? ".attention." : ".feed_forward.") + name(kind);
 }
 
+// Rows of a llama2.c linear as the GPTQ directory stores them (rotate-half q and k).
+UniformWeights hf_rows(const UniformWeights& w, LinearKind kind) {
+  if (kind == LinearKind::wq) return rotate_half_rows(w, 8);  // stories260K's heads
+  if (kind == LinearKind::wk) return rotate_half_rows(w, 4);
+  return w;
+}
+
+float fp16(float v) { return half_to_float(float_to_half(v)); }
+
 // GPTQ v1 at 3 bits (fields straddle words) and BPDQ planes, with their scales
 // or coefficients rounded to fp16 as the formats store them.
 TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
@@ -34,11 +45,13 @@ TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
                                                              {"gptq", {"gptq", 4, 32, true}},
                                                              {"bpdq", {"gptq", 2, 64, false}},
                                                              {"bpdq", {"bpdq", 2, 32, false}}};
-  for (const auto& c : cases) {
+  for (std::size_t case_no = 0; case_no < cases.size(); ++case_no) {
     // Named copies: a lambda below uses them (C++17 cannot capture structured bindings).
-    const std::string& format = c.first;
-    const QuantSpec& spec = c.second;
-    const std::string out = dir.file(format + ".safetensors");
+    const std::string& format = cases[case_no].first;
+    QuantSpec spec = cases[case_no].second;
+    spec.grid.positive_zero = format == "gptq";  // as the tool quantizes for v1
+    const std::string stem = format + std::to_string(case_no);
+    const std::string out = dir.file(format == "gptq" ? stem : stem + ".safetensors");
     const test::CommandResult r =
         lowbit("quantize-model --model " + model_path + " --method " + spec.method + " --bits " +
                std::to_string(spec.bits) + " --group-size " + std::to_string(spec.group_size) +
@@ -46,37 +59,52 @@ TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
                " --calib-samples 4 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("[20/20] layer 4 w2"), std::string::npos) << r.output;
-    const io::SafetensorsReader file(out);
+    const io::SafetensorsReader file(format == "gptq" ? out + "/model.safetensors" : out);
     int linears = 0;
     quantize_model(m, calibration, spec, {}, [&](int l, LinearKind k, const QuantizedLinear& q) {
-      const std::string name = linear_name(l, k);
       ++linears;
       if (format == "gptq") {
+        const std::string name = detail::hf_linear_name(l, k);
+        const UniformWeights expected = hf_rows(*q.uniform, k);
         const UniformWeights back = io::read_gptq_linear(file, name, spec.bits);
-        EXPECT_EQ(back.codes, q.uniform->codes) << name;
-        EXPECT_EQ(back.zero, q.uniform->zero) << name;
+        EXPECT_EQ(back.codes, expected.codes) << name;
+        EXPECT_EQ(back.zero, expected.zero) << name;
         if (spec.act_order) {
           EXPECT_FALSE(back.g_idx.empty()) << name;
-          EXPECT_EQ(back.g_idx, q.uniform->g_idx) << name;
+          EXPECT_EQ(back.g_idx, expected.g_idx) << name;
         }
         for (Index i = 0; i < back.scale.size(); ++i)
-          ASSERT_EQ(back.scale.data()[i], half_to_float(float_to_half(q.uniform->scale.data()[i])))
-              << name;
+          ASSERT_EQ(back.scale.data()[i], fp16(expected.scale.data()[i])) << name;
       } else {
+        const std::string name = linear_name(l, k);
         const BitPlaneWeights back = io::read_bpdq_linear(file, name);
         EXPECT_EQ(back.codes, q.planes->codes) << name;
         for (Index i = 0; i < back.coeffs.size(); ++i)
-          ASSERT_EQ(back.coeffs.data()[i],
-                    double(half_to_float(float_to_half(float(q.planes->coeffs.data()[i])))))
-              << name;
+          ASSERT_EQ(back.coeffs.data()[i], double(fp16(float(q.planes->coeffs.data()[i])))) << name;
       }
     });
     EXPECT_EQ(linears, 35);
+    if (format == "gptq") {
+      EXPECT_EQ(file.matrix("model.embed_tokens.weight"),
+                m.token_embedding.unaryExpr([](float v) { return fp16(v); }));
+      EXPECT_FALSE(file.contains("lm_head.weight"));  // tied
+      for (int l = 0; l < 5; ++l)
+        EXPECT_EQ(
+            file.floats("model.layers." + std::to_string(l) + ".post_attention_layernorm.weight")
+                .size(),
+            64u);
+      std::ifstream json(out + "/config.json");
+      const nlohmann::json config = nlohmann::json::parse(json);
+      EXPECT_EQ(config["quantization_config"]["bits"], spec.bits);
+      EXPECT_EQ(config["quantization_config"]["desc_act"], spec.act_order);
+      EXPECT_EQ(config["intermediate_size"], 192);
+      continue;
+    }
     EXPECT_EQ(file.matrix("tok_embeddings.weight"), m.token_embedding);
     EXPECT_FALSE(file.contains("output.weight"));  // tied
     for (int l = 0; l < 5; ++l)
       EXPECT_EQ(file.floats("layers." + std::to_string(l) + ".ffn_norm.weight").size(), 64u);
-    std::ifstream json(dir.file(format + ".quantize_config.json"));
+    std::ifstream json(dir.file(stem + ".quantize_config.json"));
     std::stringstream text;
     text << json.rdbuf();
     EXPECT_NE(text.str().find("\"quant_method\": \"" + format + "\""), std::string::npos);
@@ -86,36 +114,42 @@ TEST_F(CliQuantizeModel, stories260k_checkpoints_read_back_exactly) {
 }
 
 // llama2.c's separate classifier (negative vocabulary size) is written as
-// output.weight beside the embedding.
+// lm_head.weight beside the embedding, untied.
 TEST_F(CliQuantizeModel, WritesASeparateClassifier) {
   Model m = test::tiny_model(21, Config{32, 24, 1, 4, 4, 23, 64});
   m.classifier = test::tiny_model(22, Config{32, 24, 1, 4, 4, 23, 64}).token_embedding;
   test::write_file(dir.file("untied.bin"), test::llama2c_bytes(m));
   const test::CommandResult r =
       lowbit("quantize-model --model " + dir.file("untied.bin") + " --method rtn --bits 4 " +
-             "--calib-samples 2 --out " + dir.file("q.safetensors"));
+             "--calib-samples 2 --out " + dir.file("q"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const io::SafetensorsReader file(dir.file("q.safetensors"));
-  EXPECT_EQ(file.matrix("output.weight"), m.classifier);
-  EXPECT_EQ(file.matrix("tok_embeddings.weight"), m.token_embedding);
-  EXPECT_EQ(io::read_gptq_linear(file, "layers.0.feed_forward.w2", 4).cols(), 64);  // padded
+  const io::SafetensorsReader file(dir.file("q/model.safetensors"));
+  auto rounded = [](const MatrixF& x) {
+    return MatrixF(x.unaryExpr([](float v) { return fp16(v); }));
+  };
+  EXPECT_EQ(file.matrix("lm_head.weight"), rounded(m.classifier));
+  EXPECT_EQ(file.matrix("model.embed_tokens.weight"), rounded(m.token_embedding));
+  EXPECT_EQ(io::read_gptq_linear(file, "model.layers.0.mlp.down_proj", 4).cols(), 64);  // padded
+  std::ifstream json(dir.file("q/config.json"));
+  EXPECT_EQ(nlohmann::json::parse(json)["tie_word_embeddings"], false);
 }
 
-// The dequantized linears of a written checkpoint, by name.
+// The dequantized linears of a written GPTQ directory, by llama2.c name.
 std::map<std::string, MatrixF> written_linears(const std::string& path, int bits, int layers) {
-  const io::SafetensorsReader file(path);
+  const io::SafetensorsReader file(path + "/model.safetensors");
   std::map<std::string, MatrixF> out;
   for (int l = 0; l < layers; ++l)
     for (LinearKind kind : kAllLinears)
       out[linear_name(l, kind)] =
-          io::read_gptq_linear(file, linear_name(l, kind), bits).dequantize();
+          io::read_gptq_linear(file, detail::hf_linear_name(l, kind), bits).dequantize();
   return out;
 }
 
 // The same calibration ids, as text for the llama2.c file and as safetensors
 // input_ids (I64) for the directory: RTN, and GPTQ calibrated on the float
-// model's activations, give the same linears (wq and wk rows permuted as the
-// converter permutes them); sequential GPTQ, close ones.
+// model's activations, give the same linears (the tool writes the llama2.c
+// model's wq and wk rows in the order the converter gave the directory's);
+// sequential GPTQ, close ones.
 TEST_F(CliQuantizeModel, stories260k_hf_directory_quantizes_as_the_llama2c_file) {
   REQUIRE_STORIES260K(m);
   const std::string model_path = *lowbit::test::model_file("stories260K.bin");
@@ -134,29 +168,28 @@ TEST_F(CliQuantizeModel, stories260k_hf_directory_quantizes_as_the_llama2c_file)
   input_ids.add_matrix("input_ids", ids, io::Dtype::I64);
   input_ids.write(dir.file("calib.safetensors"));
 
+  int run = 0;
   for (const std::string method : {"rtn", "gptq", "gptq --calibration float"}) {
     const std::string common = " --method " + method + " --bits 4 --calib-length 48 ";
-    const test::CommandResult a =
-        lowbit("quantize-model --model " + model_path + common + "--calib " +
-               dir.file("calib.txt") + " --out " + dir.file("a.safetensors"));
+    const std::string a_dir = dir.file("a" + std::to_string(run)),
+                      b_dir = dir.file("b" + std::to_string(run));
+    ++run;
+    const test::CommandResult a = lowbit("quantize-model --model " + model_path + common +
+                                         "--calib " + dir.file("calib.txt") + " --out " + a_dir);
     ASSERT_EQ(a.exit_code, 0) << a.output;
     const test::CommandResult b =
         lowbit("quantize-model --model " + dir.file("hf") + common + "--calib " +
-               dir.file("calib.safetensors") + " --out " + dir.file("b.safetensors"));
+               dir.file("calib.safetensors") + " --out " + b_dir);
     ASSERT_EQ(b.exit_code, 0) << b.output;
     EXPECT_EQ(a.output.find("samples itself"), std::string::npos) << a.output;
-    const std::map<std::string, MatrixF> from_file =
-                                             written_linears(dir.file("a.safetensors"), 4, 5),
-                                         from_dir =
-                                             written_linears(dir.file("b.safetensors"), 4, 5);
+    const std::map<std::string, MatrixF> from_file = written_linears(a_dir, 4, 5),
+                                         from_dir = written_linears(b_dir, 4, 5);
     Index differing = 0, total = 0;
     double change = 0, norm = 0;
     for (int l = 0; l < 5; ++l)
       for (LinearKind kind : kAllLinears) {
         const std::string name = linear_name(l, kind);
-        MatrixF expected = from_file.at(name);
-        if (kind == LinearKind::wq) expected = test::converter_permute(expected, 8);
-        if (kind == LinearKind::wk) expected = test::converter_permute(expected, 4);
+        const MatrixF& expected = from_file.at(name);
         ASSERT_EQ(from_dir.at(name).rows(), expected.rows()) << name;
         const Index here = (from_dir.at(name).array() != expected.array()).count();
         if (l == 0) {
@@ -178,9 +211,6 @@ TEST_F(CliQuantizeModel, stories260k_hf_directory_quantizes_as_the_llama2c_file)
       EXPECT_LT(relative, 0.1);
     else
       EXPECT_LE(double(differing), 1e-3 * double(total));
-    const std::string config =
-        *io::SafetensorsReader(dir.file("b.safetensors")).metadata_value("quantization_config");
-    EXPECT_NE(config.find("\"rope_style\": \"half\""), std::string::npos) << config;
   }
 }
 
@@ -190,7 +220,7 @@ TEST_F(CliQuantizeModel, CalibrationFiles) {
   const Model m = test::tiny_model(31, Config{32, 24, 1, 4, 4, 23, 64});
   test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(m));
   const std::string command = "quantize-model --model " + dir.file("tiny.bin") +
-                              " --method rtn --out " + dir.file("q.safetensors");
+                              " --method rtn --format bpdq --out " + dir.file("q.safetensors");
   const test::CommandResult sampled = lowbit(command + " --calib-samples 2 --calib-length 8");
   ASSERT_EQ(sampled.exit_code, 0) << sampled.output;
   EXPECT_NE(sampled.output.find("2 sequences of 8 tokens the float model samples itself"),
@@ -242,7 +272,7 @@ TEST_F(CliQuantizeModel, stories260k_no_checkpoint_without_its_sidecar) {
   std::filesystem::create_directory(dir.file("q.quantize_config.json"));
   const test::CommandResult r =
       lowbit("quantize-model --model " + *lowbit::test::model_file("stories260K.bin") +
-             " --method rtn --calib-samples 1 --out " + out);
+             " --method rtn --format bpdq --calib-samples 1 --out " + out);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("q.quantize_config.json"), std::string::npos) << r.output;
   std::vector<std::string> left;

@@ -15,7 +15,7 @@
 namespace lowbit::model {
 namespace {
 
-MatrixF logits_of(const Model& m, const std::vector<int>& tokens) {
+MatrixF model_logits(const Model& m, const std::vector<int>& tokens) {
   KvCache cache(m.config, static_cast<int>(tokens.size()));
   return forward(m, cache, tokens);
 }
@@ -84,14 +84,43 @@ TEST(GgufModel, HalfRopeModelWithBiasesRunsTheSameAfterTheRoundTrip) {
   const Model back = load_all(open_gguf(path));
   EXPECT_EQ(back.config.rope_style, RopeStyle::interleaved);
   const std::vector<int> tokens{1, 7, 3, 22, 0, 9, 14, 5, 11, 2, 19, 4};
-  const MatrixF expected = logits_of(m, tokens), got = logits_of(back, tokens);
+  const MatrixF expected = model_logits(m, tokens), got = model_logits(back, tokens);
   EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 2e-2 * expected.cwiseAbs().maxCoeff());
   // Without the pair order the model is a different one.
   Model unpermuted = back;
   unpermuted.config.rope_style = RopeStyle::half;
   unpermuted.rope = rope_tables(unpermuted.config);
-  EXPECT_GT((logits_of(unpermuted, tokens) - expected).cwiseAbs().maxCoeff(),
+  EXPECT_GT((model_logits(unpermuted, tokens) - expected).cwiseAbs().maxCoeff(),
             0.1 * expected.cwiseAbs().maxCoeff());
+}
+
+// llama3 rope scaling as llama.cpp's converter writes it (LlamaModel
+// generate_extra_tensors): per rotated pair, 1 for wavelengths below
+// original / high_freq_factor, the factor above original / low_freq_factor,
+// and 1 / ((1 - smooth) / factor + smooth) between; no rope.scaling keys.
+TEST(GgufModel, Llama3RopeScalingIsTheConvertersRopeFreqs) {
+  Model m = test::tiny_model(3, Config{16, 24, 1, 2, 2, 23, 12});
+  m.config.rope_scaling = {RopeScaling::Type::llama3, 8.0f, 1.0f, 4.0f, 64};  // pairs 0, 1, 2+:
+  io::GgufWriter out;
+  add_gguf_metadata(out, m.config, GgmlType::f16, "tiny");
+  add_gguf_globals(out, m, GgmlType::f16);
+  const io::GgufReader file = io::GgufReader::from_bytes(out.bytes());
+  EXPECT_FALSE(file.contains("llama.rope.scaling.type"));
+  const MatrixF factors = file.matrix("rope_freqs.weight");
+  ASSERT_EQ(factors.size(), 4);
+  const double pi = 3.14159265358979323846;
+  const double low_wavelen = 64 / 1.0, high_wavelen = 64 / 4.0;  // 1, smooth, factor
+  for (int i = 0; i < 4; ++i) {
+    const double freq = 1.0 / std::pow(10000.0, 2.0 * i / 8.0), wavelen = 2 * pi / freq;
+    double expected = 1;
+    if (wavelen > low_wavelen) {
+      expected = 8;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (64 / wavelen - 1.0) / (4.0 - 1.0);
+      expected = 1 / ((1 - smooth) / 8 + smooth);
+    }
+    EXPECT_NEAR(factors.data()[i], expected, 1e-5 * expected) << i;
+  }
 }
 
 TEST(GgufModel, HostileFilesAreRefusedByName) {
@@ -205,7 +234,7 @@ TEST_F(GgufModelCli, stories260k_gguf_logits_are_the_quantized_models) {
         quantize_model(padded, calibration, {internal, 4, 32, false, GgmlType::q4_k});
     expected.model.token_embedding =
         quantize_ggml(padded.token_embedding, {GgmlType::q5_0, {}}).weights.dequantize();
-    const MatrixF want = logits_of(expected.model, text[0]);
+    const MatrixF want = model_logits(expected.model, text[0]);
     ASSERT_EQ(got.rows(), want.rows());
     EXPECT_LT((got - want).cwiseAbs().maxCoeff(), 1e-4 * want.cwiseAbs().maxCoeff());
   }

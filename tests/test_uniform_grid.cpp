@@ -74,6 +74,44 @@ TEST(UniformGrid, MseKeepsTheFirstStrictMinimum) {
   EXPECT_LT(error(p.scale(0), p.zero(0)), error(1.0f / 3, 0.0f));
 }
 
+TEST(UniformGrid, PositiveZeroWidensOnlyRangesWhoseZeroRoundsToZero) {
+  GridConfig config;
+  config.positive_zero = true;
+  // All >= 0: zero 1, scale max / (maxq - 1) = 2 / 14; the top level is still 2.
+  const GridParams p = params_of({0.5f, 1.0f, 2.0f}, config);
+  EXPECT_EQ(p.zero(0), 1.0f);
+  EXPECT_FLOAT_EQ(p.scale(0), 2.0f / 14);
+  EXPECT_FLOAT_EQ(grid_value(15, p.scale(0), p.zero(0)), 2.0f);
+  // A tiny negative minimum (-xmin / scale < 0.5): the level below 0 must reach it.
+  const GridParams tiny = params_of({-0.05f, 2.0f}, config);
+  EXPECT_EQ(tiny.zero(0), 1.0f);
+  EXPECT_FLOAT_EQ(tiny.scale(0), 2.0f / 14);
+  EXPECT_LE(grid_value(0, tiny.scale(0), tiny.zero(0)), -0.05f);
+  // Rows whose reference zero is >= 1 are untouched, with or without the MSE search.
+  for (bool mse : {false, true}) {
+    GridConfig plain, positive = config;
+    plain.mse = positive.mse = mse;
+    const MatrixF rows = test::random_weights(16, 64, 3);
+    const GridParams a = find_grid_params(rows, 3, plain), b = find_grid_params(rows, 3, positive);
+    for (Index r = 0; r < rows.rows(); ++r) {
+      EXPECT_GE(b.zero(r), 1.0f);
+      if (a.zero(r) >= 1) {
+        EXPECT_EQ(b.scale(r), a.scale(r));
+      }
+    }
+    // Shifted to be non-negative, every row changes, and every value stays within its levels.
+    const MatrixF shifted = rows.array() - rows.minCoeff();
+    const GridParams c = find_grid_params(shifted, 3, positive);
+    for (Index r = 0; r < shifted.rows(); ++r) {
+      EXPECT_EQ(c.zero(r), 1.0f);
+      if (!mse) {
+        EXPECT_LE(shifted.row(r).maxCoeff(), grid_value(7, c.scale(r), c.zero(r)) * 1.0001f);
+      }
+    }
+  }
+  EXPECT_THROW(find_grid_params(MatrixF::Ones(1, 4), 1, config), Error);  // no level to spare
+}
+
 TEST(UniformGrid, RejectsBadConfigs) {
   MatrixF row = MatrixF::Ones(1, 4);
   GridConfig config;

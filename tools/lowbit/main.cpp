@@ -1,7 +1,7 @@
 // lowbit: the command-line tool.
 //
 //   lowbit quantize METHOD --in IN.safetensors --out OUT.safetensors [options]
-//   lowbit quantize-model --model CKPT.bin|HF_DIR --out OUT.safetensors|OUT.gguf [options]
+//   lowbit quantize-model --model CKPT.bin|HF_DIR --out DIR|OUT.safetensors|OUT.gguf [options]
 //   lowbit gemv --in QUANT.safetensors --x X.safetensors --out Y.safetensors [options]
 //   lowbit gguf info --in FILE.gguf, lowbit gguf dequantize --in FILE.gguf --out FILE
 //   lowbit gguf logits --in FILE.gguf --tokens 1,2,3 --out LOGITS.safetensors

@@ -132,6 +132,9 @@ const OptionTable& option_catalogue() {
       entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
       entry("format", "NAME", "quantize-model: checkpoint format, gptq, bpdq or gguf",
             one_of({"gptq", "bpdq", "gguf"})),
+      entry("max-shard-size", "SIZE",
+            "quantize-model, gptq: largest safetensors shard, bytes or with KB, MB, GB, KiB, "
+            "MiB, GiB"),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),

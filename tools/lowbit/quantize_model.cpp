@@ -14,6 +14,7 @@
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/model/gguf_model.hpp>
 #include <lowbit/model/hf.hpp>
+#include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 #include <sstream>
@@ -91,13 +92,15 @@ struct ModelJob {
   model::QuantSpec spec;
   model::Propagation propagation = model::Propagation::quantized;
   int samples = 0, length = 0;
+  std::uint64_t max_shard_bytes = 0;
 };
 
-// --format gguf: every linear in --gguf-type (default q4_K) by GPTQ into the
-// type or by llama.cpp's quantizer (the methods gptq and rtn name them), the
-// embeddings by llama.cpp's quantizer, as `llama-quantize --pure` stores them.
+// --format gguf: every linear in --gguf-type (default q4_K) by GPTQ or AWQ
+// into the type or by llama.cpp's quantizer (the methods gptq, awq and rtn
+// name them), the embeddings by llama.cpp's quantizer, as `llama-quantize
+// --pure` stores them.
 ModelJob parse_gguf_job(const Options& o, ModelJob job) {
-  for (const char* name : {"bits", "group-size"})
+  for (const char* name : {"bits", "group-size", "sym", "max-shard-size"})
     if (o.has(name))
       throw UsageError(std::string("quantize-model: --") + name +
                        " does not apply with --format gguf (--gguf-type fixes the grid)");
@@ -117,6 +120,23 @@ ModelJob parse_gguf_job(const Options& o, ModelJob job) {
     throw UsageError("quantize-model: --act-order applies to --method gptq only");
   job.spec.ggml_type = o.has("gguf-type") ? *gguf_type(o) : GgmlType::q4_k;
   return job;
+}
+
+// The gptq format writes a new directory (or fills an empty one; not through
+// a symbolic link, which the final rename would replace).
+void check_gptq_output(const ModelJob& job, const Options& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(job.out, ec);
+  if (fs::exists(status) && (!fs::is_directory(status) || !fs::is_empty(job.out, ec)))
+    throw UsageError("quantize-model: option --out: '" + job.out +
+                     "' exists and is not an empty directory; the gptq format writes a model "
+                     "directory there (remove it or name another)");
+  try {
+    model::parse_byte_size(o.text("max-shard-size"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("quantize-model: option --max-shard-size: ") + e.what());
+  }
 }
 
 ModelJob parse_job(const Options& o) {
@@ -153,6 +173,17 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "bpdq" && job.spec.act_order)
     throw UsageError(
         "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
+  if (job.spec.method == "bpdq" && o.flag("sym"))
+    throw UsageError("quantize-model: option --sym: bpdq has no uniform grid to make symmetric");
+  job.spec.grid.sym = o.flag("sym");
+  if (job.format == "gptq") {
+    check_gptq_output(job, o);
+    job.max_shard_bytes = model::parse_byte_size(o.text("max-shard-size"));
+    // v1 stores zero - 1: see lowbit/model/hf_export.hpp.
+    job.spec.grid.positive_zero = true;
+  } else if (o.has("max-shard-size")) {
+    throw UsageError("quantize-model: option --max-shard-size: the bpdq format is one file");
+  }
   return job;
 }
 
@@ -229,85 +260,105 @@ void add_vector(io::SafetensorsWriter& out, const std::string& name, const Vecto
   out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
 }
 
-// Where a format puts each quantized linear as it comes, and each layer's
-// norms and biases (which the methods here leave alone) at the end.
-struct LayerSink {
-  std::function<void(int layer, model::LinearKind, const model::QuantizedLinear&)> linear;
-  std::function<void(int layer, const model::Layer&)> vectors;
-};
+using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
 
 // Quantizes the model one layer at a time, each read from the checkpoint
-// when its turn comes and dropped after its linears went to the sink.
+// when its turn comes and dropped after: `linear_done` receives every linear
+// as it is quantized, `layer_done` the layer after (its norms and biases,
+// which the checkpoint methods leave alone). Returns the bits per weight.
 double quantize_layers(const model::ModelSource& source, const ModelJob& job,
-                       const LayerSink& sink) {
+                       const model::QuantDone& linear_done, const LayerDone& layer_done) {
   const model::Config& c = source.globals.config;
   model::SequentialQuantizer quantizer(
       c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
       job.propagation);
   Progress progress(c.n_layers * static_cast<int>(model::linear_groups().size()));
-  std::vector<model::Layer> kept;  // norms and biases per layer
   for (int l = 0; l < c.n_layers; ++l) {
-    model::Layer quantized = quantizer.quantize_next(
+    const model::Layer quantized = quantizer.quantize_next(
         source.layer(l),
         [&](int layer, const std::string& names) {
           progress.step("layer " + std::to_string(layer) + " " + names);
         },
-        sink.linear);
-    quantized.linears = {};
-    kept.push_back(std::move(quantized));
+        linear_done);
+    layer_done(l, quantized);
   }
   progress.finish();
-  for (std::size_t l = 0; l < kept.size(); ++l) sink.vectors(int(l), kept[l]);
   return quantizer.bits_per_weight();
 }
 
-// Both files are written before either is renamed into place: if one
-// cannot be, neither appears.
-void commit_files(io::StagedFile& first, io::StagedFile* second) {
-  const HoldInterrupts hold;
-  first.commit();
-  if (second) second->commit();
+// --format gptq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
+void write_gptq_directory(const ModelJob& job, const model::ModelSource& padded) {
+  model::GptqCheckpointConfig quant;
+  quant.bits = job.spec.bits;
+  quant.group_size = job.spec.group_size;
+  quant.desc_act = job.spec.act_order;
+  quant.sym = job.spec.grid.sym;
+  quant.damp_percent = DampingConfig{}.percdamp;  // what the methods use
+  model::GptqDirectoryWriter out(padded.globals,
+                                 std::filesystem::is_directory(job.model) ? job.model : "", quant,
+                                 job.max_shard_bytes);
+  const double bits_per_weight = quantize_layers(
+      padded, job,
+      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+        out.add_linear(layer, kind, *r.uniform);
+      },
+      [&](int layer, const model::Layer& quantized) { out.add_layer_rest(layer, quantized); });
+  const auto files = out.files();
+  {
+    const HoldInterrupts hold;
+    io::write_directory_atomically(job.out, files);
+  }
+  std::cerr << "wrote " << job.out << "/ (" << files.size() << " files, " << bits_per_weight
+            << " bits per weight over the linears)\n";
 }
 
-int write_checkpoint(const ModelJob& job, const model::ModelSource& loaded,
-                     const model::ModelSource& padded) {
+// --format bpdq: one safetensors file with llama2.c/Meta names and
+// quantization_config in its metadata and beside it.
+void write_bpdq_file(const ModelJob& job, const model::ModelSource& padded, int original_hidden) {
   const model::Model& globals = padded.globals;
   io::SafetensorsWriter out;
   out.add_matrix("tok_embeddings.weight", globals.token_embedding);
   if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
   add_vector(out, "norm.weight", globals.final_norm);
-  LayerSink sink;
-  sink.linear = [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-    if (job.format == "gptq")
-      io::add_gptq_linear(out, linear_name(layer, kind), *r.uniform);
-    else
-      io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
-  };
-  sink.vectors = [&](int l, const model::Layer& layer) {
+  std::vector<model::Layer> kept;  // norms and biases, written after the linears
+  const double bits_per_weight = quantize_layers(
+      padded, job,
+      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+        io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
+      },
+      [&](int, const model::Layer& quantized) {
+        kept.push_back(quantized);
+        kept.back().linears = {};
+      });
+  for (std::size_t l = 0; l < kept.size(); ++l) {
     const std::string prefix = "layers." + std::to_string(l);
-    add_vector(out, prefix + ".attention_norm.weight", layer.attention_norm);
-    add_vector(out, prefix + ".ffn_norm.weight", layer.ffn_norm);
+    add_vector(out, prefix + ".attention_norm.weight", kept[l].attention_norm);
+    add_vector(out, prefix + ".ffn_norm.weight", kept[l].ffn_norm);
     for (model::LinearKind kind : model::kAllLinears)
-      if (layer.biases[model::index(kind)].size() != 0)
-        add_vector(out, linear_name(l, kind) + ".bias", layer.biases[model::index(kind)]);
-  };
-  const double bits_per_weight = quantize_layers(padded, job, sink);
-  const std::string config = config_json(globals.config, loaded.globals.config.hidden_dim, job.spec,
-                                         job.format, bits_per_weight);
+      if (kept[l].biases[model::index(kind)].size() != 0)
+        add_vector(out, linear_name(int(l), kind) + ".bias", kept[l].biases[model::index(kind)]);
+  }
+  const std::string config =
+      config_json(globals.config, original_hidden, job.spec, job.format, bits_per_weight);
   out.set_metadata("quantization_config", config);
   std::filesystem::path json_path(job.out);
   json_path.replace_extension(".quantize_config.json");
+  // Both files are written before either is renamed into place: if one
+  // cannot be, neither appears.
   io::StagedFile checkpoint(job.out, out.bytes());
   io::StagedFile sidecar(json_path.string(),
                          std::vector<unsigned char>(config.begin(), config.end()));
-  commit_files(checkpoint, &sidecar);
+  {
+    const HoldInterrupts hold;
+    checkpoint.commit();
+    sidecar.commit();
+  }
   std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
-  return 0;
 }
 
 // --format gguf (model/gguf_model.hpp): one file llama.cpp loads.
-int write_gguf(const ModelJob& job, const model::ModelSource& padded) {
+void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   const model::Config& c = padded.globals.config;
   const GgmlType type = *job.spec.ggml_type;
   io::GgufWriter out;
@@ -315,19 +366,21 @@ int write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   model::add_gguf_no_tokenizer(out);
   out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
   model::add_gguf_globals(out, padded.globals, type);
-  LayerSink sink;
-  sink.linear = [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-    model::add_gguf_linear(out, c, layer, kind, r);
-  };
-  sink.vectors = [&](int l, const model::Layer& layer) {
-    model::add_gguf_layer_vectors(out, c, l, layer);
-  };
-  const double bits_per_weight = quantize_layers(padded, job, sink);
+  const double bits_per_weight = quantize_layers(
+      padded, job,
+      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
+        model::add_gguf_linear(out, c, layer, kind, r);
+      },
+      [&](int layer, const model::Layer& quantized) {
+        model::add_gguf_layer_vectors(out, c, layer, quantized);
+      });
   io::StagedFile file(job.out, out.bytes());
-  commit_files(file, nullptr);
+  {
+    const HoldInterrupts hold;
+    file.commit();
+  }
   std::cerr << "wrote " << job.out << " (" << ggml_type_name(type) << ", " << bits_per_weight
             << " bits per weight over the linears; no tokenizer: llama.cpp runs it on token ids)\n";
-  return 0;
 }
 
 int run_quantize_model(const Options& options) {
@@ -339,8 +392,13 @@ int run_quantize_model(const Options& options) {
   // Zero hidden units (exact) up to a multiple of 64: whole groups, whole
   // ggml block-32 rows.
   const model::ModelSource padded = model::pad_hidden(loaded, 64);
-  if (job.format == "gguf") return write_gguf(job, padded);
-  return write_checkpoint(job, loaded, padded);
+  if (job.format == "gguf")
+    write_gguf(job, padded);
+  else if (job.format == "gptq")
+    write_gptq_directory(job, padded);
+  else
+    write_bpdq_file(job, padded, loaded.globals.config.hidden_dim);
+  return 0;
 }
 
 }  // namespace
@@ -349,13 +407,17 @@ Command quantize_model_command() {
   return {"quantize-model",
           "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
           "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
-          "quantized layer by layer, each layer read when its turn comes, and written as one\n"
-          "safetensors checkpoint in the GPTQ v1 or the BPDQ format, with quantization_config\n"
-          "in its metadata and beside it (OUT.quantize_config.json), or (--format gguf) as a\n"
-          "GGUF file llama.cpp loads, every matrix in --gguf-type (default q4_K) with\n"
-          "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
-          "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
-          "llama.cpp's quantizer. Calibration: the token\n"
+          "quantized layer by layer, each layer read when its turn comes. --format gptq writes\n"
+          "the Hugging Face GPTQ (v1) model directory OUT that transformers, vLLM and GPTQModel\n"
+          "load: config.json with quantization_config, quantize_config.json, safetensors\n"
+          "shards of at most --max-shard-size, the source's tokenizer files; other tensors in\n"
+          "the source's dtype (F16 from llama2.c); every zero point >= 1, as v1 readers need.\n"
+          "--format bpdq writes one safetensors file with quantization_config in its metadata\n"
+          "and beside it (OUT.quantize_config.json). --format gguf writes a GGUF file\n"
+          "llama.cpp loads, every matrix in --gguf-type (default q4_K) with llama.cpp's\n"
+          "fallback for rows its blocks do not divide; --method gptq quantizes into that type\n"
+          "with GPTQ, awq with AWQ's scales (folded into the norms), rtn with llama.cpp's\n"
+          "quantizer. Calibration: the token\n"
           "ids of --calib, else sequences the float model samples itself; --calibration\n"
           "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
           "float on the float model's. The hidden dimension is padded with zero units to a\n"
@@ -363,9 +425,9 @@ Command quantize_model_command() {
           "bit-plane linear.",
           {required_option("model"), required_option("out"), option("method", "gptq"),
            option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
-           option("act-order"), option("calib"), option("calib-samples", "32"),
-           option("calib-length", "64"), option("calibration", "sequential"), option("gguf-type"),
-           option("threads", "1")},
+           option("act-order"), option("sym"), option("max-shard-size", "5GB"), option("calib"),
+           option("calib-samples", "32"), option("calib-length", "64"),
+           option("calibration", "sequential"), option("gguf-type"), option("threads", "1")},
           run_quantize_model};
 }
 

@@ -1,6 +1,7 @@
-// lowbit quantize-model: every linear of a llama2.c checkpoint, quantized
-// sequentially (lowbit/model/sequential_quantization.hpp) and written as one safetensors
-// checkpoint in the GPTQ (v1) or BPDQ format, with a quantize_config JSON.
+// lowbit quantize-model: every linear of a llama2.c checkpoint or Hugging Face
+// directory, quantized sequentially (lowbit/model/sequential_quantization.hpp)
+// and written as a Hugging Face GPTQ (v1) directory (lowbit/model/hf_export.hpp)
+// or one BPDQ safetensors file with a quantize_config JSON.
 #pragma once
 
 #include "options.hpp"

@@ -9,10 +9,17 @@
 //   * optional MSE search over shrunk ranges p = 1 - i/grid with the error
 //     sum |q - x|^norm, keeping the first strict minimum;
 //   * rounding is half to even and values are divided by the scale.
+// One option departs from the reference (off by default): `positive_zero`
+// keeps every asymmetric zero point >= 1, which GPTQ v1 checkpoints need
+// (they store zero - 1; io/gptq_format.hpp). A range whose zero would round
+// to 0 (weights all >= 0, or nearly) gets zero 1 and the smallest scale that
+// still covers it, so one level lies below 0. The quantizers choose the grid
+// this way before quantizing, and GPTQ's error feedback sees its rounding.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
@@ -27,6 +34,7 @@ struct GridConfig {
   double mse_norm = 2.4;
   int mse_grid = 100;
   double mse_max_shrink = 0.8;  // tries p = 1, 1 - 1/grid, ... for max_shrink * grid steps
+  bool positive_zero = false;   // asymmetric zero points >= 1 (needs bits >= 2; see above)
 };
 
 // One scale and zero point per row of the block the parameters were found on.
@@ -58,12 +66,28 @@ inline float grid_code(float x, float scale, float zero, float maxq) {
 
 inline float grid_value(float code, float scale, float zero) { return scale * (code - zero); }
 
+namespace detail {
+
+// The asymmetric (scale, zero) of [xmin, xmax] (xmin <= 0 <= xmax, not both 0).
+inline std::pair<float, float> asym_grid(float xmin, float xmax, float maxq, bool positive_zero) {
+  const float scale = (xmax - xmin) / maxq;
+  const float zero = std::nearbyint(-xmin / scale);
+  if (!positive_zero || zero >= 1) return {scale, zero};
+  // Zero 1: levels span [-scale, (maxq - 1) * scale]. -xmin < scale / 2 < xmax /
+  // (maxq - 1) here (zero rounded to 0), so the level below 0 reaches xmin.
+  return {xmax / (maxq - 1), 1.0f};
+}
+
+}  // namespace detail
+
 // Reference find_params(x, weight=True) with perchannel=True: one (scale, zero)
 // per row of `block` on a `bits`-wide grid (1..8). Rows must be finite.
 inline GridParams find_grid_params(const MatrixFRef& block, int bits, const GridConfig& config) {
   detail::require_bits(bits, 1, 8, "find_grid_params: bits");
   detail::validate_grid_config(config);
   detail::require(block.cols() > 0, "find_grid_params: block has no columns");
+  detail::require(!config.positive_zero || bits >= 2,
+                  "find_grid_params: GridConfig::positive_zero needs bits >= 2, got ", bits);
   const float maxq = grid_maxq(bits);
   const Index rows = block.rows();
   GridParams params{VectorF(rows), VectorF(rows)};
@@ -79,8 +103,8 @@ inline GridParams find_grid_params(const MatrixFRef& block, int bits, const Grid
       xmax = 1;
     }
     const float sym_zero = (maxq + 1) / 2;
-    float scale = (xmax - xmin) / maxq;
-    float zero = config.sym ? sym_zero : std::nearbyint(-xmin / scale);
+    auto [scale, zero] = config.sym ? std::pair((xmax - xmin) / maxq, sym_zero)
+                                    : detail::asym_grid(xmin, xmax, maxq, config.positive_zero);
 
     if (config.mse) {
       double best = INFINITY;
@@ -91,8 +115,9 @@ inline GridParams find_grid_params(const MatrixFRef& block, int bits, const Grid
         const float p = static_cast<float>(1.0 - static_cast<double>(i) / config.mse_grid);
         const float xmin1 = p * xmin;
         const float xmax1 = p * xmax;
-        const float scale1 = (xmax1 - xmin1) / maxq;
-        const float zero1 = config.sym ? sym_zero : std::nearbyint(-xmin1 / scale1);
+        const auto [scale1, zero1] =
+            config.sym ? std::pair((xmax1 - xmin1) / maxq, sym_zero)
+                       : detail::asym_grid(xmin1, xmax1, maxq, config.positive_zero);
         double err = 0;
         for (Index c = 0; c < block.cols(); ++c) {
           const float x = block(r, c);

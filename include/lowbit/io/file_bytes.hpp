@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lowbit/core/error.hpp"
@@ -213,6 +214,38 @@ class StagedFile {
 // Writes one file as StagedFile describes (atomically for regular files).
 inline void write_file_atomically(const std::string& path, std::vector<unsigned char> data) {
   StagedFile(path, std::move(data)).commit();
+}
+
+// Writes the new directory `dir` holding `files` (name -> bytes, plain names):
+// all of them go into `dir.tmpPID` beside it, which is then renamed to `dir`,
+// so the directory appears whole or not at all. `dir` must not exist or be an
+// empty directory (which it replaces). Signals are the caller's to hold: a
+// program that removes temporary files on Ctrl-C defers it meanwhile.
+inline void write_directory_atomically(
+    const std::string& dir,
+    const std::vector<std::pair<std::string, std::vector<unsigned char>>>& files) {
+  namespace fs = std::filesystem;
+  fs::path target = fs::path(dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();
+  const fs::path staging = target.string() + ".tmp" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  lowbit::detail::require(fs::create_directory(staging, ec), dir, ": cannot create ",
+                          staging.string(), " (", ec.message(), ")");
+  auto fail = [&](const std::string& what) {
+    std::error_code ignored;
+    fs::remove_all(staging, ignored);
+    lowbit::detail::fail(dir, ": ", what);
+  };
+  for (const auto& [name, bytes] : files) {
+    const std::string path = (staging / name).string();
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) fail("cannot create " + path + " (" + std::strerror(errno) + ")");
+    const bool written = detail::write_all(fd, bytes);
+    if (::close(fd) != 0 || !written) fail("writing " + path + " failed");
+  }
+  if (std::rename(staging.c_str(), target.c_str()) != 0)
+    fail("cannot rename " + staging.string() + " into place (" + std::strerror(errno) + ")");
 }
 
 }  // namespace lowbit::io

@@ -75,6 +75,10 @@ struct GptqTensors {
   }
   std::vector<std::int64_t> qzeros_shape() const { return {groups, out_features * bits / 32}; }
   std::vector<std::int64_t> scales_shape() const { return {groups, out_features}; }
+  // Bytes in a file: int32 words and g_idx, fp16 scales.
+  std::uint64_t file_bytes() const {
+    return 4 * (qweight.size() + qzeros.size() + g_idx.size()) + 2 * scales.size();
+  }
 };
 
 namespace detail {
@@ -249,16 +253,21 @@ inline UniformWeights unpack_gptq(const GptqTensors& t, const std::string& where
   return w;
 }
 
-// Adds `<linear>.qweight/.qzeros/.scales/.g_idx` (add a bias with add_linear_bias).
-inline void add_gptq_linear(SafetensorsWriter& out, const std::string& linear,
-                            const UniformWeights& w) {
-  const GptqTensors t = pack_gptq(w);
+// Adds `<linear>.qweight/.qzeros/.scales/.g_idx` of packed tensors.
+inline void add_gptq_tensors(SafetensorsWriter& out, const std::string& linear,
+                             const GptqTensors& t) {
   out.add_ints(linear + ".qweight", t.qweight_shape(), t.qweight.data(), t.qweight.size(),
                Dtype::I32);
   out.add_ints(linear + ".qzeros", t.qzeros_shape(), t.qzeros.data(), t.qzeros.size(), Dtype::I32);
   out.add_floats(linear + ".scales", t.scales_shape(), t.scales.data(), t.scales.size(),
                  Dtype::F16);
   out.add_vector(linear + ".g_idx", t.g_idx, Dtype::I32);
+}
+
+// The same for weights (add a bias with add_linear_bias).
+inline void add_gptq_linear(SafetensorsWriter& out, const std::string& linear,
+                            const UniformWeights& w) {
+  add_gptq_tensors(out, linear, pack_gptq(w));
 }
 
 // Reads the GPTQ linear `linear`. `bits` comes from the checkpoint's

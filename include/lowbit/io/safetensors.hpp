@@ -528,6 +528,14 @@ class SafetensorsWriter {
 
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
+  // The tensors added so far, in order, and their data's size in bytes.
+  const std::vector<std::string>& names() const { return order_; }
+  std::uint64_t data_bytes() const {
+    std::uint64_t total = 0;
+    for (const auto& entry : entries_) total += entry.second.bytes.size();
+    return total;
+  }
+
   // The complete file as bytes: wider dtypes first so every tensor is
   // naturally aligned, header padded with spaces to a multiple of 8.
   std::vector<unsigned char> bytes() const {

@@ -37,6 +37,7 @@ struct QuantSpec {
   int group_size = 32;
   bool act_order = false;  // GPTQ: desc_act (groups then need a g_idx)
   std::optional<GgmlType> ggml_type = std::nullopt;
+  GridConfig grid = {};  // RTN, GPTQ, TACQ: the uniform grid's options (sym, positive_zero...)
 };
 
 // A quantized linear: the layer the forward pass runs, its storage cost, and
@@ -138,6 +139,7 @@ inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   RtnConfig config;
   config.bits = in.spec.bits;
   config.group_size = in.spec.group_size;
+  config.grid = in.spec.grid;
   for (const MatrixF* w : in.weights)
     out.push_back(bitplane_linear(quantize_rtn(*w, config).weights));
   return out;
@@ -154,6 +156,7 @@ inline GptqConfig gptq_config(const QuantSpec& spec) {
   config.bits = spec.bits;
   config.group_size = spec.group_size;
   config.act_order = spec.act_order;
+  config.grid = spec.grid;
   return config;
 }
 

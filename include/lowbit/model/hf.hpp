@@ -261,6 +261,8 @@ class HfTensors {
     const std::vector<float> v = read(name, {size});
     return Eigen::Map<const VectorF>(v.data(), size);
   }
+  // The tensor's dtype and shape as its shard declares them.
+  const io::TensorInfo& info(const std::string& name) const { return shard(name).info(name); }
 
  private:
   const io::SafetensorsReader& shard(const std::string& name) const {

@@ -1,0 +1,289 @@
+// Hugging Face GPTQ model directories that transformers, vLLM and GPTQModel
+// load unchanged, from a model quantized layer by layer:
+//   config.json            the source's (every field kept; intermediate_size is
+//                          the padded width, pad_hidden) or, for a llama2.c
+//                          model, a LlamaForCausalLM config; plus
+//                          quantization_config
+//   quantize_config.json   the same quantization fields (AutoGPTQ, GPTQModel)
+//   model.safetensors      or model-0000k-of-0000n.safetensors and
+//                          model.safetensors.index.json past the shard size;
+//                          metadata {"format": "pt"} (transformers requires it)
+//   tokenizer and generation files of a Hugging Face source, copied.
+// Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp) under
+// Hugging Face names; every other tensor (embeddings, norms, lm_head, biases)
+// is stored in its dtype in the source, or F16 for a llama2.c model (F32 on
+// disk; F16 is the activation dtype vLLM's GPTQ kernels accept).
+//
+// v1 stores zero - 1 per field: a zero point of 0 borrows from the next field,
+// and only GPTQModel's loader undoes that (AutoGPTQ, vLLM and llama.cpp's
+// converter misread such groups). The writer refuses it; quantize with
+// GridConfig::positive_zero, which keeps every zero point >= 1.
+//
+// llama2.c models rotate interleaved RoPE pairs; Hugging Face's Llama rotates
+// halves. Their q and k rows are written in the order transformers'
+// convert_llama_weights_to_hf.py `permute` gives them: per head, row 2i + j
+// goes to j * head_dim / 2 + i. Per-row quantization commutes with that, so
+// the quantized rows (codes, scales, zero points) move; g_idx, over input
+// columns, does not.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lowbit/core/error.hpp"
+#include "lowbit/core/uniform_weights.hpp"
+#include "lowbit/io/checkpoint.hpp"
+#include "lowbit/io/file_bytes.hpp"
+#include "lowbit/io/gptq_format.hpp"
+#include "lowbit/io/safetensors.hpp"
+#include "lowbit/model/hf.hpp"
+#include "lowbit/model/llama.hpp"
+
+namespace lowbit::model {
+
+// The quantization fields AutoGPTQ's and GPTQModel's configs carry.
+struct GptqCheckpointConfig {
+  int bits = 4;
+  int group_size = 128;  // -1: one group per row
+  bool desc_act = false;
+  bool sym = false;
+  double damp_percent = 0.01;
+  bool true_sequential = false;  // o_proj and the MLP calibrated on quantized q/k/v...
+  bool static_groups = false;
+};
+
+// meta.quantizer: GPTQModel refuses a sym=false v1 checkpoint unless it
+// names gptqmodel >= 0.9.0 as a producer (older AutoGPTQ files lost zero
+// points of 0). Ours are encoded as that version encodes them and hold no
+// zero of 0, so the entry states that compatibility; "lowbit" the producer.
+inline nlohmann::json gptq_quantization_config(const GptqCheckpointConfig& q) {
+  return {{"quant_method", "gptq"},
+          {"checkpoint_format", "gptq"},
+          {"bits", q.bits},
+          {"group_size", q.group_size},
+          {"desc_act", q.desc_act},
+          {"sym", q.sym},
+          {"damp_percent", q.damp_percent},
+          {"true_sequential", q.true_sequential},
+          {"static_groups", q.static_groups},
+          {"lm_head", false},
+          {"pack_dtype", "int32"},
+          {"meta", {{"quantizer", nlohmann::json::array({"lowbit", "gptqmodel:0.9.0"})}}}};
+}
+
+namespace detail {
+
+// A float as the shortest decimal that reads back as it (1e-05, not 9.99e-06).
+inline double shortest_decimal(float value) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  return std::stod(std::string(text, end));
+}
+
+}  // namespace detail
+
+// config.json of a llama2.c model as a LlamaForCausalLM (Llama 2's
+// sentencepiece ids: bos 1, eos 2).
+inline nlohmann::json hf_llama_config(const Config& c, bool tied) {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", c.dim},
+          {"intermediate_size", c.hidden_dim},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"head_dim", c.head_size()},
+          {"max_position_embeddings", c.seq_len},
+          {"vocab_size", c.vocab_size},
+          {"rms_norm_eps", detail::shortest_decimal(c.norm_eps)},
+          {"rope_theta", detail::shortest_decimal(c.rope_theta)},
+          {"rope_scaling", nullptr},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"tie_word_embeddings", tied},
+          {"bos_token_id", c.bos_token},
+          {"eos_token_id", 2},
+          {"initializer_range", 0.02},
+          {"pretraining_tp", 1},
+          {"use_cache", true},
+          {"torch_dtype", "float16"}};
+}
+
+// The output rows of `w` (heads of equal, even size) from interleaved to
+// rotate-half order, as the converter's permute moves weight rows.
+inline UniformWeights rotate_half_rows(const UniformWeights& w, int heads) {
+  const Index head = heads > 0 ? w.rows() / heads : 0, half = head / 2;
+  lowbit::detail::require(heads > 0 && head * heads == w.rows() && head % 2 == 0,
+                          "rotate_half_rows: ", w.rows(), " rows are not ", heads,
+                          " heads of an even size");
+  UniformWeights out = w;
+  for (Index h = 0; h < heads; ++h)
+    for (Index i = 0; i < half; ++i)
+      for (Index j = 0; j < 2; ++j) {
+        const Index to = h * head + j * half + i, from = h * head + 2 * i + j;
+        out.codes.row(to) = w.codes.row(from);
+        out.scale.col(to) = w.scale.col(from);
+        out.zero.col(to) = w.zero.col(from);
+      }
+  return out;
+}
+
+// "5GB", "500MB", "64KiB", "1000": a size in bytes as transformers'
+// max_shard_size reads it (KB/MB/GB powers of 1000, KiB/MiB/GiB of 1024).
+inline std::uint64_t parse_byte_size(const std::string& text) {
+  static const std::pair<const char*, std::uint64_t> units[] = {
+      {"GiB", 1ull << 30}, {"MiB", 1ull << 20}, {"KiB", 1ull << 10}, {"GB", 1000000000ull},
+      {"MB", 1000000ull},  {"KB", 1000ull},     {"B", 1ull},         {"", 1ull}};
+  for (const auto& [unit, factor] : units) {
+    const std::size_t n = std::string(unit).size();
+    if (text.size() <= n || text.compare(text.size() - n, n, unit) != 0) continue;
+    std::uint64_t value = 0;
+    const char* end = text.data() + text.size() - n;
+    const auto parsed = std::from_chars(text.data(), end, value);
+    if (parsed.ec == std::errc() && parsed.ptr == end && value > 0 && value <= UINT64_MAX / factor)
+      return value * factor;
+  }
+  lowbit::detail::fail("'", text,
+                       "' is not a size in bytes (a positive integer, optionally with KB, MB, "
+                       "GB, KiB, MiB or GiB)");
+}
+
+// A GPTQ model directory assembled in memory: the globals at construction,
+// then every quantized linear and the rest of every layer, then files().
+class GptqDirectoryWriter {
+ public:
+  // `m`: the model's globals and configuration (hidden width as quantized);
+  // `hf_source`: the Hugging Face directory it came from, "" for llama2.c.
+  GptqDirectoryWriter(const Model& m, std::string hf_source, GptqCheckpointConfig quant,
+                      std::uint64_t max_shard_bytes)
+      : config_(m.config),
+        tied_(m.classifier.size() == 0),
+        source_(std::move(hf_source)),
+        quant_(quant),
+        max_shard_bytes_(max_shard_bytes) {
+    if (!source_.empty()) source_tensors_ = std::make_unique<detail::HfTensors>(source_);
+    add_float("model.embed_tokens.weight", m.token_embedding);
+    add_float("model.norm.weight", m.final_norm);
+    if (!tied_) add_float("lm_head.weight", m.classifier);
+  }
+
+  void add_linear(int layer, LinearKind kind, const UniformWeights& w) {
+    const std::string name = detail::hf_linear_name(layer, kind);
+    for (Index g = 0; g < w.zero.rows(); ++g)
+      for (Index r = 0; r < w.zero.cols(); ++r)
+        lowbit::detail::require(w.zero(g, r) >= 1, name, ": zero point ", w.zero(g, r), " (group ",
+                                g, ", row ", r,
+                                "): GPTQ v1 stores zero - 1, which readers other than "
+                                "GPTQModel misread for 0; quantize with positive zero points");
+    const bool interleaved = config_.rope_style == RopeStyle::interleaved;
+    std::optional<UniformWeights> permuted;
+    if (interleaved && kind == LinearKind::wq) permuted = rotate_half_rows(w, config_.n_heads);
+    if (interleaved && kind == LinearKind::wk) permuted = rotate_half_rows(w, config_.n_kv_heads);
+    const io::GptqTensors t = io::pack_gptq(permuted ? *permuted : w);
+    io::add_gptq_tensors(shard_for(t.file_bytes()), name, t);
+  }
+
+  // The norms and biases of `layer` (the quantized layer: its linears are not read).
+  void add_layer_rest(int l, const Layer& layer) {
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    add_float(prefix + "input_layernorm.weight", layer.attention_norm);
+    add_float(prefix + "post_attention_layernorm.weight", layer.ffn_norm);
+    for (LinearKind kind : kAllLinears)
+      if (layer.biases[index(kind)].size() != 0)
+        add_float(detail::hf_linear_name(l, kind) + ".bias", layer.biases[index(kind)]);
+  }
+
+  // Every file of the directory: name -> bytes.
+  std::vector<std::pair<std::string, std::vector<unsigned char>>> files() const {
+    std::vector<std::pair<std::string, std::vector<unsigned char>>> out;
+    const nlohmann::json quantization = gptq_quantization_config(quant_);
+    nlohmann::json config = hf_llama_config(config_, tied_);
+    if (!source_.empty()) {
+      config = detail::read_json_object(source_ + "/config.json");
+      config["intermediate_size"] = config_.hidden_dim;  // padded (zero units)
+    }
+    config["quantization_config"] = quantization;
+    out.emplace_back("config.json", json_bytes(config));
+    out.emplace_back("quantize_config.json", json_bytes(quantization));
+    add_weight_files(out);
+    for (const char* name :
+         {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+          "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"}) {
+      const std::string path = source_ + "/" + name;
+      if (source_.empty() || !std::filesystem::is_regular_file(path)) continue;
+      const io::MappedBytes bytes = io::MappedBytes::map(path);
+      out.emplace_back(name, std::vector<unsigned char>(bytes.data(), bytes.data() + bytes.size()));
+    }
+    return out;
+  }
+
+ private:
+  static std::vector<unsigned char> json_bytes(const nlohmann::json& json) {
+    const std::string text = json.dump(2) + "\n";
+    return {text.begin(), text.end()};
+  }
+
+  // The shard a tensor (or a linear's tensors) of `bytes` goes to: a new one
+  // when the current one would pass the limit (a larger tensor gets its own).
+  io::SafetensorsWriter& shard_for(std::uint64_t bytes) {
+    if (shards_.empty() || (shards_.back().data_bytes() > 0 &&
+                            shards_.back().data_bytes() + bytes > max_shard_bytes_)) {
+      shards_.emplace_back();
+      shards_.back().set_metadata("format", "pt");
+    }
+    return shards_.back();
+  }
+
+  // A tensor that is not quantized, in its source dtype (F16 for llama2.c).
+  template <class Derived>
+  void add_float(const std::string& name, const Eigen::MatrixBase<Derived>& values) {
+    const io::Dtype dtype = source_tensors_ ? source_tensors_->info(name).dtype : io::Dtype::F16;
+    const MatrixF m = values;
+    for (Index i = 0; i < m.size(); ++i)  // throws when F16 overflows
+      io::detail::stored_value(m.data()[i], dtype, name);
+    io::SafetensorsWriter& out = shard_for(m.size() * io::dtype_size(dtype));
+    if (values.cols() == 1)
+      out.add_vector(name, std::vector<float>(m.data(), m.data() + m.size()), dtype);
+    else
+      out.add_matrix(name, m, dtype);
+  }
+
+  void add_weight_files(
+      std::vector<std::pair<std::string, std::vector<unsigned char>>>& out) const {
+    if (shards_.size() == 1) {
+      out.emplace_back("model.safetensors", shards_[0].bytes());
+      return;
+    }
+    nlohmann::json weight_map = nlohmann::json::object();
+    std::uint64_t total = 0;
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards_.size());
+      for (const std::string& tensor : shards_[s].names()) weight_map[tensor] = name;
+      total += shards_[s].data_bytes();
+      out.emplace_back(name, shards_[s].bytes());
+    }
+    out.emplace_back(
+        "model.safetensors.index.json",
+        json_bytes({{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}));
+  }
+
+  Config config_;
+  bool tied_;
+  std::string source_;
+  std::unique_ptr<detail::HfTensors> source_tensors_;  // dtypes of the source's tensors
+  GptqCheckpointConfig quant_;
+  std::uint64_t max_shard_bytes_;
+  std::vector<io::SafetensorsWriter> shards_;
+};
+
+}  // namespace lowbit::model

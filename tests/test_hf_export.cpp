@@ -1,0 +1,381 @@
+// model/hf_export.hpp and `lowbit quantize-model --format gptq`: the Hugging
+// Face GPTQ directory. A hand-made 3-bit linear lands in the file as the
+// published v1 layout spells it (words written out below from the bit
+// definition, value i at bits [3i, 3i + 3)), with q rows in rotate-half order;
+// config fields, dtypes, shards and their index, copied tokenizer files; the
+// directory read back through load_hf gives the in-process quantized model's
+// logits; no zero point is 0; misuse exits 2 and failures leave nothing.
+#include <algorithm>
+#include <fstream>
+#include <lowbit/io/gptq_format.hpp>
+#include <lowbit/model/hf_export.hpp>
+#include <lowbit/model/sequential_quantization.hpp>
+#include <map>
+#include <sstream>
+
+#include "hf_fixtures.hpp"
+
+namespace lowbit::model {
+namespace {
+
+using Files = std::vector<std::pair<std::string, std::vector<unsigned char>>>;
+
+const std::vector<unsigned char>& file_in(const Files& files, const std::string& name) {
+  for (const auto& [file, bytes] : files)
+    if (file == name) return bytes;
+  ADD_FAILURE() << name << " was not written";
+  static const std::vector<unsigned char> none;
+  return none;
+}
+
+nlohmann::json json_in(const Files& files, const std::string& name) {
+  const std::vector<unsigned char>& bytes = file_in(files, name);
+  return nlohmann::json::parse(bytes.begin(), bytes.end());
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A tiny llama2.c model (interleaved RoPE, tied) whose linears are multiples of 32.
+Model tiny_llama2c() { return test::tiny_model(41, Config{32, 32, 1, 4, 4, 23, 64}); }
+
+// The 3 words of 32 copies of a 3-bit value v (bits [3i, 3i + 3) hold value i).
+const std::uint32_t kThreeBitWords[8][3] = {
+    {0x00000000u, 0x00000000u, 0x00000000u}, {0x49249249u, 0x92492492u, 0x24924924u},
+    {0x92492492u, 0x24924924u, 0x49249249u}, {0xdb6db6dbu, 0xb6db6db6u, 0x6db6db6du},
+    {0x24924924u, 0x49249249u, 0x92492492u}, {0x6db6db6du, 0xdb6db6dbu, 0xb6db6db6u},
+    {0xb6db6db6u, 0x6db6db6du, 0xdb6db6dbu}, {0xffffffffu, 0xffffffffu, 0xffffffffu}};
+
+TEST(HfExport, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
+  const Model m = tiny_llama2c();
+  UniformWeights w;  // wq: 32 x 32, row r all codes r % 8, zero 1 + r % 7
+  w.bits = 3;
+  w.group_size = 32;
+  w.codes.resize(32, 32);
+  w.scale.resize(1, 32);
+  w.zero.resize(1, 32);
+  for (Index r = 0; r < 32; ++r) {
+    w.codes.row(r).setConstant(std::uint8_t(r % 8));
+    w.scale(0, r) = 0.25f * float(r + 1);
+    w.zero(0, r) = float(1 + r % 7);
+  }
+  GptqCheckpointConfig quant;
+  quant.bits = 3;
+  quant.group_size = 32;
+  GptqDirectoryWriter writer(m, "", quant, 1ull << 30);
+  writer.add_linear(0, LinearKind::wq, w);
+  writer.add_layer_rest(0, m.layers[0]);
+  const Files files = writer.files();
+  const io::SafetensorsReader file =
+      io::SafetensorsReader::from_bytes(file_in(files, "model.safetensors"), "model.safetensors");
+  EXPECT_EQ(*file.metadata_value("format"), "pt");
+  const std::string q = "model.layers.0.self_attn.q_proj";
+  EXPECT_EQ(file.info(q + ".qweight").shape, (std::vector<std::int64_t>{3, 32}));
+  EXPECT_EQ(file.info(q + ".qweight").dtype, io::Dtype::I32);
+  EXPECT_EQ(file.info(q + ".qzeros").shape, (std::vector<std::int64_t>{1, 3}));
+  EXPECT_EQ(file.info(q + ".scales").dtype, io::Dtype::F16);
+  EXPECT_EQ(file.info(q + ".g_idx").shape, (std::vector<std::int64_t>{32}));
+  const std::vector<std::int32_t> qweight = file.ints(q + ".qweight");
+  const std::vector<float> scales = file.floats(q + ".scales");
+  // 4 heads of 8: output row h*8 + j*4 + i holds source row h*8 + 2i + j.
+  for (Index h = 0; h < 4; ++h)
+    for (Index i = 0; i < 4; ++i)
+      for (Index j = 0; j < 2; ++j) {
+        const Index to = h * 8 + j * 4 + i, from = h * 8 + 2 * i + j;
+        for (int k = 0; k < 3; ++k)
+          EXPECT_EQ(std::uint32_t(qweight[std::size_t(k * 32 + to)]), kThreeBitWords[from % 8][k])
+              << "row " << to << " word " << k;
+        EXPECT_EQ(scales[std::size_t(to)], 0.25f * float(from + 1));
+      }
+  EXPECT_EQ(io::read_gptq_linear(file, q, 3).zero, rotate_half_rows(w, 4).zero);
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight"})
+    EXPECT_EQ(file.info(name).dtype, io::Dtype::F16) << name;
+  EXPECT_FALSE(file.contains("lm_head.weight"));  // tied
+
+  const nlohmann::json config = json_in(files, "config.json");
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(config["torch_dtype"], "float16");
+  EXPECT_EQ(config["tie_word_embeddings"], true);
+  EXPECT_EQ(config["num_key_value_heads"], 4);
+  EXPECT_EQ(config["intermediate_size"], 32);
+  const nlohmann::json expected_quant = {
+      {"quant_method", "gptq"},
+      {"checkpoint_format", "gptq"},
+      {"bits", 3},
+      {"group_size", 32},
+      {"desc_act", false},
+      {"sym", false},
+      {"damp_percent", 0.01},
+      {"true_sequential", false},
+      {"static_groups", false},
+      {"lm_head", false},
+      {"pack_dtype", "int32"},
+      {"meta", {{"quantizer", nlohmann::json::array({"lowbit", "gptqmodel:0.9.0"})}}}};
+  EXPECT_EQ(config["quantization_config"], expected_quant);
+  EXPECT_EQ(json_in(files, "quantize_config.json"), expected_quant);
+}
+
+TEST(HfExport, RefusesZeroPointsOfZeroAndOddHeads) {
+  const Model m = tiny_llama2c();
+  UniformWeights w;
+  w.bits = 4;
+  w.group_size = 32;
+  w.codes = CodeMatrix::Zero(32, 32);
+  w.scale = MatrixF::Ones(1, 32);
+  w.zero = MatrixF::Constant(1, 32, 8.0f);
+  w.zero(0, 5) = 0.0f;
+  GptqDirectoryWriter writer(m, "", {}, 1ull << 30);
+  try {
+    writer.add_linear(0, LinearKind::wv, w);
+    ADD_FAILURE() << "a zero point of 0 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.self_attn.v_proj: zero point 0 (group 0, "
+                                         "row 5)"),
+              std::string::npos)
+        << e.what();
+  }
+  w.zero(0, 5) = 1.0f;
+  EXPECT_THROW(rotate_half_rows(w, 3), Error);
+  EXPECT_EQ(parse_byte_size("5GB"), 5000000000ull);
+  EXPECT_EQ(parse_byte_size("64KiB"), 65536ull);
+  EXPECT_EQ(parse_byte_size("1000"), 1000ull);
+  for (const char* bad : {"", "GB", "-1MB", "1.5GB", "0", "12XB", "99999999999999999999GB"})
+    EXPECT_THROW(parse_byte_size(bad), Error) << bad;
+}
+
+// --- the tool ---
+
+class CliGptqDirectory : public test::ToolTest {};
+
+// The written directory as a float Hugging Face directory: every GPTQ linear
+// dequantized to `.weight`, the other tensors as stored, config.json without
+// quantization_config.
+void dequantize_directory(const std::string& gptq, const std::string& out) {
+  const nlohmann::json config = nlohmann::json::parse(read_text(gptq + "/config.json"));
+  const int bits = config["quantization_config"]["bits"];
+  std::vector<std::string> shards;
+  if (std::filesystem::exists(gptq + "/model.safetensors.index.json")) {
+    const nlohmann::json index =
+        nlohmann::json::parse(read_text(gptq + "/model.safetensors.index.json"));
+    for (const auto& entry : index["weight_map"].items()) {
+      const std::string shard = entry.value().get<std::string>();
+      if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+    }
+  } else {
+    shards.push_back("model.safetensors");
+  }
+  std::vector<std::pair<std::string, MatrixF>> tensors;
+  for (const std::string& shard : shards) {
+    const io::SafetensorsReader file(gptq + "/" + shard);
+    for (const std::string& name : file.names()) {
+      const std::size_t dot = name.rfind('.');
+      const std::string linear = name.substr(0, dot), part = name.substr(dot + 1);
+      if (part == "qweight") {
+        tensors.emplace_back(linear + ".weight",
+                             io::read_gptq_linear(file, linear, bits).dequantize());
+      } else if (part != "qzeros" && part != "scales" && part != "g_idx") {
+        const io::TensorInfo& t = file.info(name);
+        const std::vector<float> v = file.floats(name);
+        const Index cols = t.shape.size() == 2 ? t.shape[1] : Index(v.size());
+        tensors.emplace_back(name,
+                             Eigen::Map<const MatrixF>(v.data(), Index(v.size()) / cols, cols));
+      }
+    }
+  }
+  std::filesystem::create_directories(out);
+  nlohmann::json float_config = config;
+  float_config.erase("quantization_config");
+  test::write_text(out + "/config.json", float_config.dump());
+  test::write_hf_weights(tensors, out, {io::Dtype::F32, 1});
+}
+
+MatrixF logits_of(const Model& m, const Sequence& tokens) {
+  KvCache cache(m.config, static_cast<int>(tokens.size()));
+  return forward(m, cache, tokens);
+}
+
+float half_rounded(float v) { return half_to_float(float_to_half(v)); }
+
+// stories260K at 2 bits with act-order, calibrated on given ids: the directory,
+// dequantized and loaded by load_hf (Hugging Face conventions), gives the
+// logits of the same quantization done in this process on the llama2.c model
+// (its scales and other tensors rounded to fp16 as the directory stores them).
+TEST_F(CliGptqDirectory, stories260k_directory_gives_the_in_process_logits) {
+  REQUIRE_STORIES260K(loaded);
+  const Model m = pad_hidden(*loaded, 64);
+  const std::vector<Sequence> calibration = sample_sequences(m, 4, 48, 1.0f, 5);
+  std::ofstream text(dir.file("calib.txt"));
+  for (const Sequence& s : calibration) {
+    for (int id : s) text << id << " ";
+    text << "\n";
+  }
+  text.close();
+  const test::CommandResult r =
+      lowbit("quantize-model --model " + *test::model_file("stories260K.bin") +
+             " --method gptq --bits 2 --group-size 32 --act-order --calib-length 48 --calib " +
+             dir.file("calib.txt") + " --out " + dir.file("gptq"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  QuantSpec spec{"gptq", 2, 32, true};
+  Model expected = m;
+  auto round = [](auto& x) { x = x.unaryExpr([](float v) { return half_rounded(v); }).eval(); };
+  round(expected.token_embedding);
+  round(expected.final_norm);
+  Index zeros_of_zero = 0;
+  quantize_model(m, calibration, spec, {}, [&](int, LinearKind, const QuantizedLinear& q) {
+    zeros_of_zero += (q.uniform->zero.array() == 0.0f).count();
+  });
+  EXPECT_GT(zeros_of_zero, 0);  // the reference grid makes them here; v1 cannot hold them
+  spec.grid.positive_zero = true;
+  quantize_model(m, calibration, spec, {}, [&](int l, LinearKind kind, const QuantizedLinear& q) {
+    UniformWeights w = *q.uniform;
+    EXPECT_GE(w.zero.minCoeff(), 1.0f);
+    round(w.scale);
+    Layer& layer = expected.layers[std::size_t(l)];
+    layer.linears[index(kind)] = std::make_shared<FloatLinear>(w.dequantize());
+    round(layer.attention_norm);
+    round(layer.ffn_norm);
+  });
+
+  dequantize_directory(dir.file("gptq"), dir.file("float"));
+  const Model hf = load_hf(dir.file("float"));
+  EXPECT_EQ(hf.config.hidden_dim, 192);
+  const Sequence tokens = sample_sequences(m, 1, 64, 1.0f, 9)[0];
+  const MatrixF want = logits_of(expected, tokens), got = logits_of(hf, tokens);
+  EXPECT_LT((got - want).cwiseAbs().maxCoeff() / want.cwiseAbs().maxCoeff(), 1e-5);
+}
+
+// Tiny shards: several files, an index whose weight_map covers exactly their
+// tensors and whose total_size is their data; every shard's metadata says pt.
+TEST_F(CliGptqDirectory, ShardsPastTheLimitWithAnIndex) {
+  const Model m = tiny_llama2c();
+  test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(m));
+  const test::CommandResult r =
+      lowbit("quantize-model --model " + dir.file("tiny.bin") + " --method rtn --bits 4 " +
+             "--calib-samples 2 --max-shard-size 2KB --out " + dir.file("q"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q/model.safetensors")));
+  const nlohmann::json index =
+      nlohmann::json::parse(read_text(dir.file("q/model.safetensors.index.json")));
+  std::map<std::string, std::string> expected_map;
+  std::uint64_t total = 0;
+  int shards = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("q"))) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("model-", 0) != 0) continue;
+    ++shards;
+    EXPECT_LE(std::filesystem::file_size(entry.path()), 2000u + 4096u) << name;  // + header
+    const io::SafetensorsReader file(entry.path().string());
+    EXPECT_EQ(*file.metadata_value("format"), "pt") << name;
+    for (const std::string& tensor : file.names()) {
+      expected_map[tensor] = name;
+      total += file.info(tensor).end - file.info(tensor).begin;
+    }
+  }
+  EXPECT_GE(shards, 3);
+  char last[64];
+  std::snprintf(last, sizeof last, "model-%05d-of-%05d.safetensors", shards, shards);
+  EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("q/") + last)));
+  EXPECT_EQ(index["metadata"]["total_size"], total);
+  EXPECT_EQ(index["weight_map"].get<decltype(expected_map)>(), expected_map);
+  EXPECT_EQ(expected_map.count("model.layers.0.mlp.down_proj.qweight"), 1u);
+  EXPECT_EQ(expected_map.count("model.layers.0.mlp.up_proj.g_idx"), 1u);
+}
+
+// A Hugging Face source: its config.json fields (dtype, extras) and
+// tokenizer files are kept, its tensors' dtype too, its rows are not permuted.
+TEST_F(CliGptqDirectory, HuggingFaceSourceKeepsItsConfigDtypesAndTokenizer) {
+  Model m = tiny_llama2c();
+  m.classifier = test::tiny_model(42, Config{32, 32, 1, 4, 4, 23, 64}).token_embedding;
+  test::write_hf_directory(m, dir.file("hf"), {io::Dtype::BF16, 1});
+  nlohmann::json config = nlohmann::json::parse(read_text(dir.file("hf/config.json")));
+  config["torch_dtype"] = "bfloat16";
+  config["custom_field"] = 42;
+  test::write_text(dir.file("hf/config.json"), config.dump());
+  const std::vector<std::string> copied{"tokenizer.json", "tokenizer_config.json",
+                                        "tokenizer.model", "special_tokens_map.json",
+                                        "generation_config.json"};
+  for (const std::string& name : copied) test::write_text(dir.file("hf/" + name), name + " bytes");
+  const test::CommandResult r = lowbit("quantize-model --model " + dir.file("hf") +
+                                       " --method rtn --bits 8 --group-size -1 --sym " +
+                                       "--calib-samples 2 --out " + dir.file("q"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string& name : copied)
+    EXPECT_EQ(read_text(dir.file("q/" + name)), name + " bytes") << name;
+  const nlohmann::json written = nlohmann::json::parse(read_text(dir.file("q/config.json")));
+  EXPECT_EQ(written["custom_field"], 42);
+  EXPECT_EQ(written["torch_dtype"], "bfloat16");
+  EXPECT_EQ(written["quantization_config"]["sym"], true);
+  EXPECT_EQ(written["quantization_config"]["bits"], 8);
+  EXPECT_EQ(written["quantization_config"]["group_size"], -1);
+  const io::SafetensorsReader file(dir.file("q/model.safetensors"));
+  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                           "model.layers.0.input_layernorm.weight"})
+    EXPECT_EQ(file.info(name).dtype, io::Dtype::BF16) << name;
+  EXPECT_EQ(file.matrix("lm_head.weight"), test::hf_tensors(m).back().second.unaryExpr([](float v) {
+    return bf16_to_float(float_to_bf16(v));
+  }));
+  // 8-bit per-row RTN of the stored q_proj, rows as stored (already rotate-half).
+  const MatrixF stored_q =
+      test::converter_permute(test::weight(m, 0, LinearKind::wq), 4).unaryExpr([](float v) {
+        return bf16_to_float(float_to_bf16(v));
+      });
+  RtnConfig rtn;
+  rtn.bits = 8;
+  rtn.grid.sym = true;
+  const UniformWeights expected = quantize_rtn(stored_q, rtn).weights;
+  const UniformWeights back = io::read_gptq_linear(file, "model.layers.0.self_attn.q_proj", 8);
+  EXPECT_EQ(back.codes, expected.codes);
+  EXPECT_EQ(back.zero, expected.zero);
+}
+
+TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
+  const Model m = tiny_llama2c();
+  test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(m));
+  std::filesystem::create_directories(dir.file("full"));
+  test::write_text(dir.file("full/keep.txt"), "x");
+  test::write_text(dir.file("afile"), "x");
+  std::filesystem::create_directories(dir.file("target"));
+  std::filesystem::create_directory_symlink(dir.file("target"), dir.file("link"));
+  const std::string model = "quantize-model --model " + dir.file("tiny.bin") + " --method rtn ";
+  struct Case {
+    std::string args, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--out " + dir.file("full"), "option --out: '" + dir.file("full") + "' exists"},
+           {"--out " + dir.file("afile"), "option --out: '" + dir.file("afile") + "' exists"},
+           {"--out " + dir.file("link"), "option --out: '" + dir.file("link") + "' exists"},
+           {"--out " + dir.file("q") + " --max-shard-size 1.5GB", "option --max-shard-size"},
+           {"--out " + dir.file("q") + " --max-shard-size 0", "option --max-shard-size"},
+           {"--out " + dir.file("q.safetensors") + " --format bpdq --max-shard-size 1GB",
+            "option --max-shard-size: the bpdq format is one file"},
+       }) {
+    const test::CommandResult r = lowbit(model + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+  }
+  const test::CommandResult sym =
+      lowbit("quantize-model --model " + dir.file("tiny.bin") +
+             " --method bpdq --format bpdq --sym --out " + dir.file("q.safetensors"));
+  EXPECT_EQ(sym.exit_code, 2) << sym.output;
+  EXPECT_NE(sym.output.find("option --sym"), std::string::npos) << sym.output;
+  EXPECT_EQ(read_text(dir.file("full/keep.txt")), "x");
+
+  // An empty directory is filled; a parent that does not exist fails and leaves nothing.
+  std::filesystem::create_directories(dir.file("empty"));
+  EXPECT_EQ(lowbit(model + "--calib-samples 1 --out " + dir.file("empty")).exit_code, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("empty/config.json")));
+  const test::CommandResult r = lowbit(model + "--calib-samples 1 --out " + dir.file("absent/q"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(dir.file("absent/q")), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("absent")));
+}
+
+}  // namespace
+}  // namespace lowbit::model
