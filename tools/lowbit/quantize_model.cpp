@@ -13,6 +13,7 @@
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/model/gguf_model.hpp>
+#include <lowbit/model/gguf_tokenizer.hpp>
 #include <lowbit/model/hf.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
@@ -309,7 +310,10 @@ int write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   const GgmlType type = *job.spec.ggml_type;
   io::GgufWriter out;
   model::add_gguf_metadata(out, c, type, std::filesystem::path(job.model).stem().string());
-  model::add_gguf_no_tokenizer(out);
+  // A model directory's tokenizer before the slow part, so its errors come first.
+  const bool tokenizer = std::filesystem::is_directory(job.model) &&
+                         model::add_gguf_tokenizer(out, job.model, c.vocab_size);
+  if (!tokenizer) model::add_gguf_no_tokenizer(out);
   out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
   model::add_gguf_globals(out, padded.globals, type);
   LayerSink sink;
@@ -323,7 +327,8 @@ int write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   io::StagedFile file(job.out, out.bytes());
   commit_files(file, nullptr);
   std::cerr << "wrote " << job.out << " (" << ggml_type_name(type) << ", " << bits_per_weight
-            << " bits per weight over the linears; no tokenizer: llama.cpp runs it on token ids)\n";
+            << " bits per weight over the linears"
+            << (tokenizer ? "" : "; no tokenizer: llama.cpp runs it on token ids") << ")\n";
   return 0;
 }
 
