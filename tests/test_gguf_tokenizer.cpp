@@ -335,7 +335,14 @@ TEST(GgufTokenizer, HostileSentencePieceModels) {
   refused(length_delimited(2, "spec"), "no SentencePiece pieces");
   refused(model_proto(std::vector<Piece>(65, {"p", 0.0f, 1})),
           "more than config.json's vocab_size 64");
-  test::write_text(path, model_proto({{"<unk>", 0.0f, 2}}));
+  test::write_text(path, model_proto({{"<unk>", 0.0f, 2}, {"hello", 0.0f, 1}}));
+  test::write_text(dir.file("added_tokens.json"), R"({"hello": 5})");
+  expect_error(
+      [&] {
+        io::GgufWriter out;
+        add_gguf_tokenizer(out, dir.file(""), 64);
+      },
+      {"token 'hello' is both id 1 and id 5"});
   test::write_text(dir.file("added_tokens.json"), R"({"<x>": -3})");
   expect_error(
       [&] {

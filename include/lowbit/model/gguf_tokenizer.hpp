@@ -525,6 +525,18 @@ inline void add_special_tokens(io::GgufWriter& out, const std::string& dir, cons
       out.set("tokenizer.chat_template", *t);
 }
 
+// llama.cpp maps token texts back to ids and aborts on a text held twice
+// (llama-vocab.cpp asserts id_to_token.size() == token_to_id.size()).
+inline void require_distinct_tokens(const std::vector<std::string>& tokens,
+                                    const std::string& dir) {
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const auto [it, fresh] = seen.emplace(tokens[i], i);
+    lowbit::detail::require(fresh, dir, ": token '", tokens[i], "' is both id ", it->second,
+                            " and id ", i, "; llama.cpp needs distinct token texts");
+  }
+}
+
 }  // namespace detail
 
 // Writes the tokenizer.ggml.* keys of the Hugging Face directory `dir`'s
@@ -549,6 +561,7 @@ inline bool add_gguf_tokenizer(io::GgufWriter& out, const std::string& dir, int 
   } else {
     return false;
   }
+  detail::require_distinct_tokens(vocab.tokens, dir);
   out.set("tokenizer.ggml.tokens", std::move(vocab.tokens));
   if (!vocab.scores.empty()) out.set("tokenizer.ggml.scores", vocab.scores);
   out.set("tokenizer.ggml.token_type", vocab.types);
