@@ -1,4 +1,4 @@
-// GPTQ into ggml's K-quants against llama.cpp's own quantizer, side by side
+// GPTQ and AWQ into ggml's K-quants against llama.cpp's own quantizer, side by side
 // on the same layer and calibration: llama.cpp runs as a separate program,
 // ../shared/peer-bench's quant_layer (built against ggml by its build.sh), so
 // nothing here links ggml. Prints a Markdown table: bits/w, relative output
@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <lowbit/io/safetensors.hpp>
+#include <lowbit/quant/awq_ggml.hpp>
 #include <lowbit/quant/gptq_ggml.hpp>
 #include <string>
 
@@ -75,10 +76,10 @@ Layer layer_from_file(const std::string& path, const std::string& tensor, Index&
   const lowbit::io::SafetensorsReader file(path);
   Layer l;
   l.w = file.matrix(tensor);
-  const MatrixF x = file.matrix("X");
-  tokens = x.rows();
+  l.x = file.matrix("X");
+  tokens = l.x.rows();
   lowbit::Calibration calibration(l.w.cols());
-  calibration.add(x);
+  calibration.add(l.x);
   l.h = calibration.hessian();
   l.h_float = l.h.cast<float>();
   return l;
@@ -102,25 +103,33 @@ int main(int argc, char** argv) {
         (0.5 * static_cast<double>(tokens) * l.h.diagonal()).cast<float>();
     write_floats(dir + "/imatrix.f32", imatrix.data(), imatrix.size());
     std::printf(
-        "| type | bits/w | llama.cpp | llama.cpp + imatrix | lowbit GPTQ into the type "
-        "| ratio to + imatrix | seconds: llama.cpp + imatrix, lowbit |\n"
-        "|---|---|---|---|---|---|---|\n");
+        "| type | bits/w | llama.cpp | llama.cpp + imatrix | lowbit AWQ into the type "
+        "| lowbit GPTQ into the type | ratios to + imatrix | seconds: llama.cpp + imatrix, "
+        "AWQ, GPTQ |\n"
+        "|---|---|---|---|---|---|---|---|\n");
     for (lowbit::GgmlType type :
          {lowbit::GgmlType::q2_k, lowbit::GgmlType::q3_k, lowbit::GgmlType::q4_k,
           lowbit::GgmlType::q5_k, lowbit::GgmlType::q6_k}) {
       const LlamaCppRun plain = run_llama_cpp(argv[1], dir, l, false, type);
       const LlamaCppRun weighted = run_llama_cpp(argv[1], dir, l, true, type);
+      lowbit::AwqGgmlConfig awq_config;
+      awq_config.type = type;
+      auto start = std::chrono::steady_clock::now();
+      const MatrixF awq = lowbit::quantize_awq_ggml({l.w}, l.x, awq_config).effective_weight(0);
+      const double awq_seconds = seconds_since(start);
       lowbit::GptqGgmlConfig config;
       config.type = type;
-      const auto start = std::chrono::steady_clock::now();
-      const MatrixF ours = lowbit::quantize_gptq_ggml(l.w, l.h, config).dequantize();
-      const double seconds = seconds_since(start);
-      const double error = relative_output_error(l, ours);
+      start = std::chrono::steady_clock::now();
+      const MatrixF gptq = lowbit::quantize_gptq_ggml(l.w, l.h, config).dequantize();
+      const double gptq_seconds = seconds_since(start);
       const double reference = relative_output_error(l, weighted.q);
-      std::printf("| %s | %s | %.4f | %.4f | %.4f | %.2f | %.2f, %.2f |\n",
+      const double awq_error = relative_output_error(l, awq),
+                   error = relative_output_error(l, gptq);
+      std::printf("| %s | %s | %.4f | %.4f | %.4f | %.4f | %.2f, %.2f | %.2f, %.2f, %.2f |\n",
                   lowbit::ggml_type_name(type), plain.bits_per_weight.c_str(),
-                  relative_output_error(l, plain.q), reference, error, error / reference,
-                  weighted.seconds, seconds);
+                  relative_output_error(l, plain.q), reference, awq_error, error,
+                  awq_error / reference, error / reference, weighted.seconds, awq_seconds,
+                  gptq_seconds);
       std::fflush(stdout);
     }
     std::filesystem::remove_all(dir);

@@ -19,6 +19,7 @@ constexpr Index kTokens = 2048;
 
 struct Layer {
   MatrixF w;
+  MatrixF x;  // calibration activations, tokens x in
   MatrixD h;
   MatrixF h_float;
 };
@@ -43,6 +44,7 @@ Layer make_layer(Index out, Index in, Index tokens, unsigned seed) {
   calibration.add(x);
   layer.h = calibration.hessian();
   layer.h_float = layer.h.cast<float>();
+  layer.x = std::move(x);
   return layer;
 }
 

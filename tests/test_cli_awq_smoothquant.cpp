@@ -1,6 +1,8 @@
 // `lowbit quantize awq` and `lowbit quantize smoothquant`: one golden case
 // each through the tool (double and float inputs; the library tests run every
 // case), the output tensor contract, and misuse.
+#include <lowbit/io/ggml_blocks.hpp>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -89,6 +91,34 @@ TEST_F(CliAwqSmoothQuant, AwqGoldenCaseThroughTheTool) {
     EXPECT_NEAR(err, test::meta_double(f, "rel_out_err_Q_eff"), 0.01 * err);
   };
   check(test::golden_case("awq_w3_g64_f64"), test::bundled_golden_dir());
+}
+
+// --gguf-type: gguf_blocks decode to the quantized W·diag(s); Q is that over
+// s, and its output error on X is below llama.cpp's quantizer with its
+// importance matrix (quantize rtn --gguf-type on the same file).
+TEST_F(CliAwqSmoothQuant, AwqGgufTypeWritesBlocksOfTheScaledWeights) {
+  const std::string in = test::bundled_golden_dir() + "/inputs_64x256.safetensors";
+  const std::string awq = dir.file("awq.safetensors"), rtn = dir.file("rtn.safetensors");
+  const test::CommandResult a =
+      lowbit("quantize awq --gguf-type q4_K --in " + in + " --out " + awq);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(lowbit("quantize rtn --gguf-type q4_K --in " + in + " --out " + rtn).exit_code, 0);
+  const io::SafetensorsReader result(awq), inputs(in);
+  EXPECT_EQ(result.metadata_value("gguf_type"), "q4_K");
+  const std::vector<float> s = result.floats("scales");
+  MatrixF decoded =
+      io::unpack_ggml_blocks(GgmlType::q4_k, 64, 256, result.data("gguf_blocks"), 64 * 144, awq)
+          .dequantize();
+  for (Index j = 0; j < 256; ++j) decoded.col(j) /= s[std::size_t(j)];
+  EXPECT_EQ(decoded, result.matrix("Q"));
+  const MatrixF w = inputs.matrix("W"), x = inputs.matrix("X");
+  auto error = [&](const MatrixF& q) { return (x * (w - q).transpose()).norm(); };
+  EXPECT_LT(error(result.matrix("Q")), 0.95 * error(io::SafetensorsReader(rtn).matrix("Q")));
+  const test::CommandResult bad =
+      lowbit("quantize awq --gguf-type q4_K --group-size 64 --in " + in + " --out " + awq);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("--group-size does not apply with --gguf-type"), std::string::npos)
+      << bad.output;
 }
 
 TEST_F(CliAwqSmoothQuant, SmoothQuantGoldenCaseThroughTheTool) {

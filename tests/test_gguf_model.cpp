@@ -173,10 +173,10 @@ TEST_F(GgufModelCli, stories260k_llama2c_and_hf_sources_give_the_same_file) {
   }
 }
 
-// GPTQ into Q4_K (llama.cpp's fallback Q5_0 for 64- and 192-wide rows) and
-// llama.cpp's quantizer: `gguf logits` on the written file computes what the
-// same quantization in this process computes (calibrated on the sequences the
-// tool samples, seed 1), with token_embd in Q5_0 as the file stores it.
+// GPTQ and AWQ into Q4_K (llama.cpp's fallback Q5_0 for 64- and 192-wide
+// rows; AWQ's scales folded into the norms) and llama.cpp's quantizer: `gguf logits` on the written
+// file computes what the same quantization in this process computes (calibrated on the sequences
+// the tool samples, seed 1), with token_embd in Q5_0 as the file stores it.
 TEST_F(GgufModelCli, stories260k_gguf_logits_are_the_quantized_models) {
   REQUIRE_STORIES260K(m);
   const std::string model_path = *lowbit::test::model_file("stories260K.bin");
@@ -186,7 +186,7 @@ TEST_F(GgufModelCli, stories260k_gguf_logits_are_the_quantized_models) {
   std::string tokens;
   for (int t : text[0]) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
   for (const auto& [method, internal] : std::vector<std::pair<std::string, std::string>>{
-           {"gptq", "gptq-gguf"}, {"rtn", "llama.cpp"}}) {
+           {"gptq", "gptq-gguf"}, {"awq", "awq-gguf"}, {"rtn", "llama.cpp"}}) {
     SCOPED_TRACE(method);
     const std::string file_name = dir.file(method + ".gguf");
     const test::CommandResult q =
@@ -214,7 +214,7 @@ TEST_F(GgufModelCli, stories260k_gguf_logits_are_the_quantized_models) {
 TEST_F(GgufModelCli, MisuseExitsWithTwo) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"quantize-model --model m.bin --out o.gguf --format gguf --bits 4", "--bits does not apply"},
-      {"quantize-model --model m.bin --out o.gguf --format gguf --method awq",
+      {"quantize-model --model m.bin --out o.gguf --format gguf --method bpdq",
        "--format gguf takes --method gptq"},
       {"quantize-model --model m.bin --out o.gguf --format gguf --gguf-type q9_K",
        "option --gguf-type: 'q9_K'"},

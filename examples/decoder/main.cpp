@@ -1,9 +1,11 @@
-// lowbit_decoder: a LLaMA-style decoder for llama2.c checkpoints.
+// lowbit_decoder: a LLaMA-style decoder for llama2.c checkpoints, Hugging
+// Face model directories and LLaMA GGUF files.
 //
-//   lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]
-//       generates token ids with the float decoder and reports the speed;
-//   lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]
-//                  [--group-size G] [--tsv FILE]
+//   lowbit_decoder MODEL [--tokens N] [--temperature T] [--seed S]
+//       generates token ids and reports the speed: float models in float, a
+//       GGUF file's quantized linears on the kernels;
+//   lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]
+//                  [--types T1,T2,...] [--group-size G] [--tsv FILE]
 //       the end-to-end quantization study: every method at every bit width it
 //       supports, one table (and the same rows as TSV for plots).
 //
@@ -19,6 +21,9 @@
 #include <sstream>
 #include <string>
 
+#include <filesystem>
+#include <lowbit/model/gguf_model.hpp>
+#include <lowbit/model/hf.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 
@@ -42,6 +47,7 @@ struct Options {
   bool study = false;
   std::vector<std::string> methods = lowbit::model::method_names();
   std::vector<int> bits{2, 3, 4};
+  std::vector<lowbit::GgmlType> types;  // for the ggml methods, instead of bits
   int group_size = 32;
   std::string tsv;
 };
@@ -57,13 +63,27 @@ void generate(const lowbit::model::Model& model, const Options& o) {
   const double decoded = static_cast<double>(sequence.size() - 1);
   std::cout << "\n"
             << decoded << " tokens decoded in " << seconds * 1e3 << " ms: " << decoded / seconds
-            << " tokens/s (float, one token per step, KV cache)\n";
+            << " tokens/s (one token per step, KV cache, one thread)\n";
+}
+
+// A directory is a Hugging Face model, *.gguf a GGUF file (its linears
+// quantized already, so not a study's starting point), anything else llama2.c.
+lowbit::model::Model load_model(const std::string& path, bool study) {
+  namespace model = lowbit::model;
+  if (std::filesystem::is_directory(path)) return model::load_all(model::open_hf(path));
+  if (std::filesystem::path(path).extension() == ".gguf") {
+    lowbit::detail::require(!study, path, ": --study starts from a float model, not a GGUF file");
+    return model::load_all(model::open_gguf(path));
+  }
+  return model::load_llama2c(path);
 }
 
 // GPTQ runs with act-order (desc_act), its better setting.
 // Calibration: 32 sequences of 64 tokens sampled at temperature 1 (seed 1);
 // evaluation: 32 other sequences of 128 tokens (seed 2). The hidden dimension
 // is padded to a multiple of 64 so every group size up to 64 divides it.
+// The ggml methods run at each --types entry when given, else at each --bits
+// (the K-quant of that width).
 void study(const lowbit::model::Model& loaded, const Options& o) {
   using namespace decoder;
   using namespace lowbit::model;
@@ -93,15 +113,20 @@ void study(const lowbit::model::Model& loaded, const Options& o) {
       "| method             | bits | bits/w |       KL |  top-1 |       ppl | tokens/s |\n"
       "|--------------------|------|--------|----------|--------|-----------|----------|\n");
   row("float", "32", 32.0, compare(reference, reference, heldout), tokens_per_second(model, 256));
+  const auto run = [&](const QuantSpec& spec, const std::string& label) {
+    const QuantizedModel q = quantize_model(model, calibration, spec);
+    row(spec.method, label, q.bits_per_weight,
+        compare(reference, sequence_logits(q.model, heldout), heldout),
+        tokens_per_second(q.model, 256));
+  };
   for (const std::string& method : o.methods) {
-    const std::vector<int> widths = is_w8a8(method) ? std::vector<int>{8} : o.bits;
-    for (int bits : widths) {
-      const QuantizedModel q =
-          quantize_model(model, calibration, {method, bits, o.group_size, true});
-      row(method, std::to_string(bits), q.bits_per_weight,
-          compare(reference, sequence_logits(q.model, heldout), heldout),
-          tokens_per_second(q.model, 256));
+    if (is_ggml(method) && !o.types.empty()) {
+      for (lowbit::GgmlType type : o.types)
+        run({method, 4, o.group_size, true, type}, lowbit::ggml_type_name(type));
+      continue;
     }
+    const std::vector<int> widths = is_w8a8(method) ? std::vector<int>{8} : o.bits;
+    for (int bits : widths) run({method, bits, o.group_size, true}, std::to_string(bits));
   }
 }
 
@@ -109,9 +134,10 @@ void study(const lowbit::model::Model& loaded, const Options& o) {
 
 int main(int argc, char** argv) {
   const std::string usage =
-      "usage: lowbit_decoder CHECKPOINT.bin [--tokens N] [--temperature T] [--seed S]\n"
-      "       lowbit_decoder CHECKPOINT.bin --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
-      "                      [--group-size G] [--tsv FILE]\n";
+      "usage: lowbit_decoder MODEL [--tokens N] [--temperature T] [--seed S]\n"
+      "       (MODEL: a llama2.c file, a Hugging Face directory or a LLaMA .gguf)\n"
+      "       lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
+      "                      [--types q4_0,q8_0,...] [--group-size G] [--tsv FILE]\n";
   Options o;
   try {
     for (int i = 1; i < argc; ++i) {
@@ -130,6 +156,13 @@ int main(int argc, char** argv) {
       else if (arg == "--bits" && has_value) {
         o.bits.clear();
         for (const std::string& b : split(argv[++i])) o.bits.push_back(std::stoi(b));
+      } else if (arg == "--types" && has_value) {
+        for (const std::string& t : split(argv[++i])) {
+          const std::optional<lowbit::GgmlType> type = lowbit::parse_ggml_type(t);
+          if (!type || !lowbit::find_ggml_block_format(*type))
+            return std::cerr << "lowbit_decoder: --types: '" << t << "' is not a block type\n", 2;
+          o.types.push_back(*type);
+        }
       } else if (arg == "--group-size" && has_value)
         o.group_size = std::stoi(argv[++i]);
       else if (arg == "--tsv" && has_value)
@@ -151,7 +184,7 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(1);
   try {
     for (const std::string& m : o.methods) lowbit::model::is_w8a8(m);  // unknown names fail here
-    const lowbit::model::Model model = lowbit::model::load_llama2c(o.path);
+    const lowbit::model::Model model = load_model(o.path, o.study);
     const lowbit::model::Config& c = model.config;
     std::cout << o.path << ": dim " << c.dim << ", hidden " << c.hidden_dim << ", layers "
               << c.n_layers << ", heads " << c.n_heads << " (" << c.n_kv_heads << " kv), vocab "

@@ -104,12 +104,15 @@ ModelJob parse_gguf_job(const Options& o, ModelJob job) {
                        " does not apply with --format gguf (--gguf-type fixes the grid)");
   if (job.spec.method == "gptq")
     job.spec.method = "gptq-gguf";
+  else if (job.spec.method == "awq")
+    job.spec.method = "awq-gguf";
   else if (job.spec.method == "rtn")
     job.spec.method = "llama.cpp";
   else
     throw UsageError(
-        "quantize-model: --format gguf takes --method gptq (GPTQ into the type) or "
-        "rtn (llama.cpp's quantizer, calibration as its importance matrix), not '" +
+        "quantize-model: --format gguf takes --method gptq (GPTQ into the type), awq (AWQ's "
+        "scales into the type) or rtn (llama.cpp's quantizer, calibration as its importance "
+        "matrix), not '" +
         job.spec.method + "'");
   if (job.spec.act_order && job.spec.method != "gptq-gguf")
     throw UsageError("quantize-model: --act-order applies to --method gptq only");
@@ -356,7 +359,8 @@ Command quantize_model_command() {
           "in its metadata and beside it (OUT.quantize_config.json), or (--format gguf) as a\n"
           "GGUF file llama.cpp loads, every matrix in --gguf-type (default q4_K) with\n"
           "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
-          "into that type with GPTQ, rtn with llama.cpp's quantizer. Calibration: the token\n"
+          "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
+          "llama.cpp's quantizer. Calibration: the token\n"
           "ids of --calib, else sequences the float model samples itself; --calibration\n"
           "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
           "float on the float model's. The hidden dimension is padded with zero units to a\n"

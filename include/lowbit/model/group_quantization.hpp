@@ -18,6 +18,7 @@
 #include "lowbit/model/quantized_linear.hpp"
 #include "lowbit/quant/absmax.hpp"
 #include "lowbit/quant/awq.hpp"
+#include "lowbit/quant/awq_ggml.hpp"
 #include "lowbit/quant/bpdq.hpp"
 #include "lowbit/quant/gptq.hpp"
 #include "lowbit/quant/gptq_ggml.hpp"
@@ -245,6 +246,23 @@ inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
   return out;
 }
 
+// AWQ into the spec's type (quant/awq_ggml.hpp) for a group behind a norm,
+// the norm absorbing 1/s as a GGUF file stores it; wo and w2 take llama.cpp's
+// quantizer (their scales would fold into v and up, quantized before them).
+inline std::vector<QuantizedLinear> awq_ggml(const GroupInputs& in) {
+  const GgmlType type = ggml_type_for(in.spec, in.x.cols());
+  if (in.norm == nullptr || type == GgmlType::f16) return llama_cpp(in);
+  AwqGgmlConfig config;
+  config.type = type;
+  std::vector<MatrixFRef> linears;
+  for (const MatrixF* w : in.weights) linears.emplace_back(*w);
+  AwqGgmlResult r = quantize_awq_ggml(linears, in.x, config);
+  *in.norm = in.norm->cwiseQuotient(r.scales);
+  std::vector<QuantizedLinear> out;
+  for (GgmlWeights& w : r.weights) out.push_back(ggml_linear(std::move(w)));
+  return out;
+}
+
 inline Int8Weights absmax_int8(const MatrixF& w) {
   AbsmaxConfig config;
   config.bits = 8;
@@ -276,18 +294,20 @@ struct MethodEntry {
   const char* name;
   std::vector<QuantizedLinear> (*quantize)(const GroupInputs&);
   bool w8a8;  // bits fixed at 8
+  bool ggml;  // into a ggml type (QuantSpec::ggml_type, else the K-quant of bits)
 };
 inline const std::vector<MethodEntry>& methods() {
   static const std::vector<MethodEntry> table{
-      {"rtn", rtn, false},
-      {"gptq", gptq, false},
-      {"bpdq", bpdq, false},
-      {"tacq-gradient-free", tacq_gradient_free, false},
-      {"awq", awq, false},
-      {"absmax-w8a8", absmax_w8a8, true},
-      {"smoothquant-w8a8", smoothquant_w8a8, true},
-      {"llama.cpp", llama_cpp, false},
-      {"gptq-gguf", gptq_ggml, false},
+      {"rtn", rtn, false, false},
+      {"gptq", gptq, false, false},
+      {"bpdq", bpdq, false, false},
+      {"tacq-gradient-free", tacq_gradient_free, false, false},
+      {"awq", awq, false, false},
+      {"absmax-w8a8", absmax_w8a8, true, false},
+      {"smoothquant-w8a8", smoothquant_w8a8, true, false},
+      {"llama.cpp", llama_cpp, false, true},
+      {"gptq-gguf", gptq_ggml, false, true},
+      {"awq-gguf", awq_ggml, false, true},
   };
   return table;
 }
@@ -310,6 +330,9 @@ inline std::vector<std::string> method_names() {
 
 // True for the W8A8 methods (bits fixed at 8); throws for an unknown method.
 inline bool is_w8a8(const std::string& method) { return detail::method(method).w8a8; }
+
+// True for the methods into ggml's types; throws for an unknown method.
+inline bool is_ggml(const std::string& method) { return detail::method(method).ggml; }
 
 // The methods whose results are plain uniform / bit-plane linears (no input
 // scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
