@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user clang clang-format libclang-rt-14-dev \
-  libomp-14-dev
+  libomp-14-dev sentencepiece
 
 jobs=$(nproc)
 golden=${LOWBIT_GOLDEN_DIR:-}

@@ -13,6 +13,7 @@
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/model/gguf_model.hpp>
+#include <lowbit/model/gguf_tokenizer.hpp>
 #include <lowbit/model/hf.hpp>
 #include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/llama2c.hpp>
@@ -363,7 +364,10 @@ void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   const GgmlType type = *job.spec.ggml_type;
   io::GgufWriter out;
   model::add_gguf_metadata(out, c, type, std::filesystem::path(job.model).stem().string());
-  model::add_gguf_no_tokenizer(out);
+  // A model directory's tokenizer before the slow part, so its errors come first.
+  const bool tokenizer = std::filesystem::is_directory(job.model) &&
+                         model::add_gguf_tokenizer(out, job.model, c.vocab_size);
+  if (!tokenizer) model::add_gguf_no_tokenizer(out);
   out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
   model::add_gguf_globals(out, padded.globals, type);
   const double bits_per_weight = quantize_layers(
@@ -380,7 +384,8 @@ void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
     file.commit();
   }
   std::cerr << "wrote " << job.out << " (" << ggml_type_name(type) << ", " << bits_per_weight
-            << " bits per weight over the linears; no tokenizer: llama.cpp runs it on token ids)\n";
+            << " bits per weight over the linears"
+            << (tokenizer ? "" : "; no tokenizer: llama.cpp runs it on token ids") << ")\n";
 }
 
 int run_quantize_model(const Options& options) {
