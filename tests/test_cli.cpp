@@ -70,7 +70,7 @@ TEST_F(Cli, BadOptionValuesAreMisuseNamingTheOption) {
       {"quantize tacq" + io + " --outlier-dtype f64", "--outlier-dtype"},
       {"quantize-model --model /nonexistent.bin --out " + out + " --bits 5", "--bits"},
       {"quantize-model --model /nonexistent.bin --out " + out + " --threads abc", "--threads"},
-      {"quantize-model --model /nonexistent.bin --out " + out + " --format gguf", "--format"},
+      {"quantize-model --model /nonexistent.bin --out " + out + " --format onnx", "--format"},
       {"quantize-model --model /nonexistent.bin --out " + out + " --calibration 0",
        "--calibration"},
       {"demo --size huge", "--size"},

@@ -64,7 +64,7 @@ TEST_F(CliGguf, MisuseAndBadFilesSayWhy) {
     std::string message;
   };
   const std::vector<Case> cases{
-      {"gguf", 2, "gguf: missing its command, info or dequantize"},
+      {"gguf", 2, "gguf: missing its command, info, dequantize or logits"},
       {"gguf --in x.gguf", 2, "gguf: missing its command"},
       {"gguf frob x.gguf", 2, "unknown command 'gguf frob'"},
       {"gguf dequantize --in " + test::bundled_gguf_golden(), 2, "missing required option --out"},

@@ -36,7 +36,7 @@ TEST_F(SequentialQuantization, ReplacesEveryLinearInOrder) {
         m, calibration, {method, bits, 8},
         [&](int l, const std::string& names) { groups.push_back(std::to_string(l) + names); },
         [&](int l, LinearKind k, const QuantizedLinear&) { order.emplace_back(l, k); });
-    const bool ggml = method == "llama.cpp" || method == "gptq-gguf";
+    const bool ggml = is_ggml(method);
     for (std::size_t l = 0; l < q.model.layers.size(); ++l)
       for (int k = 0; k < kLinearsPerLayer; ++k) {
         const auto& linear = q.model.layers[l].linears[static_cast<std::size_t>(k)];
@@ -67,7 +67,7 @@ TEST_F(SequentialQuantization, ReplacesEveryLinearInOrder) {
       EXPECT_LT(error(method, 8), 0.05) << method;
       continue;
     }
-    if (method == "llama.cpp" || method == "gptq-gguf") {  // 2 and 3 bits: no block-32 type
+    if (is_ggml(method)) {  // 2 and 3 bits: no block-32 type
       const double e4 = error(method, 4), e8 = error(method, 8);
       EXPECT_LT(e8, e4) << method;
       EXPECT_LT(e8, 0.05) << method;
