@@ -149,7 +149,7 @@ TEST_F(GgufModelCli, stories260k_llama2c_and_hf_sources_give_the_same_file) {
   const std::string model_path = *lowbit::test::model_file("stories260K.bin");
   test::write_hf_directory(*m, dir.file("hf"));
   const std::string common =
-      " --format gguf --gguf-type q8_0 --method rtn --calib-samples 2 --calib-length 16 --out ";
+      " --format gguf --type q8_0 --method rtn --calib-samples 2 --calib-length 16 --out ";
   const test::CommandResult a =
       lowbit("quantize-model --model " + model_path + common + dir.file("a.gguf"));
   ASSERT_EQ(a.exit_code, 0) << a.output;
@@ -249,6 +249,11 @@ TEST_F(GgufModelCli, MisuseExitsWithTwo) {
        "option --gguf-type: 'q9_K'"},
       {"quantize-model --model m.bin --out o.st --gguf-type q4_0",
        "--gguf-type needs --format gguf"},
+      {"quantize-model --model m.bin --out o.st --type q4_0", "--type needs --format gguf"},
+      {"quantize-model --model m.bin --out o.gguf --format gguf --type q4_k --gguf-type q4_k",
+       "give --type or --gguf-type, not both"},
+      {"quantize-model --model m.bin --out o.gguf --format gguf --type q7_k",
+       "option --type: 'q7_k'"},
       {"quantize-model --model m.bin --out o.gguf --format gguf --method rtn --act-order",
        "--act-order applies to --method gptq only"},
       {"gguf logits x.gguf --tokens 1,a --out l.st", "option --tokens: 'a' is not a token id"},

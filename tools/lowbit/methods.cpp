@@ -44,12 +44,12 @@ void apply_threads(const Options& options) {
 #endif
 }
 
-std::optional<GgmlType> gguf_type(const Options& options) {
-  if (!options.has("gguf-type")) return std::nullopt;
-  const std::string name = options.text("gguf-type");
+std::optional<GgmlType> gguf_type(const Options& options, const std::string& option) {
+  if (!options.has(option)) return std::nullopt;
+  const std::string name = options.text(option);
   const std::optional<GgmlType> type = parse_ggml_type(name);
   if (!type || !find_ggml_block_format(*type))
-    throw UsageError("option --gguf-type: '" + name +
+    throw UsageError("option --" + option + ": '" + name +
                      "' is not a block type lowbit encodes (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, "
                      "q3_K, q4_K, q5_K, q6_K, tq2_0, iq4_nl)");
   return type;

@@ -58,7 +58,7 @@ void add_folded_norm(io::SafetensorsWriter& out, const std::optional<VectorT<Sca
 }
 
 // --gguf-type: the ggml block type named (any letter case), none when not given.
-std::optional<GgmlType> gguf_type(const Options& options);
+std::optional<GgmlType> gguf_type(const Options& options, const std::string& option = "gguf-type");
 // gguf_blocks (U8, out x row bytes: exactly ggml's blocks) and the metadata
 // gguf_type (io::add_ggml_blocks), so ggml's own dequantization can be held
 // against Q; and the storage cost of the type.

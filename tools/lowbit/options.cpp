@@ -121,6 +121,8 @@ const OptionTable& option_catalogue() {
             one_of({"f16", "f32"})),
       entry("saliency-from", "Q", "TACQ: Q(W) in the saliency from gptq or rtn",
             one_of({"gptq", "rtn"})),
+      entry("type", "TYPE",
+            "quantize-model --format gguf: the ggml type of every matrix, as --gguf-type"),
       entry("tokens", "IDS", "gguf logits: token ids, comma-separated"),
       entry("x", "FILE", "gemv: activations, tensor x (or X), tokens x in, any float dtype"),
       entry("exact", "",

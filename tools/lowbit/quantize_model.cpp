@@ -96,7 +96,7 @@ struct ModelJob {
   std::uint64_t max_shard_bytes = 0;
 };
 
-// --format gguf: every linear in --gguf-type (default q4_K) by GPTQ or AWQ
+// --format gguf: every linear in --type (default q4_K) by GPTQ or AWQ
 // into the type or by llama.cpp's quantizer (the methods gptq, awq and rtn
 // name them), the embeddings by llama.cpp's quantizer, as `llama-quantize
 // --pure` stores them.
@@ -119,7 +119,11 @@ ModelJob parse_gguf_job(const Options& o, ModelJob job) {
         job.spec.method + "'");
   if (job.spec.act_order && job.spec.method != "gptq-gguf")
     throw UsageError("quantize-model: --act-order applies to --method gptq only");
-  job.spec.ggml_type = o.has("gguf-type") ? *gguf_type(o) : GgmlType::q4_k;
+  // --type is the name, --gguf-type the single-layer tool's: either.
+  if (o.has("type") && o.has("gguf-type"))
+    throw UsageError("quantize-model: give --type or --gguf-type, not both");
+  const std::optional<GgmlType> type = gguf_type(o, o.has("type") ? "type" : "gguf-type");
+  job.spec.ggml_type = type ? *type : GgmlType::q4_k;
   return job;
 }
 
@@ -152,7 +156,9 @@ ModelJob parse_job(const Options& o) {
   if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
   if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
   if (job.format == "gguf") return parse_gguf_job(o, std::move(job));
-  if (o.has("gguf-type")) throw UsageError("quantize-model: --gguf-type needs --format gguf");
+  for (const char* name : {"type", "gguf-type"})
+    if (o.has(name))
+      throw UsageError(std::string("quantize-model: --") + name + " needs --format gguf");
   if (job.format == "gptq" && job.spec.bits != 2 && job.spec.bits != 3 && job.spec.bits != 4 &&
       job.spec.bits != 8)
     throw UsageError(
@@ -420,12 +426,12 @@ Command quantize_model_command() {
           "--format bpdq writes one safetensors file with quantization_config in its metadata\n"
           "and beside it (OUT.quantize_config.json). --format gguf writes a GGUF file\n"
           "llama.cpp loads, with a model directory's tokenizer (tokenizer.model or\n"
-          "tokenizer.json), every matrix in --gguf-type (default q4_K) with llama.cpp's\n"
-          "fallback for rows its blocks do not divide; --method gptq quantizes into that type\n"
-          "with GPTQ, awq with AWQ's scales (folded into the norms), rtn with llama.cpp's\n"
-          "quantizer. Calibration: the token\n"
-          "ids of --calib, else sequences the float model samples itself; --calibration\n"
-          "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
+          "tokenizer.json), every matrix in --type (or --gguf-type; default q4_K) with\n"
+          "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
+          "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
+          "llama.cpp's quantizer. Calibration: the token ids of --calib, else sequences the\n"
+          "float model samples itself; --calibration sequential calibrates each layer on the\n"
+          "outputs of the quantized layers before it,\n"
           "float on the float model's. The hidden dimension is padded with zero units to a\n"
           "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
           "bit-plane linear.",
@@ -433,7 +439,8 @@ Command quantize_model_command() {
            option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
            option("act-order"), option("sym"), option("max-shard-size", "5GB"), option("calib"),
            option("calib-samples", "32"), option("calib-length", "64"),
-           option("calibration", "sequential"), option("gguf-type"), option("threads", "1")},
+           option("calibration", "sequential"), option("type"), option("gguf-type"),
+           option("threads", "1")},
           run_quantize_model};
 }
 
