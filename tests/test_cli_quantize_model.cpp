@@ -289,11 +289,12 @@ TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
   };
   for (const Case& c : std::vector<Case>{
            {"quantize-model --out " + out, "missing required option --model"},
-           {"quantize-model" + model + " --method awq", "no plain checkpoint form"},
+           {"quantize-model" + model + " --method smoothquant-w8a8", "no plain checkpoint form"},
+           {"quantize-model" + model + " --method awq", "use --format awq"},
            {"quantize-model" + model + " --method bpdq --format gptq", "use --format bpdq"},
            {"quantize-model" + model + " --format bpdq --act-order", "g_idx"},
            {"quantize-model" + model + " --format onnx",
-            "option --format: expected gptq, bpdq or gguf"},
+            "option --format: expected gptq, awq, bpdq or gguf"},
            {"quantize-model" + model + " --calib-samples 0", "option --calib-samples: expected"},
            {"quantize-model" + model + " --calib-length 1", "--calib-length must be >= 2"},
            {"quantize-model" + model + " --calibration dynamic",

@@ -38,7 +38,6 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
     VectorF norm = VectorF::Ones(64);
     const std::vector<QuantizedLinear> out = quantize_group({{&w1, &w2}, x, &norm, spec});
     ASSERT_EQ(out.size(), 2u);
-    EXPECT_EQ(norm, VectorF::Ones(64));
     GptqConfig gptq;
     gptq.bits = 3;
     gptq.group_size = 32;
@@ -48,6 +47,9 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
     awq.group_size = 32;
     const std::vector<MatrixFRef> linears{w1, w2};
     const AwqResult<float> awq_result = quantize_awq(linears, x, awq);
+    // AWQ's linears read x / s, which the norm now produces.
+    const VectorF s = method == "awq" ? awq_result.scales : VectorF::Ones(64);
+    EXPECT_EQ(norm, s.cwiseInverse());
     for (std::size_t i = 0; i < 2; ++i) {
       const MatrixF& w = i == 0 ? w1 : w2;
       MatrixF expected;
@@ -70,12 +72,12 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
         expected = r.dequantize();
         EXPECT_EQ(out[i].bits_per_weight, r.report.bits_per_weight);
       } else {
-        expected = awq_result.effective_weight(i);
+        expected = awq_result.weights[i].dequantize();
       }
-      expect_computes(out[i], x, expected, "linear " + std::to_string(i));
-      const bool checkpoint = method == "rtn" || method == "gptq" || method == "bpdq";
-      EXPECT_EQ(out[i].planes.has_value(), checkpoint);
-      EXPECT_EQ(out[i].uniform.has_value(), method == "rtn" || method == "gptq");
+      expect_computes(out[i], x * s.cwiseInverse().asDiagonal(), expected,
+                      "linear " + std::to_string(i));
+      EXPECT_EQ(out[i].planes.has_value(), method != "tacq-gradient-free");
+      EXPECT_EQ(out[i].uniform.has_value(), method != "tacq-gradient-free" && method != "bpdq");
       if (out[i].planes) {
         EXPECT_EQ(out[i].planes->dequantize(), expected);
       }
@@ -87,6 +89,39 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
       }
     }
   }
+}
+
+// Without a norm AWQ hands its scales to the linear that produces the
+// input (fold_into_producer), or, with neither, searches no scales: only the
+// clipping, as AutoAWQ does for o_proj under grouped-query attention.
+TEST_F(GroupQuantization, AwqFoldsIntoTheProducerOrKeepsNoScales) {
+  const QuantSpec spec{"awq", 4, 32};
+  AwqConfig config;
+  config.group_size = 32;
+  const AwqResult<float> searched = quantize_awq(w1, x, config);
+  ASSERT_NE(searched.scales, VectorF::Ones(64));
+  VectorF folded;
+  GroupInputs in{{&w1}, x, nullptr, spec};
+  in.fold_into_producer = [&](const VectorF& s) { folded = s; };
+  const std::vector<QuantizedLinear> out = quantize_group(in);
+  EXPECT_EQ(folded, searched.scales);
+  EXPECT_EQ(out[0].uniform->dequantize(), searched.weights[0].dequantize());
+
+  config.scale_grid = 1;
+  const AwqResult<float> clip_only = quantize_awq(w1, x, config);
+  EXPECT_EQ(clip_only.scales, VectorF::Ones(64));
+  const std::vector<QuantizedLinear> plain = quantize_group({{&w1}, x, nullptr, spec});
+  EXPECT_EQ(plain[0].uniform->dequantize(), clip_only.weights[0].dequantize());
+  expect_computes(plain[0], x, clip_only.weights[0].dequantize(), "no scales");
+
+  // The producer takes 1/s on its output rows through its scales alone.
+  QuantizedLinear producer = quantize_group({{&w2}, x, nullptr, {"rtn", 4, 32}})[0];
+  const UniformWeights before = *producer.uniform;
+  const VectorF s = VectorF::LinSpaced(40, 0.5f, 2.0f);
+  divide_output_rows(producer, s);
+  EXPECT_EQ(producer.uniform->codes, before.codes);
+  EXPECT_EQ(producer.uniform->zero, before.zero);
+  expect_computes(producer, x, s.cwiseInverse().asDiagonal() * before.dequantize(), "folded");
 }
 
 TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {

@@ -1,12 +1,16 @@
-// model/hf_export.hpp and `lowbit quantize-model --format gptq`: the Hugging
-// Face GPTQ directory. A hand-made 3-bit linear lands in the file as the
+// model/hf_export.hpp and `lowbit quantize-model --format gptq|awq`: the
+// Hugging Face GPTQ and AWQ directories. A hand-made 3-bit linear lands in the file as the
 // published v1 layout spells it (words written out below from the bit
 // definition, value i at bits [3i, 3i + 3)), with q rows in rotate-half order;
 // config fields, dtypes, shards and their index, copied tokenizer files; the
 // directory read back through load_hf gives the in-process quantized model's
-// logits; no zero point is 0; misuse exits 2 and failures leave nothing.
+// logits; no zero point is 0 in GPTQ; AWQ's directory holds AutoAWQ's config
+// and fp16 tensors, and its folded scales give the in-process AWQ model's
+// logits; misuse exits 2 and failures leave nothing.
 #include <algorithm>
+#include <array>
 #include <fstream>
+#include <lowbit/io/awq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
@@ -63,10 +67,10 @@ TEST(HfExport, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
     w.scale(0, r) = 0.25f * float(r + 1);
     w.zero(0, r) = float(1 + r % 7);
   }
-  GptqCheckpointConfig quant;
+  HfQuantization quant;
   quant.bits = 3;
   quant.group_size = 32;
-  GptqDirectoryWriter writer(m, "", quant, 1ull << 30);
+  HfDirectoryWriter writer(m, "", quant, 1ull << 30);
   writer.add_linear(0, LinearKind::wq, w);
   writer.add_layer_rest(0, m.layers[0]);
   const Files files = writer.files();
@@ -130,7 +134,7 @@ TEST(HfExport, RefusesZeroPointsOfZeroAndOddHeads) {
   w.scale = MatrixF::Ones(1, 32);
   w.zero = MatrixF::Constant(1, 32, 8.0f);
   w.zero(0, 5) = 0.0f;
-  GptqDirectoryWriter writer(m, "", {}, 1ull << 30);
+  HfDirectoryWriter writer(m, "", {}, 1ull << 30);
   try {
     writer.add_linear(0, LinearKind::wv, w);
     ADD_FAILURE() << "a zero point of 0 was accepted";
@@ -149,16 +153,62 @@ TEST(HfExport, RefusesZeroPointsOfZeroAndOddHeads) {
     EXPECT_THROW(parse_byte_size(bad), Error) << bad;
 }
 
+// AWQ: AutoAWQ's config fields in config.json and quant_config.json, fp16
+// for every float tensor (the source's BF16 too), no g_idx; a zero point of
+// 0 is stored as it is.
+TEST(HfExport, AwqDirectoryHoldsAutoAwqsConfigAndFp16) {
+  const Model m = tiny_llama2c();
+  UniformWeights w;
+  w.bits = 4;
+  w.group_size = 32;
+  w.codes = CodeMatrix::Constant(32, 32, 3);
+  w.scale = MatrixF::Ones(1, 32);
+  w.zero = MatrixF::Zero(1, 32);
+  HfQuantization quant;
+  quant.format = "awq";
+  quant.group_size = 32;
+  HfDirectoryWriter writer(m, "", quant, 1ull << 30);
+  writer.add_linear(0, LinearKind::wv, w);
+  writer.add_layer_rest(0, m.layers[0]);
+  const Files files = writer.files();
+  const io::SafetensorsReader file =
+      io::SafetensorsReader::from_bytes(file_in(files, "model.safetensors"), "model.safetensors");
+  const std::string v = "model.layers.0.self_attn.v_proj";
+  EXPECT_EQ(file.info(v + ".qweight").shape, (std::vector<std::int64_t>{32, 4}));
+  EXPECT_EQ(std::uint32_t(file.ints(v + ".qweight")[0]), 0x33333333u);
+  EXPECT_EQ(file.ints(v + ".qzeros"), std::vector<std::int32_t>(4, 0));
+  EXPECT_FALSE(file.contains(v + ".g_idx"));
+  EXPECT_EQ(io::read_awq_linear(file, v).zero, w.zero);
+  for (const char* name : {"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight"})
+    EXPECT_EQ(file.info(name).dtype, io::Dtype::F16) << name;
+  const nlohmann::json config = json_in(files, "config.json");
+  EXPECT_EQ(config["torch_dtype"], "float16");
+  EXPECT_EQ(config["quantization_config"], (nlohmann::json{{"quant_method", "awq"},
+                                                           {"bits", 4},
+                                                           {"group_size", 32},
+                                                           {"zero_point", true},
+                                                           {"version", "gemm"},
+                                                           {"modules_to_not_convert", nullptr}}));
+  EXPECT_EQ(json_in(files, "quant_config.json"),
+            (nlohmann::json{{"zero_point", true},
+                            {"q_group_size", 32},
+                            {"w_bit", 4},
+                            {"version", "GEMM"},
+                            {"modules_to_not_convert", nullptr}}));
+  for (const auto& [name, bytes] : files) EXPECT_NE(name, "quantize_config.json");
+}
+
 // --- the tool ---
 
 class CliGptqDirectory : public test::ToolTest {};
 
-// The written directory as a float Hugging Face directory: every GPTQ linear
-// dequantized to `.weight`, the other tensors as stored, config.json without
-// quantization_config.
+// The written directory as a float Hugging Face directory: every GPTQ or AWQ
+// linear dequantized to `.weight`, the other tensors as stored, config.json
+// without quantization_config.
 void dequantize_directory(const std::string& gptq, const std::string& out) {
   const nlohmann::json config = nlohmann::json::parse(read_text(gptq + "/config.json"));
   const int bits = config["quantization_config"]["bits"];
+  const bool awq = config["quantization_config"]["quant_method"] == "awq";
   std::vector<std::string> shards;
   if (std::filesystem::exists(gptq + "/model.safetensors.index.json")) {
     const nlohmann::json index =
@@ -177,8 +227,9 @@ void dequantize_directory(const std::string& gptq, const std::string& out) {
       const std::size_t dot = name.rfind('.');
       const std::string linear = name.substr(0, dot), part = name.substr(dot + 1);
       if (part == "qweight") {
-        tensors.emplace_back(linear + ".weight",
-                             io::read_gptq_linear(file, linear, bits).dequantize());
+        tensors.emplace_back(linear + ".weight", (awq ? io::read_awq_linear(file, linear)
+                                                      : io::read_gptq_linear(file, linear, bits))
+                                                     .dequantize());
       } else if (part != "qzeros" && part != "scales" && part != "g_idx") {
         const io::TensorInfo& t = file.info(name);
         const std::vector<float> v = file.floats(name);
@@ -202,20 +253,65 @@ MatrixF logits_of(const Model& m, const Sequence& tokens) {
 
 float half_rounded(float v) { return half_to_float(float_to_half(v)); }
 
-// stories260K at 2 bits with act-order, calibrated on given ids: the directory,
-// dequantized and loaded by load_hf (Hugging Face conventions), gives the
-// logits of the same quantization done in this process on the llama2.c model
-// (its scales and other tensors rounded to fp16 as the directory stores them).
-TEST_F(CliGptqDirectory, stories260k_directory_gives_the_in_process_logits) {
-  REQUIRE_STORIES260K(loaded);
-  const Model m = pad_hidden(*loaded, 64);
-  const std::vector<Sequence> calibration = sample_sequences(m, 4, 48, 1.0f, 5);
-  std::ofstream text(dir.file("calib.txt"));
+// `m` quantized in this process as `spec` on `calibration`, as a directory
+// stores it: linears dequantized from fp16-rounded scales, the other tensors
+// (AWQ's folded norms and biases too) rounded to fp16.
+Model in_process_directory_model(const Model& m, const std::vector<Sequence>& calibration,
+                                 const QuantSpec& spec) {
+  auto round = [](auto& x) { x = x.unaryExpr([](float v) { return half_rounded(v); }).eval(); };
+  std::vector<std::array<std::shared_ptr<const Linear>, kLinearsPerLayer>> linears(m.layers.size());
+  Model expected = quantize_model(m, calibration, spec, {},
+                                  [&](int l, LinearKind kind, const QuantizedLinear& q) {
+                                    UniformWeights w = *q.uniform;
+                                    if (spec.grid.positive_zero) {
+                                      EXPECT_GE(w.zero.minCoeff(), 1.0f);
+                                    }
+                                    round(w.scale);
+                                    linears[std::size_t(l)][std::size_t(index(kind))] =
+                                        std::make_shared<FloatLinear>(w.dequantize());
+                                  })
+                       .model;
+  round(expected.token_embedding);
+  round(expected.final_norm);
+  for (std::size_t l = 0; l < expected.layers.size(); ++l) {
+    Layer& layer = expected.layers[l];
+    layer.linears = linears[l];
+    round(layer.attention_norm);
+    round(layer.ffn_norm);
+    for (VectorF& bias : layer.biases) round(bias);
+  }
+  return expected;
+}
+
+// Writes `calibration` as the tool's text format.
+void write_calibration(const std::string& path, const std::vector<Sequence>& calibration) {
+  std::ofstream text(path);
   for (const Sequence& s : calibration) {
     for (int id : s) text << id << " ";
     text << "\n";
   }
-  text.close();
+}
+
+// The directory, dequantized and loaded by load_hf (Hugging Face conventions),
+// gives the in-process model's logits.
+void expect_directory_logits(const std::string& directory, const std::string& scratch,
+                             const Model& expected) {
+  dequantize_directory(directory, scratch);
+  const Model hf = load_hf(scratch);
+  EXPECT_EQ(hf.config.hidden_dim, expected.config.hidden_dim);
+  const Sequence tokens = sample_sequences(expected, 1, 64, 1.0f, 9)[0];
+  const MatrixF want = logits_of(expected, tokens), got = logits_of(hf, tokens);
+  EXPECT_LT((got - want).cwiseAbs().maxCoeff() / want.cwiseAbs().maxCoeff(), 1e-5);
+}
+
+// stories260K at 2 bits with act-order, calibrated on given ids: the directory
+// gives the logits of the same quantization done in this process on the
+// llama2.c model.
+TEST_F(CliGptqDirectory, stories260k_directory_gives_the_in_process_logits) {
+  REQUIRE_STORIES260K(loaded);
+  const Model m = pad_hidden(*loaded, 64);
+  const std::vector<Sequence> calibration = sample_sequences(m, 4, 48, 1.0f, 5);
+  write_calibration(dir.file("calib.txt"), calibration);
   const test::CommandResult r =
       lowbit("quantize-model --model " + *test::model_file("stories260K.bin") +
              " --method gptq --bits 2 --group-size 32 --act-order --calib-length 48 --calib " +
@@ -223,32 +319,43 @@ TEST_F(CliGptqDirectory, stories260k_directory_gives_the_in_process_logits) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   QuantSpec spec{"gptq", 2, 32, true};
-  Model expected = m;
-  auto round = [](auto& x) { x = x.unaryExpr([](float v) { return half_rounded(v); }).eval(); };
-  round(expected.token_embedding);
-  round(expected.final_norm);
   Index zeros_of_zero = 0;
   quantize_model(m, calibration, spec, {}, [&](int, LinearKind, const QuantizedLinear& q) {
     zeros_of_zero += (q.uniform->zero.array() == 0.0f).count();
   });
   EXPECT_GT(zeros_of_zero, 0);  // the reference grid makes them here; v1 cannot hold them
   spec.grid.positive_zero = true;
-  quantize_model(m, calibration, spec, {}, [&](int l, LinearKind kind, const QuantizedLinear& q) {
-    UniformWeights w = *q.uniform;
-    EXPECT_GE(w.zero.minCoeff(), 1.0f);
-    round(w.scale);
-    Layer& layer = expected.layers[std::size_t(l)];
-    layer.linears[index(kind)] = std::make_shared<FloatLinear>(w.dequantize());
-    round(layer.attention_norm);
-    round(layer.ffn_norm);
-  });
+  expect_directory_logits(dir.file("gptq"), dir.file("float"),
+                          in_process_directory_model(m, calibration, spec));
+}
 
-  dequantize_directory(dir.file("gptq"), dir.file("float"));
-  const Model hf = load_hf(dir.file("float"));
-  EXPECT_EQ(hf.config.hidden_dim, 192);
-  const Sequence tokens = sample_sequences(m, 1, 64, 1.0f, 9)[0];
-  const MatrixF want = logits_of(expected, tokens), got = logits_of(hf, tokens);
-  EXPECT_LT((got - want).cwiseAbs().maxCoeff() / want.cwiseAbs().maxCoeff(), 1e-5);
+// AWQ with its scales folded (norms; w3 for w2; wv for wo in the tiny model,
+// where every head has its own values): the directory gives the in-process
+// AWQ model's logits, and that model is closer to the float one than RTN's.
+TEST_F(CliGptqDirectory, AwqDirectoryGivesTheInProcessLogits) {
+  const Model tiny = tiny_llama2c();
+  test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(tiny));
+  std::vector<std::pair<std::string, Model>> models{{dir.file("tiny.bin"), tiny}};
+  if (const std::optional<std::string> stories = test::model_file("stories260K.bin"))
+    models.emplace_back(*stories, load_llama2c(*stories));
+  for (const auto& [path, model] : models) {
+    SCOPED_TRACE(path);
+    const Model m = pad_hidden(model, 64);
+    const std::vector<Sequence> calibration = sample_sequences(m, 4, 24, 1.0f, 5);
+    write_calibration(dir.file("calib.txt"), calibration);
+    std::filesystem::remove_all(dir.file("awq"));
+    const test::CommandResult r =
+        lowbit("quantize-model --model " + path +
+               " --method awq --format awq --bits 4 --group-size 32 --calib-length 24 --calib " +
+               dir.file("calib.txt") + " --out " + dir.file("awq"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const Model expected = in_process_directory_model(m, calibration, {"awq", 4, 32});
+    expect_directory_logits(dir.file("awq"), dir.file("float"), expected);
+    const Sequence tokens = sample_sequences(m, 1, 24, 1.0f, 11)[0];
+    const MatrixF want = logits_of(m, tokens), got = logits_of(expected, tokens);
+    const MatrixF rtn = logits_of(quantize_model(m, calibration, {"rtn", 4, 32}).model, tokens);
+    EXPECT_LT((got - want).norm(), 0.9 * (rtn - want).norm());  // measured: 0.83 and 0.73 x
+  }
 }
 
 // Tiny shards: several files, an index whose weight_map covers exactly their
@@ -355,10 +462,21 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
            {"--out " + dir.file("q") + " --max-shard-size 0", "option --max-shard-size"},
            {"--out " + dir.file("q.safetensors") + " --format bpdq --max-shard-size 1GB",
             "option --max-shard-size: the bpdq format is one file"},
+           {"--out " + dir.file("q") + " --format awq --bits 3", "the awq format (GEMM) packs 4"},
+           {"--out " + dir.file("q") + " --format awq --act-order", "the awq format cannot hold"},
+           {"--out " + dir.file("full") + " --format awq", "the awq format writes a model dir"},
        }) {
     const test::CommandResult r = lowbit(model + c.args);
     EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+  }
+  for (const auto& [method, format, message] : std::vector<std::array<std::string, 3>>{
+           {"awq", "gptq", "use --format awq"}, {"bpdq", "awq", "use --format bpdq"}}) {
+    const test::CommandResult r =
+        lowbit("quantize-model --model " + dir.file("tiny.bin") + " --method " + method +
+               " --format " + format + " --out " + dir.file("q"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
   }
   const test::CommandResult sym =
       lowbit("quantize-model --model " + dir.file("tiny.bin") +

@@ -131,12 +131,12 @@ const OptionTable& option_catalogue() {
       entry("size", "NAME", "demo: layer size, small or large", one_of({"small", "large"})),
       entry("model", "PATH",
             "quantize-model: llama2.c checkpoint file or Hugging Face model directory"),
-      entry("method", "NAME", "quantize-model: rtn, gptq or bpdq"),
-      entry("format", "NAME", "quantize-model: checkpoint format, gptq, bpdq or gguf",
-            one_of({"gptq", "bpdq", "gguf"})),
+      entry("method", "NAME", "quantize-model: rtn, gptq, awq or bpdq"),
+      entry("format", "NAME", "quantize-model: checkpoint format, gptq, awq, bpdq or gguf",
+            one_of({"gptq", "awq", "bpdq", "gguf"})),
       entry("max-shard-size", "SIZE",
-            "quantize-model, gptq: largest safetensors shard, bytes or with KB, MB, GB, KiB, "
-            "MiB, GiB"),
+            "quantize-model, gptq and awq: largest safetensors shard, bytes or with KB, MB, GB, "
+            "KiB, MiB, GiB"),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),

@@ -127,16 +127,16 @@ ModelJob parse_gguf_job(const Options& o, ModelJob job) {
   return job;
 }
 
-// The gptq format writes a new directory (or fills an empty one; not through
-// a symbolic link, which the final rename would replace).
-void check_gptq_output(const ModelJob& job, const Options& o) {
+// The gptq and awq formats write a new directory (or fill an empty one; not
+// through a symbolic link, which the final rename would replace).
+void check_directory_output(const ModelJob& job, const Options& o) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status status = fs::symlink_status(job.out, ec);
   if (fs::exists(status) && (!fs::is_directory(status) || !fs::is_empty(job.out, ec)))
     throw UsageError("quantize-model: option --out: '" + job.out +
-                     "' exists and is not an empty directory; the gptq format writes a model "
-                     "directory there (remove it or name another)");
+                     "' exists and is not an empty directory; the " + job.format +
+                     " format writes a model directory there (remove it or name another)");
   try {
     model::parse_byte_size(o.text("max-shard-size"));
   } catch (const Error& e) {
@@ -164,6 +164,9 @@ ModelJob parse_job(const Options& o) {
     throw UsageError(
         "quantize-model: option --bits: the gptq format packs 2, 3, 4 or 8 bits, got " +
         std::to_string(job.spec.bits));
+  if (job.format == "awq" && job.spec.bits != 4)
+    throw UsageError("quantize-model: option --bits: the awq format (GEMM) packs 4 bits, got " +
+                     std::to_string(job.spec.bits));
   const std::vector<std::string>& methods = model::checkpoint_methods();
   if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
     std::string known;
@@ -171,23 +174,27 @@ ModelJob parse_job(const Options& o) {
     throw UsageError("quantize-model: --method '" + job.spec.method +
                      "' has no plain checkpoint form; use one of: " + known);
   }
-  if (job.format == "gptq" && job.spec.method == "bpdq")
+  if (job.format != "bpdq" && job.spec.method == "bpdq")
     throw UsageError(
         "quantize-model: bpdq results are bit planes on a variable grid; use --format bpdq");
+  if (job.format == "gptq" && job.spec.method == "awq")
+    throw UsageError(
+        "quantize-model: awq's grid has zero points of 0, which GPTQ v1 readers misread; use "
+        "--format awq");
   if (job.spec.method == "bpdq" && job.spec.bits > 4)
     throw UsageError("quantize-model: option --bits: bpdq takes 1..4 bit planes, got " +
                      std::to_string(job.spec.bits));
-  if (job.format == "bpdq" && job.spec.act_order)
-    throw UsageError(
-        "quantize-model: --act-order groups need a g_idx, which the bpdq format cannot hold");
+  if (job.format != "gptq" && job.spec.act_order)
+    throw UsageError("quantize-model: --act-order groups need a g_idx, which the " + job.format +
+                     " format cannot hold");
   if (job.spec.method == "bpdq" && o.flag("sym"))
     throw UsageError("quantize-model: option --sym: bpdq has no uniform grid to make symmetric");
   job.spec.grid.sym = o.flag("sym");
-  if (job.format == "gptq") {
-    check_gptq_output(job, o);
+  if (job.format == "gptq" || job.format == "awq") {
+    check_directory_output(job, o);
     job.max_shard_bytes = model::parse_byte_size(o.text("max-shard-size"));
     // v1 stores zero - 1: see lowbit/model/hf_export.hpp.
-    job.spec.grid.positive_zero = true;
+    job.spec.grid.positive_zero = job.format == "gptq";
   } else if (o.has("max-shard-size")) {
     throw UsageError("quantize-model: option --max-shard-size: the bpdq format is one file");
   }
@@ -293,17 +300,18 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
   return quantizer.bits_per_weight();
 }
 
-// --format gptq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
-void write_gptq_directory(const ModelJob& job, const model::ModelSource& padded) {
-  model::GptqCheckpointConfig quant;
+// --format gptq or awq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
+void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
+  model::HfQuantization quant;
+  quant.format = job.format;
   quant.bits = job.spec.bits;
   quant.group_size = job.spec.group_size;
   quant.desc_act = job.spec.act_order;
   quant.sym = job.spec.grid.sym;
   quant.damp_percent = DampingConfig{}.percdamp;  // what the methods use
-  model::GptqDirectoryWriter out(padded.globals,
-                                 std::filesystem::is_directory(job.model) ? job.model : "", quant,
-                                 job.max_shard_bytes);
+  model::HfDirectoryWriter out(padded.globals,
+                               std::filesystem::is_directory(job.model) ? job.model : "", quant,
+                               job.max_shard_bytes);
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -405,8 +413,8 @@ int run_quantize_model(const Options& options) {
   const model::ModelSource padded = model::pad_hidden(loaded, 64);
   if (job.format == "gguf")
     write_gguf(job, padded);
-  else if (job.format == "gptq")
-    write_gptq_directory(job, padded);
+  else if (job.format == "gptq" || job.format == "awq")
+    write_hf_directory(job, padded);
   else
     write_bpdq_file(job, padded, loaded.globals.config.hidden_dim);
   return 0;
@@ -423,6 +431,10 @@ Command quantize_model_command() {
           "load: config.json with quantization_config, quantize_config.json, safetensors\n"
           "shards of at most --max-shard-size, the source's tokenizer files; other tensors in\n"
           "the source's dtype (F16 from llama2.c); every zero point >= 1, as v1 readers need.\n"
+          "--format awq writes the same directory with AutoAWQ's GEMM layout (4 bits; vLLM,\n"
+          "transformers and AutoAWQ load it), quant_config.json, other tensors in F16; with\n"
+          "--method awq the scales are folded into the norms, v_proj (when every head has its\n"
+          "own values) and up_proj, as AutoAWQ's checkpoints hold them.\n"
           "--format bpdq writes one safetensors file with quantization_config in its metadata\n"
           "and beside it (OUT.quantize_config.json). --format gguf writes a GGUF file\n"
           "llama.cpp loads, with a model directory's tokenizer (tokenizer.model or\n"

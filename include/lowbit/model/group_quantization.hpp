@@ -5,6 +5,7 @@
 // cost and the representation a checkpoint stores.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,12 +53,19 @@ struct QuantizedLinear {
   std::optional<GgmlWeights> ggml;
 };
 
+// Per-channel input scales s folded upstream, so that the group reads x / s.
+using InputScaleFold = std::function<void(const VectorF& s)>;
+
 // The inputs of one group of linears during calibration.
 struct GroupInputs {
   std::vector<const MatrixF*> weights;  // float, out x in
   const MatrixF& x;                     // calibration tokens x in
   VectorF* norm;                        // the preceding RMSNorm weight, or nullptr
   const QuantSpec& spec;
+  // Without a norm: divides the output rows of the already quantized linear
+  // that produces x (wv for wo when every head has its own values, w3 for w2),
+  // as AutoAWQ's scale_fc_fc; empty when no such linear can take it.
+  InputScaleFold fold_into_producer = {};
 };
 
 // The K-quant of `bits` (8: Q8_0).
@@ -95,19 +103,12 @@ inline GgmlType ggml_type_for(const QuantSpec& spec, Index in_features) {
 
 namespace detail {
 
-// AWQ's results act on x / s: not a plain checkpoint linear (no representation).
-inline QuantizedLinear bitplane_linear(const UniformWeights& w, VectorF input_divisor = {}) {
-  const bool plain = input_divisor.size() == 0;
-  QuantizedLinear q{std::make_shared<BitPlaneLinear>(pack_bitplanes(w), std::move(input_divisor)),
-                    bits_per_weight(w),
-                    {},
-                    {},
-                    {}};
-  if (plain) {
-    q.uniform = w;
-    q.planes = to_bitplanes(w);
-  }
-  return q;
+inline QuantizedLinear bitplane_linear(const UniformWeights& w) {
+  return {std::make_shared<BitPlaneLinear>(pack_bitplanes(w)),
+          bits_per_weight(w),
+          w,
+          to_bitplanes(w),
+          {}};
 }
 
 // A ggml block type on the kernels; IQ4_NL (a 16-level table, no bit-plane
@@ -234,18 +235,29 @@ inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
   return out;
 }
 
-// llm-awq's recipe: one scale search per group, no clipping search for q and
-// k (their product inside attention makes either's output error misleading).
+// AutoAWQ's recipe for LLaMA-family layers: one scale search per group, 1/s
+// folded into the norm or the producing linear before it (plain linears
+// result, as AutoAWQ's checkpoints hold them); wo under grouped-query
+// attention gets no scales (its input channels are not v's rows one to one),
+// only the clipping search; q and k are not clipped (their product inside
+// attention makes either's output error misleading).
 inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
   AwqConfig config;
   config.bits = in.spec.bits;
   config.group_size = in.spec.group_size;
+  config.sym = in.spec.grid.sym;
   if (in.weights.size() == 3) config.skip_clip = {0, 1};
+  const bool scaled = in.norm != nullptr || in.fold_into_producer;
+  if (!scaled) config.scale_grid = 1;  // the one ratio 0: s = 1
   std::vector<MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
   const AwqResult<float> r = quantize_awq(linears, in.x, config);
+  if (in.norm != nullptr)
+    *in.norm = in.norm->cwiseQuotient(r.scales);
+  else if (scaled)
+    in.fold_into_producer(r.scales);
   std::vector<QuantizedLinear> out;
-  for (const UniformWeights& w : r.weights) out.push_back(bitplane_linear(w, r.scales));
+  for (const UniformWeights& w : r.weights) out.push_back(bitplane_linear(w));
   return out;
 }
 
@@ -338,10 +350,20 @@ inline bool is_w8a8(const std::string& method) { return detail::method(method).w
 inline bool is_ggml(const std::string& method) { return detail::method(method).ggml; }
 
 // The methods whose results are plain uniform / bit-plane linears (no input
-// scales, no sparse part): the ones a GPTQ or BPDQ checkpoint can hold.
+// scales, no sparse part): the ones a GPTQ, AWQ or BPDQ checkpoint can hold.
 inline const std::vector<std::string>& checkpoint_methods() {
-  static const std::vector<std::string> names{"rtn", "gptq", "bpdq"};
+  static const std::vector<std::string> names{"rtn", "gptq", "awq", "bpdq"};
   return names;
+}
+
+// Divides output row r of a uniform linear by s(r) through its scales (the
+// codes and zero points stay), as folding a consumer's input scales needs.
+inline void divide_output_rows(QuantizedLinear& q, const VectorF& s) {
+  lowbit::detail::require(q.uniform.has_value() && s.size() == q.uniform->rows(),
+                          "divide_output_rows: needs a uniform linear of ", s.size(), " rows");
+  UniformWeights w = *q.uniform;
+  w.scale.array().rowwise() /= s.transpose().array();
+  q = detail::bitplane_linear(w);
 }
 
 // Quantizes the group's linears with spec.method, in the order of

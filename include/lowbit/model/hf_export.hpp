@@ -1,18 +1,22 @@
-// Hugging Face GPTQ model directories that transformers, vLLM and GPTQModel
-// load unchanged, from a model quantized layer by layer:
+// Hugging Face GPTQ and AWQ model directories that transformers, vLLM,
+// GPTQModel and AutoAWQ load unchanged, from a model quantized layer by layer:
 //   config.json            the source's (every field kept; intermediate_size is
 //                          the padded width, pad_hidden) or, for a llama2.c
 //                          model, a LlamaForCausalLM config; plus
 //                          quantization_config
-//   quantize_config.json   the same quantization fields (AutoGPTQ, GPTQModel)
+//   quantize_config.json   GPTQ: the same quantization fields (AutoGPTQ, GPTQModel)
+//   quant_config.json      AWQ: AutoAWQ's own names for them (its older releases
+//                          read only this file)
 //   model.safetensors      or model-0000k-of-0000n.safetensors and
 //                          model.safetensors.index.json past the shard size;
 //                          metadata {"format": "pt"} (transformers requires it)
 //   tokenizer and generation files of a Hugging Face source, copied.
-// Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp) under
-// Hugging Face names; every other tensor (embeddings, norms, lm_head, biases)
-// is stored in its dtype in the source, or F16 for a llama2.c model (F32 on
-// disk; F16 is the activation dtype vLLM's GPTQ kernels accept).
+// Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp) or
+// AWQ GEMM (io/awq_format.hpp) under Hugging Face names. Every other tensor
+// (embeddings, norms, lm_head, biases) is stored in its dtype in the source
+// for GPTQ, or F16 for a llama2.c model (F32 on disk; F16 is the activation
+// dtype vLLM's GPTQ kernels accept); always F16 for AWQ, whose kernels in
+// AutoAWQ and vLLM take only fp16 activations ("torch_dtype": "float16").
 //
 // v1 stores zero - 1 per field: a zero point of 0 borrows from the next field,
 // and only GPTQModel's loader undoes that (AutoGPTQ, vLLM and llama.cpp's
@@ -40,6 +44,7 @@
 
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/uniform_weights.hpp"
+#include "lowbit/io/awq_format.hpp"
 #include "lowbit/io/checkpoint.hpp"
 #include "lowbit/io/file_bytes.hpp"
 #include "lowbit/io/gptq_format.hpp"
@@ -49,8 +54,12 @@
 
 namespace lowbit::model {
 
-// The quantization fields AutoGPTQ's and GPTQModel's configs carry.
-struct GptqCheckpointConfig {
+// The quantization fields of the checkpoint's configs: AutoGPTQ's and
+// GPTQModel's for "gptq", AutoAWQ's for "awq" (bits and group_size; its GEMM
+// layout always stores zero points, so "zero_point" is true: a symmetric
+// grid's zero point is the constant 2^(bits-1)).
+struct HfQuantization {
+  std::string format = "gptq";  // "gptq" (v1) or "awq" (GEMM)
   int bits = 4;
   int group_size = 128;  // -1: one group per row
   bool desc_act = false;
@@ -60,11 +69,18 @@ struct GptqCheckpointConfig {
   bool static_groups = false;
 };
 
-// meta.quantizer: GPTQModel refuses a sym=false v1 checkpoint unless it
-// names gptqmodel >= 0.9.0 as a producer (older AutoGPTQ files lost zero
+// config.json's quantization_config.
+// GPTQ's meta.quantizer: GPTQModel refuses a sym=false v1 checkpoint unless
+// it names gptqmodel >= 0.9.0 as a producer (older AutoGPTQ files lost zero
 // points of 0). Ours are encoded as that version encodes them and hold no
 // zero of 0, so the entry states that compatibility; "lowbit" the producer.
-inline nlohmann::json gptq_quantization_config(const GptqCheckpointConfig& q) {
+// AWQ's are AutoAWQ's AwqConfig.to_transformers_dict fields.
+inline nlohmann::json hf_quantization_config(const HfQuantization& q) {
+  if (q.format == "awq")
+    return {{"quant_method", "awq"}, {"bits", q.bits},    {"group_size", q.group_size},
+            {"zero_point", true},    {"version", "gemm"}, {"modules_to_not_convert", nullptr}};
+  lowbit::detail::require(q.format == "gptq", "hf_quantization_config: unknown format '", q.format,
+                          "' (gptq or awq)");
   return {{"quant_method", "gptq"},
           {"checkpoint_format", "gptq"},
           {"bits", q.bits},
@@ -77,6 +93,18 @@ inline nlohmann::json gptq_quantization_config(const GptqCheckpointConfig& q) {
           {"lm_head", false},
           {"pack_dtype", "int32"},
           {"meta", {{"quantizer", nlohmann::json::array({"lowbit", "gptqmodel:0.9.0"})}}}};
+}
+
+// The quantizer's own config file beside config.json: its name and content.
+inline std::pair<std::string, nlohmann::json> hf_quantizer_config_file(const HfQuantization& q) {
+  if (q.format == "awq")
+    return {"quant_config.json",
+            {{"zero_point", true},
+             {"q_group_size", q.group_size},
+             {"w_bit", q.bits},
+             {"version", "GEMM"},
+             {"modules_to_not_convert", nullptr}}};
+  return {"quantize_config.json", hf_quantization_config(q)};
 }
 
 namespace detail {
@@ -157,14 +185,15 @@ inline std::uint64_t parse_byte_size(const std::string& text) {
                        "GB, KiB, MiB or GiB)");
 }
 
-// A GPTQ model directory assembled in memory: the globals at construction,
-// then every quantized linear and the rest of every layer, then files().
-class GptqDirectoryWriter {
+// A GPTQ or AWQ model directory assembled in memory: the globals at
+// construction, then every quantized linear and the rest of every layer, then
+// files().
+class HfDirectoryWriter {
  public:
   // `m`: the model's globals and configuration (hidden width as quantized);
   // `hf_source`: the Hugging Face directory it came from, "" for llama2.c.
-  GptqDirectoryWriter(const Model& m, std::string hf_source, GptqCheckpointConfig quant,
-                      std::uint64_t max_shard_bytes)
+  HfDirectoryWriter(const Model& m, std::string hf_source, HfQuantization quant,
+                    std::uint64_t max_shard_bytes)
       : config_(m.config),
         tied_(m.classifier.size() == 0),
         source_(std::move(hf_source)),
@@ -178,18 +207,19 @@ class GptqDirectoryWriter {
 
   void add_linear(int layer, LinearKind kind, const UniformWeights& w) {
     const std::string name = detail::hf_linear_name(layer, kind);
-    for (Index g = 0; g < w.zero.rows(); ++g)
-      for (Index r = 0; r < w.zero.cols(); ++r)
-        lowbit::detail::require(w.zero(g, r) >= 1, name, ": zero point ", w.zero(g, r), " (group ",
-                                g, ", row ", r,
-                                "): GPTQ v1 stores zero - 1, which readers other than "
-                                "GPTQModel misread for 0; quantize with positive zero points");
+    if (quant_.format == "gptq") require_positive_zeros(name, w);
     const bool interleaved = config_.rope_style == RopeStyle::interleaved;
     std::optional<UniformWeights> permuted;
     if (interleaved && kind == LinearKind::wq) permuted = rotate_half_rows(w, config_.n_heads);
     if (interleaved && kind == LinearKind::wk) permuted = rotate_half_rows(w, config_.n_kv_heads);
-    const io::GptqTensors t = io::pack_gptq(permuted ? *permuted : w);
-    io::add_gptq_tensors(shard_for(t.file_bytes()), name, t);
+    const UniformWeights& stored = permuted ? *permuted : w;
+    if (quant_.format == "awq") {
+      const io::AwqTensors t = io::pack_awq(stored);
+      io::add_awq_tensors(shard_for(t.file_bytes()), name, t);
+    } else {
+      const io::GptqTensors t = io::pack_gptq(stored);
+      io::add_gptq_tensors(shard_for(t.file_bytes()), name, t);
+    }
   }
 
   // The norms and biases of `layer` (the quantized layer: its linears are not read).
@@ -205,15 +235,16 @@ class GptqDirectoryWriter {
   // Every file of the directory: name -> bytes.
   std::vector<std::pair<std::string, std::vector<unsigned char>>> files() const {
     std::vector<std::pair<std::string, std::vector<unsigned char>>> out;
-    const nlohmann::json quantization = gptq_quantization_config(quant_);
     nlohmann::json config = hf_llama_config(config_, tied_);
     if (!source_.empty()) {
       config = detail::read_json_object(source_ + "/config.json");
       config["intermediate_size"] = config_.hidden_dim;  // padded (zero units)
     }
-    config["quantization_config"] = quantization;
+    if (quant_.format == "awq") config["torch_dtype"] = "float16";
+    config["quantization_config"] = hf_quantization_config(quant_);
     out.emplace_back("config.json", json_bytes(config));
-    out.emplace_back("quantize_config.json", json_bytes(quantization));
+    const auto [quantizer_file, quantizer_config] = hf_quantizer_config_file(quant_);
+    out.emplace_back(quantizer_file, json_bytes(quantizer_config));
     add_weight_files(out);
     for (const char* name :
          {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -227,6 +258,15 @@ class GptqDirectoryWriter {
   }
 
  private:
+  static void require_positive_zeros(const std::string& name, const UniformWeights& w) {
+    for (Index g = 0; g < w.zero.rows(); ++g)
+      for (Index r = 0; r < w.zero.cols(); ++r)
+        lowbit::detail::require(w.zero(g, r) >= 1, name, ": zero point ", w.zero(g, r), " (group ",
+                                g, ", row ", r,
+                                "): GPTQ v1 stores zero - 1, which readers other than "
+                                "GPTQModel misread for 0; quantize with positive zero points");
+  }
+
   static std::vector<unsigned char> json_bytes(const nlohmann::json& json) {
     const std::string text = json.dump(2) + "\n";
     return {text.begin(), text.end()};
@@ -243,10 +283,12 @@ class GptqDirectoryWriter {
     return shards_.back();
   }
 
-  // A tensor that is not quantized, in its source dtype (F16 for llama2.c).
+  // A tensor that is not quantized, in its source dtype (F16 for llama2.c and AWQ).
   template <class Derived>
   void add_float(const std::string& name, const Eigen::MatrixBase<Derived>& values) {
-    const io::Dtype dtype = source_tensors_ ? source_tensors_->info(name).dtype : io::Dtype::F16;
+    const io::Dtype dtype = source_tensors_ && quant_.format != "awq"
+                                ? source_tensors_->info(name).dtype
+                                : io::Dtype::F16;
     const MatrixF m = values;
     for (Index i = 0; i < m.size(); ++i)  // throws when F16 overflows
       io::detail::stored_value(m.data()[i], dtype, name);
@@ -281,7 +323,7 @@ class GptqDirectoryWriter {
   bool tied_;
   std::string source_;
   std::unique_ptr<detail::HfTensors> source_tensors_;  // dtypes of the source's tensors
-  GptqCheckpointConfig quant_;
+  HfQuantization quant_;
   std::uint64_t max_shard_bytes_;
   std::vector<io::SafetensorsWriter> shards_;
 };

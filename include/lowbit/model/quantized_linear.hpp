@@ -19,30 +19,19 @@ namespace lowbit::model {
 
 class BitPlaneLinear final : public Linear {
  public:
-  // input_divisor: AWQ's per-channel scales s, when the weights act on x / s
-  // (an engine folds 1/s into the preceding norm; a Linear cannot reach it).
-  explicit BitPlaneLinear(PackedBitplanes packed, VectorF input_divisor = VectorF())
-      : packed_(std::move(packed)), context_(packed_, kMaxTokens) {
-    lowbit::detail::require(input_divisor.size() == 0 || input_divisor.size() == packed_.cols(),
-                            "BitPlaneLinear: input_divisor has ", input_divisor.size(),
-                            " entries, expected ", packed_.cols());
-    if (input_divisor.size() != 0) input_scale_ = input_divisor.cwiseInverse();
-  }
+  explicit BitPlaneLinear(PackedBitplanes packed)
+      : packed_(std::move(packed)), context_(packed_, kMaxTokens) {}
   const PackedBitplanes& packed() const { return packed_; }
   Index in_features() const override { return packed_.cols(); }
   Index out_features() const override { return packed_.rows(); }
   void apply(MatrixFRef x, Eigen::Ref<MatrixF> y) const override {
-    if (input_scale_.size() == 0) return bitplane_gemm(packed_, x, y, context_);
-    scaled_ = x * input_scale_.asDiagonal();
-    bitplane_gemm(packed_, scaled_, y, context_);
+    bitplane_gemm(packed_, x, y, context_);
   }
 
  private:
   static constexpr Index kMaxTokens = 16;  // tables built per call; longer inputs go in chunks
   PackedBitplanes packed_;
-  VectorF input_scale_;
   mutable BitplaneContext context_;
-  mutable MatrixF scaled_;
 };
 
 class Int8Linear final : public Linear {

@@ -16,6 +16,7 @@
 
 #include <array>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,7 +30,8 @@
 namespace lowbit::model {
 
 // progress(layer, names) runs before each group of linears (names like
-// "wq/wk/wv"), done(layer, kind, result) after each linear.
+// "wq/wk/wv"), done(layer, kind, result) for each linear once its layer is
+// quantized (AWQ's later groups change earlier linears).
 using QuantProgress = std::function<void(int layer, const std::string& names)>;
 using QuantDone = std::function<void(int layer, LinearKind kind, const QuantizedLinear& result)>;
 
@@ -66,20 +68,33 @@ class SequentialQuantizer {
         config_, rope_, layer, l, probe,
         [&](int, LinearKind kind, const MatrixF& x) { inputs[index(kind)].push_back(x); });
     Layer quantized = layer;
+    std::array<QuantizedLinear, kLinearsPerLayer> results;
     for (const LinearGroup& group : linear_groups()) {
       if (progress) progress(l, group_names(group));
       const MatrixF x = stack_rows(inputs[index(group.kinds[0])]);
       GroupInputs in{{}, x, group.norm ? &(quantized.*group.norm) : nullptr, spec_};
       for (LinearKind k : group.kinds) in.weights.push_back(&float_weight(layer, k));
-      const std::vector<QuantizedLinear> out = quantize_group(in);
+      if (const std::optional<LinearKind> producer = producer_of(group))
+        in.fold_into_producer = [&, p = index(*producer)](const VectorF& s) {
+          divide_output_rows(results[p], s);
+          if (quantized.biases[p].size() != 0)
+            quantized.biases[p] = quantized.biases[p].cwiseQuotient(s);
+          quantized.linears[p] = results[p].linear;
+        };
+      std::vector<QuantizedLinear> out = quantize_group(in);
       for (std::size_t i = 0; i < out.size(); ++i) {
-        quantized.linears[index(group.kinds[i])] = out[i].linear;
-        if (done) done(l, group.kinds[i], out[i]);
+        const int k = index(group.kinds[i]);
+        quantized.linears[k] = out[i].linear;
         const double n = static_cast<double>(in.weights[i]->size());
         bits_ += out[i].bits_per_weight * n;
         weights_ += n;
+        results[k] = std::move(out[i]);
       }
     }
+    // After the whole layer: a later group may fold its scales into an earlier linear.
+    if (done)
+      for (const LinearGroup& group : linear_groups())
+        for (LinearKind k : group.kinds) done(l, k, results[index(k)]);
     if (propagation_ == Propagation::float_model)
       states_ = std::move(probe);  // already through the float layer
     else
@@ -97,6 +112,17 @@ class SequentialQuantizer {
     std::string names;
     for (LinearKind k : group.kinds) names += std::string(names.empty() ? "" : "/") + name(k);
     return names;
+  }
+
+  // The linear whose output rows are the input channels of a group without
+  // a norm: w3 for w2 (silu(w1 x) * w3 x); wv for wo when each query head has
+  // its own value head (with fewer value heads, heads share v's rows).
+  std::optional<LinearKind> producer_of(const LinearGroup& group) const {
+    if (group.norm != nullptr) return std::nullopt;
+    if (group.kinds[0] == LinearKind::w2) return LinearKind::w3;
+    if (group.kinds[0] == LinearKind::wo && config_.n_kv_heads == config_.n_heads)
+      return LinearKind::wv;
+    return std::nullopt;
   }
 
   static MatrixF stack_rows(const std::vector<MatrixF>& parts) {
