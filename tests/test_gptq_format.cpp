@@ -126,6 +126,23 @@ TEST(GptqFormat, ZeroOfZeroIsWrittenAsGptqModelDoes) {
   EXPECT_EQ(io::unpack_gptq(t3).zero, w3.zero);
 }
 
+// checkpoint_format "gptq_v2" stores zero points as they are: 0x88888880 is
+// zeros 0, 8, 8, ..., 8; the same words as v1 would read 1, 9, ..., 9.
+TEST(GptqFormat, V2ZeroPointsAreStoredAsTheyAre) {
+  io::GptqTensors t = io::pack_gptq(random_uniform(32, 32, 4, 32, 9));
+  for (std::int32_t& word : t.qzeros) word = std::int32_t(0x88888888u);
+  t.qzeros[0] = std::int32_t(0x88888880u);
+  t.v2 = true;
+  const UniformWeights v2 = io::unpack_gptq(t);
+  EXPECT_EQ(v2.zero(0, 0), 0.0f);
+  EXPECT_EQ(v2.zero(0, 1), 8.0f);
+  EXPECT_EQ(v2.zero(0, 31), 8.0f);
+  t.v2 = false;
+  const UniformWeights v1 = io::unpack_gptq(t);
+  EXPECT_EQ(v1.zero(0, 0), 1.0f);
+  EXPECT_EQ(v1.zero(0, 31), 9.0f);
+}
+
 TEST(GptqFormat, WeightsRoundTripExactlyExceptFp16Scales) {
   for (int bits : {2, 3, 4, 8})
     for (Index group : {32, 64, 128})

@@ -16,6 +16,7 @@
 #include <lowbit/model/sequential_quantization.hpp>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "hf_fixtures.hpp"
 
@@ -440,6 +441,61 @@ TEST_F(CliGptqDirectory, HuggingFaceSourceKeepsItsConfigDtypesAndTokenizer) {
   const UniformWeights back = io::read_gptq_linear(file, "model.layers.0.self_attn.q_proj", 8);
   EXPECT_EQ(back.codes, expected.codes);
   EXPECT_EQ(back.zero, expected.zero);
+}
+
+// The directories load straight onto the bit-plane kernel (open_hf reads
+// quantization_config): the logits of the in-process model within the int8
+// tables' error. Unsupported or inconsistent quantization configs are refused
+// by field; quantize-model refuses a quantized source.
+TEST_F(CliGptqDirectory, QuantizedDirectoriesRunOnTheKernels) {
+  const Model tiny = tiny_llama2c();
+  test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(tiny));
+  const Model m = pad_hidden(tiny, 64);
+  const std::vector<Sequence> calibration = sample_sequences(m, 4, 24, 1.0f, 5);
+  write_calibration(dir.file("calib.txt"), calibration);
+  QuantSpec gptq{"gptq", 3, 32, true};
+  gptq.grid.positive_zero = true;
+  for (const auto& [args, spec] : std::vector<std::pair<std::string, QuantSpec>>{
+           {"--method gptq --bits 3 --act-order", gptq},
+           {"--method awq --format awq --bits 4", {"awq", 4, 32}}}) {
+    SCOPED_TRACE(args);
+    std::filesystem::remove_all(dir.file("q"));
+    const test::CommandResult r = lowbit("quantize-model --model " + dir.file("tiny.bin") + " " +
+                                         args + " --group-size 32 --calib-length 24 --calib " +
+                                         dir.file("calib.txt") + " --out " + dir.file("q"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const Model kernels = load_hf(dir.file("q"));
+    EXPECT_NE(dynamic_cast<const BitPlaneLinear*>(kernels.layers[0].linears[0].get()), nullptr);
+    const Sequence tokens = sample_sequences(m, 1, 24, 1.0f, 9)[0];
+    const MatrixF want = logits_of(in_process_directory_model(m, calibration, spec), tokens);
+    const MatrixF got = logits_of(kernels, tokens);
+    EXPECT_LT((got - want).norm() / want.norm(), 2e-2);
+  }
+  const test::CommandResult again =
+      lowbit("quantize-model --model " + dir.file("q") + " --method rtn --out " + dir.file("q2"));
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_NE(again.output.find("awq-quantized linears; quantize-model needs the float model"),
+            std::string::npos)
+      << again.output;
+
+  const nlohmann::json config = nlohmann::json::parse(read_text(dir.file("q/config.json")));
+  for (const auto& [field, value, message] :
+       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"quant_method", "bitsandbytes", "'quantization_config.quant_method' is 'bitsandbytes'"},
+           {"bits", 3, "'quantization_config.bits' is 3; AWQ's GEMM layout holds 4"},
+           {"version", "GEMV", "'quantization_config.version' is 'gemv'"},
+           {"zero_point", false, "'quantization_config.zero_point' is false"},
+           {"lm_head", true, "a quantized lm_head is not supported"}}) {
+    nlohmann::json changed = config;
+    changed["quantization_config"][field] = value;
+    test::write_text(dir.file("q/config.json"), changed.dump());
+    try {
+      load_hf(dir.file("q"));
+      ADD_FAILURE() << field << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {

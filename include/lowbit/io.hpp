@@ -5,6 +5,7 @@
 // writes.
 #pragma once
 
+#include "lowbit/io/awq_format.hpp"
 #include "lowbit/io/bpdq_format.hpp"
 #include "lowbit/io/checkpoint.hpp"
 #include "lowbit/io/ggml_blocks.hpp"

@@ -203,7 +203,12 @@ ModelJob parse_job(const Options& o) {
 
 // A directory is a Hugging Face model; a file, a llama2.c checkpoint.
 model::ModelSource open_model(const std::string& path) {
-  if (std::filesystem::is_directory(path)) return model::open_hf(path);
+  if (std::filesystem::is_directory(path)) {
+    const std::string method = model::hf_quantization_method(path);
+    detail::require(method.empty(), path, ": holds ", method,
+                    "-quantized linears; quantize-model needs the float model");
+    return model::open_hf(path);
+  }
   return model::open_llama2c(path);
 }
 

@@ -69,6 +69,7 @@ struct GptqTensors {
   std::vector<std::int32_t> qzeros;   // [groups, out * bits / 32]
   std::vector<float> scales;          // [groups, out], values representable in fp16
   std::vector<std::int32_t> g_idx;    // [in]
+  bool v2 = false;  // zero points stored as they are (checkpoint_format "gptq_v2"); packs write v1
 
   std::vector<std::int64_t> qweight_shape() const {
     return {in_features * bits / 32, out_features};
@@ -234,11 +235,13 @@ inline UniformWeights unpack_gptq(const GptqTensors& t, const std::string& where
   w.zero.resize(groups, out);
   for (Index g = 0; g < groups; ++g) {
     const auto first = t.qzeros.begin() + static_cast<std::ptrdiff_t>(g * zero_words);
-    const std::vector<std::uint32_t> zeros = detail::decode_v1_zeros(
-        std::vector<std::uint32_t>(first, first + static_cast<std::ptrdiff_t>(zero_words)), t.bits,
-        static_cast<std::size_t>(out));
+    const std::vector<std::uint32_t> words(first, first + static_cast<std::ptrdiff_t>(zero_words));
+    const std::vector<std::uint32_t> zeros =
+        t.v2 ? std::vector<std::uint32_t>()
+             : detail::decode_v1_zeros(words, t.bits, std::size_t(out));
     for (Index r = 0; r < out; ++r)
-      w.zero(g, r) = static_cast<float>(zeros[static_cast<std::size_t>(r)]);
+      w.zero(g, r) = static_cast<float>(
+          t.v2 ? detail::bit_stream_value(words, std::size_t(r), t.bits) : zeros[std::size_t(r)]);
   }
   w.scale = Eigen::Map<const MatrixF>(t.scales.data(), groups, out);
   bool trivial = true;
@@ -272,10 +275,11 @@ inline void add_gptq_linear(SafetensorsWriter& out, const std::string& linear,
 
 // Reads the GPTQ linear `linear`. `bits` comes from the checkpoint's
 // quantize_config.json (the tensors alone cannot tell 4 bits over in columns
-// from 2 bits over 2 * in). Every tensor is checked against the others; g_idx
-// may be absent (contiguous groups). Scales may be any float dtype.
+// from 2 bits over 2 * in), `v2` from its checkpoint_format. Every tensor is
+// checked against the others; g_idx may be absent (contiguous groups). Scales
+// may be any float dtype.
 inline UniformWeights read_gptq_linear(const SafetensorsReader& file, const std::string& linear,
-                                       int bits) {
+                                       int bits, bool v2 = false) {
   using lowbit::detail::require;
   const std::string where = file.source() + ": linear '" + linear + "'";
   detail::require_gptq_bits(bits, where);
@@ -289,6 +293,7 @@ inline UniformWeights read_gptq_linear(const SafetensorsReader& file, const std:
           ", out_features] with out_features a multiple of 32");
   GptqTensors t;
   t.bits = bits;
+  t.v2 = v2;
   t.in_features = qweight.shape[0] / bits * 32;
   t.out_features = qweight.shape[1];
   t.groups = scales.shape[0];

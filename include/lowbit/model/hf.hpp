@@ -9,6 +9,11 @@
 // and llama3 rope scaling. A sliding attention window limits the context
 // (Config::seq_len) to the window, within which the model is exact.
 //
+// Quantized checkpoints (config.json's quantization_config) load onto the
+// bit-plane kernel, one linear at a time: GPTQ ("gptq" v1 or "gptq_v2" zero
+// points; 2, 3, 4 or 8 bits; act-order g_idx, sym or not) and AWQ's GEMM
+// layout (4 bits, zero points). A linear's tensors must sit in one shard.
+//
 // Every file is treated as hostile: a missing or mistyped config field, an
 // unsupported architecture or rope scaling, an index naming a file outside
 // the directory, a missing shard or tensor, a tensor whose dtype or shape
@@ -20,6 +25,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -31,9 +37,12 @@
 
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
+#include "lowbit/io/awq_format.hpp"
 #include "lowbit/io/file_bytes.hpp"
+#include "lowbit/io/gptq_format.hpp"
 #include "lowbit/io/safetensors.hpp"
 #include "lowbit/model/llama.hpp"
+#include "lowbit/model/quantized_linear.hpp"
 
 namespace lowbit::model {
 
@@ -139,11 +148,53 @@ inline RopeScaling hf_rope_scaling(const ConfigFields& f, const std::string& pat
   return scaling;
 }
 
-// Which linears carry biases, by architecture and its flags.
+// How the linears are stored: quantization_config's method ("" for float
+// weights), its bits, and GPTQ's zero-point format.
+struct HfLinearStorage {
+  std::string method;
+  int bits = 0;
+  bool gptq_v2 = false;
+};
+
+inline HfLinearStorage read_hf_linear_storage(const ConfigFields& config, const std::string& path) {
+  using lowbit::detail::require;
+  HfLinearStorage q;
+  if (!config.present("quantization_config")) return q;
+  const ConfigFields f = config.object("quantization_config");
+  q.method = f.text("quant_method", "");
+  q.bits = f.integer("bits");
+  require(!f.boolean("lm_head", false), path,
+          ": field 'quantization_config.lm_head' is true; a quantized lm_head is not supported");
+  if (q.method == "gptq") {
+    const std::string format = f.text("checkpoint_format", "gptq");
+    require(format == "gptq" || format == "gptq_v2", path,
+            ": field 'quantization_config.checkpoint_format' is '", format,
+            "'; supported: gptq, gptq_v2");
+    q.gptq_v2 = format == "gptq_v2";
+    io::detail::require_gptq_bits(q.bits, path + ": field 'quantization_config.bits'");
+  } else if (q.method == "awq") {
+    std::string version = f.text("version", "gemm");
+    std::transform(version.begin(), version.end(), version.begin(),
+                   [](unsigned char ch) { return char(std::tolower(ch)); });
+    require(version == "gemm", path, ": field 'quantization_config.version' is '", version,
+            "'; supported: gemm");
+    require(q.bits == 4, path, ": field 'quantization_config.bits' is ", q.bits,
+            "; AWQ's GEMM layout holds 4");
+    require(f.boolean("zero_point", true), path,
+            ": field 'quantization_config.zero_point' is false; supported: true");
+  } else {
+    lowbit::detail::fail(path, ": field 'quantization_config.quant_method' is '", q.method,
+                         "'; supported: gptq, awq");
+  }
+  return q;
+}
+
+// Which linears carry biases, by architecture and its flags; how they are stored.
 struct HfModel {
   Config config;
   bool tied = false;
   std::array<bool, kLinearsPerLayer> bias{};
+  HfLinearStorage quantization;
 };
 
 inline HfModel read_hf_config(const std::string& path) {
@@ -191,6 +242,7 @@ inline HfModel read_hf_config(const std::string& path) {
   }
   if (arch == "Qwen2ForCausalLM")
     for (LinearKind k : {LinearKind::wq, LinearKind::wk, LinearKind::wv}) hf.bias[index(k)] = true;
+  hf.quantization = read_hf_linear_storage(f, path);
   validate_config(c, path);
   return hf;
 }
@@ -264,6 +316,26 @@ class HfTensors {
   // The tensor's dtype and shape as its shard declares them.
   const io::TensorInfo& info(const std::string& name) const { return shard(name).info(name); }
 
+  // The quantized linear `linear` (its qweight, qzeros, scales, g_idx in one
+  // shard), of `rows` x `cols` weights.
+  UniformWeights quantized(const std::string& linear, const HfLinearStorage& q, Index rows,
+                           Index cols) const {
+    const io::SafetensorsReader& file = shard(linear + ".qweight");
+    for (const char* part : {".qzeros", ".scales", ".g_idx"}) {
+      const auto it = shard_.find(linear + part);
+      lowbit::detail::require(it == shard_.end() || &shards_[it->second] == &file, index_path_,
+                              ": the tensors of linear '", linear,
+                              "' are split across shards; expected them in one");
+    }
+    const UniformWeights w = q.method == "awq"
+                                 ? io::read_awq_linear(file, linear)
+                                 : io::read_gptq_linear(file, linear, q.bits, q.gptq_v2);
+    lowbit::detail::require(w.rows() == rows && w.cols() == cols, file.source(), ": linear '",
+                            linear, "' holds ", w.rows(), " x ", w.cols(),
+                            " weights, config.json implies ", rows, " x ", cols);
+    return w;
+  }
+
  private:
   const io::SafetensorsReader& shard(const std::string& name) const {
     if (shard_.empty()) return shards_[0];
@@ -303,14 +375,24 @@ inline ModelSource open_hf(const std::string& dir) {
     const std::array<Index, kLinearsPerLayer> rows = linear_rows(c), cols = linear_cols(c);
     for (LinearKind k : kAllLinears) {
       const std::string name = detail::hf_linear_name(l, k);
-      layer.linears[index(k)] = std::make_shared<FloatLinear>(
-          tensors->matrix(name + ".weight", rows[index(k)], cols[index(k)]));
+      if (hf.quantization.method.empty())
+        layer.linears[index(k)] = std::make_shared<FloatLinear>(
+            tensors->matrix(name + ".weight", rows[index(k)], cols[index(k)]));
+      else
+        layer.linears[index(k)] = std::make_shared<BitPlaneLinear>(pack_bitplanes(
+            tensors->quantized(name, hf.quantization, rows[index(k)], cols[index(k)])));
       if (hf.bias[index(k)])
         layer.biases[index(k)] = tensors->vector(name + ".bias", rows[index(k)]);
     }
     return layer;
   };
   return source;
+}
+
+// quantization_config's quant_method of the model directory ("gptq",
+// "awq"), "" for float weights; throws for one open_hf cannot read.
+inline std::string hf_quantization_method(const std::string& dir) {
+  return detail::read_hf_config(dir + "/config.json").quantization.method;
 }
 
 // The whole model in memory.
