@@ -253,6 +253,7 @@ MatrixF logits_of(const Model& m, const Sequence& tokens) {
 }
 
 float half_rounded(float v) { return half_to_float(float_to_half(v)); }
+float bf16_rounded(double v) { return bf16_to_float(float_to_bf16(float(v))); }
 
 // `m` quantized in this process as `spec` on `calibration`, as a directory
 // stores it: linears dequantized from fp16-rounded scales, the other tensors
@@ -261,15 +262,23 @@ Model in_process_directory_model(const Model& m, const std::vector<Sequence>& ca
                                  const QuantSpec& spec) {
   auto round = [](auto& x) { x = x.unaryExpr([](float v) { return half_rounded(v); }).eval(); };
   std::vector<std::array<std::shared_ptr<const Linear>, kLinearsPerLayer>> linears(m.layers.size());
+  auto linear_as_stored = [&](const QuantizedLinear& q) -> MatrixF {
+    if (!q.uniform) {  // BPDQ: coefficients in bf16
+      BitPlaneWeights planes = *q.planes;
+      planes.coeffs = planes.coeffs.unaryExpr([](double v) { return double(bf16_rounded(v)); });
+      return planes.dequantize();
+    }
+    UniformWeights w = *q.uniform;
+    if (spec.grid.positive_zero) {
+      EXPECT_GE(w.zero.minCoeff(), 1.0f);
+    }
+    round(w.scale);
+    return w.dequantize();
+  };
   Model expected = quantize_model(m, calibration, spec, {},
                                   [&](int l, LinearKind kind, const QuantizedLinear& q) {
-                                    UniformWeights w = *q.uniform;
-                                    if (spec.grid.positive_zero) {
-                                      EXPECT_GE(w.zero.minCoeff(), 1.0f);
-                                    }
-                                    round(w.scale);
                                     linears[std::size_t(l)][std::size_t(index(kind))] =
-                                        std::make_shared<FloatLinear>(w.dequantize());
+                                        std::make_shared<FloatLinear>(linear_as_stored(q));
                                   })
                        .model;
   round(expected.token_embedding);
@@ -457,6 +466,7 @@ TEST_F(CliGptqDirectory, QuantizedDirectoriesRunOnTheKernels) {
   gptq.grid.positive_zero = true;
   for (const auto& [args, spec] : std::vector<std::pair<std::string, QuantSpec>>{
            {"--method gptq --bits 3 --act-order", gptq},
+           {"--method bpdq --format bpdq --bits 2", {"bpdq", 2, 32}},
            {"--method awq --format awq --bits 4", {"awq", 4, 32}}}) {
     SCOPED_TRACE(args);
     std::filesystem::remove_all(dir.file("q"));
@@ -516,8 +526,8 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
            {"--out " + dir.file("link"), "option --out: '" + dir.file("link") + "' exists"},
            {"--out " + dir.file("q") + " --max-shard-size 1.5GB", "option --max-shard-size"},
            {"--out " + dir.file("q") + " --max-shard-size 0", "option --max-shard-size"},
-           {"--out " + dir.file("q.safetensors") + " --format bpdq --max-shard-size 1GB",
-            "option --max-shard-size: the bpdq format is one file"},
+           {"--out " + dir.file("q") + " --format bpdq --group-size 16",
+            "option --group-size: the bpdq format takes 32, 64, 128 or 256"},
            {"--out " + dir.file("q") + " --format awq --bits 3", "the awq format (GEMM) packs 4"},
            {"--out " + dir.file("q") + " --format awq --act-order", "the awq format cannot hold"},
            {"--out " + dir.file("full") + " --format awq", "the awq format writes a model dir"},
@@ -536,7 +546,7 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
   }
   const test::CommandResult sym =
       lowbit("quantize-model --model " + dir.file("tiny.bin") +
-             " --method bpdq --format bpdq --sym --out " + dir.file("q.safetensors"));
+             " --method bpdq --format bpdq --sym --out " + dir.file("q"));
   EXPECT_EQ(sym.exit_code, 2) << sym.output;
   EXPECT_NE(sym.output.find("option --sym"), std::string::npos) << sym.output;
   EXPECT_EQ(read_text(dir.file("full/keep.txt")), "x");

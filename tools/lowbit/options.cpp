@@ -135,7 +135,8 @@ const OptionTable& option_catalogue() {
       entry("format", "NAME", "quantize-model: checkpoint format, gptq, awq, bpdq or gguf",
             one_of({"gptq", "awq", "bpdq", "gguf"})),
       entry("max-shard-size", "SIZE",
-            "quantize-model, gptq and awq: largest safetensors shard, bytes or with KB, MB, GB, "
+            "quantize-model, gptq, awq and bpdq: largest safetensors shard, bytes or with KB, MB, "
+            "GB, "
             "KiB, MiB, GiB"),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "

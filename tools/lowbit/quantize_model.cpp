@@ -9,7 +9,6 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/model/gguf_model.hpp>
@@ -26,13 +25,6 @@
 
 namespace lowbit::cli {
 namespace {
-
-// Names as in Meta's LLaMA checkpoints (llama2.c's export.py reads these).
-std::string linear_name(int layer, model::LinearKind kind) {
-  const std::string block =
-      model::index(kind) <= model::index(model::LinearKind::wo) ? ".attention." : ".feed_forward.";
-  return "layers." + std::to_string(layer) + block + model::name(kind);
-}
 
 // One line per step when stderr is not a terminal; a redrawn bar when it is.
 class Progress {
@@ -69,23 +61,6 @@ class Progress {
   bool tty_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
-
-std::string config_json(const model::Config& c, int original_hidden, const model::QuantSpec& s,
-                        const std::string& format, double bits_per_weight) {
-  std::ostringstream j;
-  j << "{\n  \"quant_method\": \"" << format << "\",\n  \"quantizer\": \"" << s.method
-    << "\",\n  \"bits\": " << s.bits << ",\n  \"group_size\": " << s.group_size
-    << ",\n  \"desc_act\": " << (s.act_order ? "true" : "false")
-    << ",\n  \"bits_per_weight\": " << bits_per_weight << ",\n  \"dim\": " << c.dim
-    << ",\n  \"hidden_dim\": " << original_hidden << ",\n  \"hidden_dim_padded\": " << c.hidden_dim
-    << ",\n  \"n_layers\": " << c.n_layers << ",\n  \"n_heads\": " << c.n_heads
-    << ",\n  \"n_kv_heads\": " << c.n_kv_heads << ",\n  \"head_dim\": " << c.head_size()
-    << ",\n  \"vocab_size\": " << c.vocab_size << ",\n  \"seq_len\": " << c.seq_len
-    << ",\n  \"norm_eps\": " << c.norm_eps << ",\n  \"rope_theta\": " << c.rope_theta
-    << ",\n  \"rope_style\": \""
-    << (c.rope_style == model::RopeStyle::half ? "half" : "interleaved") << "\"\n}\n";
-  return j.str();
-}
 
 // The command line, checked before the model is loaded.
 struct ModelJob {
@@ -181,23 +156,26 @@ ModelJob parse_job(const Options& o) {
     throw UsageError(
         "quantize-model: awq's grid has zero points of 0, which GPTQ v1 readers misread; use "
         "--format awq");
-  if (job.spec.method == "bpdq" && job.spec.bits > 4)
+  if ((job.spec.method == "bpdq" || job.format == "bpdq") && job.spec.bits > 4)
     throw UsageError("quantize-model: option --bits: bpdq takes 1..4 bit planes, got " +
                      std::to_string(job.spec.bits));
+  // BPDQ's loader (BPDQTorchLinear) takes these group sizes only.
+  const int g = job.spec.group_size;
+  if (job.format == "bpdq" && g != 32 && g != 64 && g != 128 && g != 256)
+    throw UsageError(
+        "quantize-model: option --group-size: the bpdq format takes 32, 64, 128 or "
+        "256, got " +
+        std::to_string(g));
   if (job.format != "gptq" && job.spec.act_order)
     throw UsageError("quantize-model: --act-order groups need a g_idx, which the " + job.format +
                      " format cannot hold");
   if (job.spec.method == "bpdq" && o.flag("sym"))
     throw UsageError("quantize-model: option --sym: bpdq has no uniform grid to make symmetric");
   job.spec.grid.sym = o.flag("sym");
-  if (job.format == "gptq" || job.format == "awq") {
-    check_directory_output(job, o);
-    job.max_shard_bytes = model::parse_byte_size(o.text("max-shard-size"));
-    // v1 stores zero - 1: see lowbit/model/hf_export.hpp.
-    job.spec.grid.positive_zero = job.format == "gptq";
-  } else if (o.has("max-shard-size")) {
-    throw UsageError("quantize-model: option --max-shard-size: the bpdq format is one file");
-  }
+  check_directory_output(job, o);
+  job.max_shard_bytes = model::parse_byte_size(o.text("max-shard-size"));
+  // v1 stores zero - 1: see lowbit/model/hf_export.hpp.
+  job.spec.grid.positive_zero = job.format == "gptq";
   return job;
 }
 
@@ -275,10 +253,6 @@ std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
   return model::sample_sequences(source, job.samples, length, 1.0f, 1);
 }
 
-void add_vector(io::SafetensorsWriter& out, const std::string& name, const VectorF& v) {
-  out.add_vector(name, std::vector<float>(v.data(), v.data() + v.size()), io::Dtype::F32);
-}
-
 using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
 
 // Quantizes the model one layer at a time, each read from the checkpoint
@@ -305,7 +279,7 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
   return quantizer.bits_per_weight();
 }
 
-// --format gptq or awq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
+// --format gptq, awq or bpdq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
 void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   model::HfQuantization quant;
   quant.format = job.format;
@@ -320,7 +294,10 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-        out.add_linear(layer, kind, *r.uniform);
+        if (job.format == "bpdq")
+          out.add_linear(layer, kind, *r.planes);
+        else
+          out.add_linear(layer, kind, *r.uniform);
       },
       [&](int layer, const model::Layer& quantized) { out.add_layer_rest(layer, quantized); });
   const auto files = out.files();
@@ -329,51 +306,6 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
     io::write_directory_atomically(job.out, files);
   }
   std::cerr << "wrote " << job.out << "/ (" << files.size() << " files, " << bits_per_weight
-            << " bits per weight over the linears)\n";
-}
-
-// --format bpdq: one safetensors file with llama2.c/Meta names and
-// quantization_config in its metadata and beside it.
-void write_bpdq_file(const ModelJob& job, const model::ModelSource& padded, int original_hidden) {
-  const model::Model& globals = padded.globals;
-  io::SafetensorsWriter out;
-  out.add_matrix("tok_embeddings.weight", globals.token_embedding);
-  if (globals.classifier.size() != 0) out.add_matrix("output.weight", globals.classifier);
-  add_vector(out, "norm.weight", globals.final_norm);
-  std::vector<model::Layer> kept;  // norms and biases, written after the linears
-  const double bits_per_weight = quantize_layers(
-      padded, job,
-      [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-        io::add_bpdq_linear(out, linear_name(layer, kind), *r.planes, io::Dtype::F16);
-      },
-      [&](int, const model::Layer& quantized) {
-        kept.push_back(quantized);
-        kept.back().linears = {};
-      });
-  for (std::size_t l = 0; l < kept.size(); ++l) {
-    const std::string prefix = "layers." + std::to_string(l);
-    add_vector(out, prefix + ".attention_norm.weight", kept[l].attention_norm);
-    add_vector(out, prefix + ".ffn_norm.weight", kept[l].ffn_norm);
-    for (model::LinearKind kind : model::kAllLinears)
-      if (kept[l].biases[model::index(kind)].size() != 0)
-        add_vector(out, linear_name(int(l), kind) + ".bias", kept[l].biases[model::index(kind)]);
-  }
-  const std::string config =
-      config_json(globals.config, original_hidden, job.spec, job.format, bits_per_weight);
-  out.set_metadata("quantization_config", config);
-  std::filesystem::path json_path(job.out);
-  json_path.replace_extension(".quantize_config.json");
-  // Both files are written before either is renamed into place: if one
-  // cannot be, neither appears.
-  io::StagedFile checkpoint(job.out, out.bytes());
-  io::StagedFile sidecar(json_path.string(),
-                         std::vector<unsigned char>(config.begin(), config.end()));
-  {
-    const HoldInterrupts hold;
-    checkpoint.commit();
-    sidecar.commit();
-  }
-  std::cerr << "wrote " << job.out << " and " << json_path.string() << " (" << bits_per_weight
             << " bits per weight over the linears)\n";
 }
 
@@ -418,10 +350,8 @@ int run_quantize_model(const Options& options) {
   const model::ModelSource padded = model::pad_hidden(loaded, 64);
   if (job.format == "gguf")
     write_gguf(job, padded);
-  else if (job.format == "gptq" || job.format == "awq")
-    write_hf_directory(job, padded);
   else
-    write_bpdq_file(job, padded, loaded.globals.config.hidden_dim);
+    write_hf_directory(job, padded);
   return 0;
 }
 
@@ -440,8 +370,9 @@ Command quantize_model_command() {
           "transformers and AutoAWQ load it), quant_config.json, other tensors in F16; with\n"
           "--method awq the scales are folded into the norms, v_proj (when every head has its\n"
           "own values) and up_proj, as AutoAWQ's checkpoints hold them.\n"
-          "--format bpdq writes one safetensors file with quantization_config in its metadata\n"
-          "and beside it (OUT.quantize_config.json). --format gguf writes a GGUF file\n"
+          "--format bpdq writes the same directory in BPDQ's layout (planes B, coefficients c in\n"
+          "bf16; 1..4 planes, group size 32..256) that BPDQ's GPTQModel loads.\n"
+          "--format gguf writes a GGUF file\n"
           "llama.cpp loads, with a model directory's tokenizer (tokenizer.model or\n"
           "tokenizer.json), every matrix in --type (or --gguf-type; default q4_K) with\n"
           "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"

@@ -11,8 +11,9 @@
 //
 // Quantized checkpoints (config.json's quantization_config) load onto the
 // bit-plane kernel, one linear at a time: GPTQ ("gptq" v1 or "gptq_v2" zero
-// points; 2, 3, 4 or 8 bits; act-order g_idx, sym or not) and AWQ's GEMM
-// layout (4 bits, zero points). A linear's tensors must sit in one shard.
+// points; 2, 3, 4 or 8 bits; act-order g_idx, sym or not), AWQ's GEMM layout
+// (4 bits, zero points) and BPDQ's planes and coefficients. A linear's
+// tensors must sit in one shard.
 //
 // Every file is treated as hostile: a missing or mistyped config field, an
 // unsupported architecture or rope scaling, an index naming a file outside
@@ -38,6 +39,7 @@
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
 #include "lowbit/io/awq_format.hpp"
+#include "lowbit/io/bpdq_format.hpp"
 #include "lowbit/io/file_bytes.hpp"
 #include "lowbit/io/gptq_format.hpp"
 #include "lowbit/io/safetensors.hpp"
@@ -182,9 +184,13 @@ inline HfLinearStorage read_hf_linear_storage(const ConfigFields& config, const 
             "; AWQ's GEMM layout holds 4");
     require(f.boolean("zero_point", true), path,
             ": field 'quantization_config.zero_point' is false; supported: true");
+  } else if (q.method == "bpdq") {  // planes from the tensors; bits is the initial grid
+    const std::string format = f.text("checkpoint_format", "bpdq");
+    require(format == "bpdq", path, ": field 'quantization_config.checkpoint_format' is '", format,
+            "'; supported for bpdq: bpdq");
   } else {
     lowbit::detail::fail(path, ": field 'quantization_config.quant_method' is '", q.method,
-                         "'; supported: gptq, awq");
+                         "'; supported: gptq, awq, bpdq");
   }
   return q;
 }
@@ -316,24 +322,27 @@ class HfTensors {
   // The tensor's dtype and shape as its shard declares them.
   const io::TensorInfo& info(const std::string& name) const { return shard(name).info(name); }
 
-  // The quantized linear `linear` (its qweight, qzeros, scales, g_idx in one
-  // shard), of `rows` x `cols` weights.
-  UniformWeights quantized(const std::string& linear, const HfLinearStorage& q, Index rows,
-                           Index cols) const {
-    const io::SafetensorsReader& file = shard(linear + ".qweight");
-    for (const char* part : {".qzeros", ".scales", ".g_idx"}) {
+  // The quantized linear `linear` (its tensors in one shard), of `rows` x
+  // `cols` weights, on the bit-plane kernel.
+  std::shared_ptr<const Linear> quantized(const std::string& linear, const HfLinearStorage& q,
+                                          Index rows, Index cols) const {
+    const bool bpdq = q.method == "bpdq";
+    const io::SafetensorsReader& file = shard(linear + (bpdq ? ".B" : ".qweight"));
+    for (const char* part : {".qzeros", ".scales", ".g_idx", ".c"}) {
       const auto it = shard_.find(linear + part);
       lowbit::detail::require(it == shard_.end() || &shards_[it->second] == &file, index_path_,
                               ": the tensors of linear '", linear,
                               "' are split across shards; expected them in one");
     }
-    const UniformWeights w = q.method == "awq"
-                                 ? io::read_awq_linear(file, linear)
-                                 : io::read_gptq_linear(file, linear, q.bits, q.gptq_v2);
-    lowbit::detail::require(w.rows() == rows && w.cols() == cols, file.source(), ": linear '",
-                            linear, "' holds ", w.rows(), " x ", w.cols(),
+    PackedBitplanes packed =
+        bpdq ? pack_bitplanes(io::read_bpdq_linear(file, linear))
+             : pack_bitplanes(q.method == "awq"
+                                  ? io::read_awq_linear(file, linear)
+                                  : io::read_gptq_linear(file, linear, q.bits, q.gptq_v2));
+    lowbit::detail::require(packed.rows() == rows && packed.cols() == cols, file.source(),
+                            ": linear '", linear, "' holds ", packed.rows(), " x ", packed.cols(),
                             " weights, config.json implies ", rows, " x ", cols);
-    return w;
+    return std::make_shared<BitPlaneLinear>(std::move(packed));
   }
 
  private:
@@ -379,8 +388,8 @@ inline ModelSource open_hf(const std::string& dir) {
         layer.linears[index(k)] = std::make_shared<FloatLinear>(
             tensors->matrix(name + ".weight", rows[index(k)], cols[index(k)]));
       else
-        layer.linears[index(k)] = std::make_shared<BitPlaneLinear>(pack_bitplanes(
-            tensors->quantized(name, hf.quantization, rows[index(k)], cols[index(k)])));
+        layer.linears[index(k)] =
+            tensors->quantized(name, hf.quantization, rows[index(k)], cols[index(k)]);
       if (hf.bias[index(k)])
         layer.biases[index(k)] = tensors->vector(name + ".bias", rows[index(k)]);
     }

@@ -1,20 +1,22 @@
-// Hugging Face GPTQ and AWQ model directories that transformers, vLLM,
-// GPTQModel and AutoAWQ load unchanged, from a model quantized layer by layer:
+// Hugging Face GPTQ, AWQ and BPDQ model directories that transformers, vLLM,
+// GPTQModel, AutoAWQ and BPDQ's GPTQModel load unchanged, from a model
+// quantized layer by layer:
 //   config.json            the source's (every field kept; intermediate_size is
 //                          the padded width, pad_hidden) or, for a llama2.c
 //                          model, a LlamaForCausalLM config; plus
 //                          quantization_config
-//   quantize_config.json   GPTQ: the same quantization fields (AutoGPTQ, GPTQModel)
+//   quantize_config.json   GPTQ, BPDQ: the same quantization fields (AutoGPTQ, GPTQModel)
 //   quant_config.json      AWQ: AutoAWQ's own names for them (its older releases
 //                          read only this file)
 //   model.safetensors      or model-0000k-of-0000n.safetensors and
 //                          model.safetensors.index.json past the shard size;
 //                          metadata {"format": "pt"} (transformers requires it)
 //   tokenizer and generation files of a Hugging Face source, copied.
-// Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp) or
-// AWQ GEMM (io/awq_format.hpp) under Hugging Face names. Every other tensor
+// Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp), AWQ
+// GEMM (io/awq_format.hpp) or BPDQ's planes and bf16 coefficients
+// (io/bpdq_format.hpp) under Hugging Face names. Every other tensor
 // (embeddings, norms, lm_head, biases) is stored in its dtype in the source
-// for GPTQ, or F16 for a llama2.c model (F32 on disk; F16 is the activation
+// for GPTQ and BPDQ, or F16 for a llama2.c model (F32 on disk; F16 is the activation
 // dtype vLLM's GPTQ kernels accept); always F16 for AWQ, whose kernels in
 // AutoAWQ and vLLM take only fp16 activations ("torch_dtype": "float16").
 //
@@ -37,29 +39,33 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "lowbit/core/bitplane_weights.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/io/awq_format.hpp"
+#include "lowbit/io/bpdq_format.hpp"
 #include "lowbit/io/checkpoint.hpp"
 #include "lowbit/io/file_bytes.hpp"
 #include "lowbit/io/gptq_format.hpp"
 #include "lowbit/io/safetensors.hpp"
 #include "lowbit/model/hf.hpp"
 #include "lowbit/model/llama.hpp"
+#include "lowbit/quant/bpdq.hpp"
 
 namespace lowbit::model {
 
 // The quantization fields of the checkpoint's configs: AutoGPTQ's and
 // GPTQModel's for "gptq", AutoAWQ's for "awq" (bits and group_size; its GEMM
 // layout always stores zero points, so "zero_point" is true: a symmetric
-// grid's zero point is the constant 2^(bits-1)).
+// grid's zero point is the constant 2^(bits-1)), BPDQ's GPTQModel's for
+// "bpdq" (bits: the planes, written as meta.bpdq.msbits; "bits" there is
+// the 8-bit initial grid).
 struct HfQuantization {
-  std::string format = "gptq";  // "gptq" (v1) or "awq" (GEMM)
+  std::string format = "gptq";  // "gptq" (v1), "awq" (GEMM) or "bpdq"
   int bits = 4;
   int group_size = 128;  // -1: one group per row
   bool desc_act = false;
@@ -79,8 +85,22 @@ inline nlohmann::json hf_quantization_config(const HfQuantization& q) {
   if (q.format == "awq")
     return {{"quant_method", "awq"}, {"bits", q.bits},    {"group_size", q.group_size},
             {"zero_point", true},    {"version", "gemm"}, {"modules_to_not_convert", nullptr}};
+  if (q.format == "bpdq") {
+    const BpdqConfig bpdq;  // what the model method runs (group_quantization.hpp)
+    return {{"quant_method", "bpdq"},
+            {"checkpoint_format", "bpdq"},
+            {"bits", bpdq.init_bits},
+            {"group_size", q.group_size},
+            {"desc_act", false},
+            {"sym", false},
+            {"lm_head", false},
+            {"pack_dtype", "int32"},
+            {"meta",
+             {{"quantizer", nlohmann::json::array({"lowbit"})},
+              {"bpdq", {{"msbits", q.bits}, {"n_iters", bpdq.iters}, {"alpha", bpdq.ridge}}}}}};
+  }
   lowbit::detail::require(q.format == "gptq", "hf_quantization_config: unknown format '", q.format,
-                          "' (gptq or awq)");
+                          "' (gptq, awq or bpdq)");
   return {{"quant_method", "gptq"},
           {"checkpoint_format", "gptq"},
           {"bits", q.bits},
@@ -146,21 +166,35 @@ inline nlohmann::json hf_llama_config(const Config& c, bool tied) {
           {"torch_dtype", "float16"}};
 }
 
+namespace detail {
+
+inline void copy_row_parameters(UniformWeights& to, Index r, const UniformWeights& from, Index s) {
+  to.scale.col(r) = from.scale.col(s);
+  to.zero.col(r) = from.zero.col(s);
+}
+inline void copy_row_parameters(BitPlaneWeights& to, Index r, const BitPlaneWeights& from,
+                                Index s) {
+  to.coeffs.col(r) = from.coeffs.col(s);
+}
+
+}  // namespace detail
+
 // The output rows of `w` (heads of equal, even size) from interleaved to
-// rotate-half order, as the converter's permute moves weight rows.
-inline UniformWeights rotate_half_rows(const UniformWeights& w, int heads) {
+// rotate-half order, as the converter's permute moves weight rows: codes and
+// each row's parameters (UniformWeights or BitPlaneWeights).
+template <class Weights>
+Weights rotate_half_rows(const Weights& w, int heads) {
   const Index head = heads > 0 ? w.rows() / heads : 0, half = head / 2;
   lowbit::detail::require(heads > 0 && head * heads == w.rows() && head % 2 == 0,
                           "rotate_half_rows: ", w.rows(), " rows are not ", heads,
                           " heads of an even size");
-  UniformWeights out = w;
+  Weights out = w;
   for (Index h = 0; h < heads; ++h)
     for (Index i = 0; i < half; ++i)
       for (Index j = 0; j < 2; ++j) {
         const Index to = h * head + j * half + i, from = h * head + 2 * i + j;
         out.codes.row(to) = w.codes.row(from);
-        out.scale.col(to) = w.scale.col(from);
-        out.zero.col(to) = w.zero.col(from);
+        detail::copy_row_parameters(out, to, w, from);
       }
   return out;
 }
@@ -205,14 +239,13 @@ class HfDirectoryWriter {
     if (!tied_) add_float("lm_head.weight", m.classifier);
   }
 
+  // A GPTQ or AWQ linear.
   void add_linear(int layer, LinearKind kind, const UniformWeights& w) {
+    lowbit::detail::require(quant_.format != "bpdq", "HfDirectoryWriter: a bpdq directory ",
+                            "holds bit planes, not uniform weights");
     const std::string name = detail::hf_linear_name(layer, kind);
     if (quant_.format == "gptq") require_positive_zeros(name, w);
-    const bool interleaved = config_.rope_style == RopeStyle::interleaved;
-    std::optional<UniformWeights> permuted;
-    if (interleaved && kind == LinearKind::wq) permuted = rotate_half_rows(w, config_.n_heads);
-    if (interleaved && kind == LinearKind::wk) permuted = rotate_half_rows(w, config_.n_kv_heads);
-    const UniformWeights& stored = permuted ? *permuted : w;
+    const UniformWeights stored = hf_rows(w, kind);
     if (quant_.format == "awq") {
       const io::AwqTensors t = io::pack_awq(stored);
       io::add_awq_tensors(shard_for(t.file_bytes()), name, t);
@@ -220,6 +253,16 @@ class HfDirectoryWriter {
       const io::GptqTensors t = io::pack_gptq(stored);
       io::add_gptq_tensors(shard_for(t.file_bytes()), name, t);
     }
+  }
+
+  // A BPDQ linear: planes and bf16 coefficients.
+  void add_linear(int layer, LinearKind kind, const BitPlaneWeights& w) {
+    lowbit::detail::require(quant_.format == "bpdq", "HfDirectoryWriter: a ", quant_.format,
+                            " directory holds uniform weights, not bit planes");
+    const std::uint64_t bytes =
+        4 * std::uint64_t((w.cols() + 31) / 32 * w.planes * w.rows()) + 2 * w.coeffs.size();
+    io::add_bpdq_linear(shard_for(bytes), detail::hf_linear_name(layer, kind), hf_rows(w, kind),
+                        io::Dtype::BF16);
   }
 
   // The norms and biases of `layer` (the quantized layer: its linears are not read).
@@ -258,6 +301,15 @@ class HfDirectoryWriter {
   }
 
  private:
+  // Rows in Hugging Face's order: q and k of a llama2.c model rotate halves.
+  template <class Weights>
+  Weights hf_rows(const Weights& w, LinearKind kind) const {
+    if (config_.rope_style != RopeStyle::interleaved) return w;
+    if (kind == LinearKind::wq) return rotate_half_rows(w, config_.n_heads);
+    if (kind == LinearKind::wk) return rotate_half_rows(w, config_.n_kv_heads);
+    return w;
+  }
+
   static void require_positive_zeros(const std::string& name, const UniformWeights& w) {
     for (Index g = 0; g < w.zero.rows(); ++g)
       for (Index r = 0; r < w.zero.cols(); ++r)
