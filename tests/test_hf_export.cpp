@@ -530,6 +530,8 @@ TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {
             "option --group-size: the bpdq format takes 32, 64, 128 or 256"},
            {"--out " + dir.file("q") + " --format awq --bits 3", "the awq format (GEMM) packs 4"},
            {"--out " + dir.file("q") + " --format awq --act-order", "the awq format cannot hold"},
+           {"--out " + dir.file("q") + " --format awq --group-size -1",
+            "the awq format needs groups"},
            {"--out " + dir.file("full") + " --format awq", "the awq format writes a model dir"},
        }) {
     const test::CommandResult r = lowbit(model + c.args);

@@ -142,6 +142,12 @@ ModelJob parse_job(const Options& o) {
   if (job.format == "awq" && job.spec.bits != 4)
     throw UsageError("quantize-model: option --bits: the awq format (GEMM) packs 4 bits, got " +
                      std::to_string(job.spec.bits));
+  // vLLM's AWQ layers size their scales by in / group_size: -1 has no meaning there.
+  if (job.format == "awq" && job.spec.group_size < 1)
+    throw UsageError(
+        "quantize-model: option --group-size: the awq format needs groups "
+        "(e.g. 128), got " +
+        std::to_string(job.spec.group_size));
   const std::vector<std::string>& methods = model::checkpoint_methods();
   if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
     std::string known;
