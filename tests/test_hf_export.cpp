@@ -45,6 +45,17 @@ std::string read_text(const std::string& path) {
   return text.str();
 }
 
+// Every file of a directory: name -> bytes.
+Files read_directory(const std::string& dir) {
+  Files files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string text = read_text(entry.path().string());
+    files.emplace_back(entry.path().filename().string(),
+                       std::vector<unsigned char>(text.begin(), text.end()));
+  }
+  return files;
+}
+
 // A tiny llama2.c model (interleaved RoPE, tied) whose linears are multiples of 32.
 Model tiny_llama2c() { return test::tiny_model(41, Config{32, 32, 1, 4, 4, 23, 64}); }
 
@@ -71,10 +82,14 @@ TEST(HfExport, HandMadeLinearInTheV1LayoutWithRotateHalfRows) {
   HfQuantization quant;
   quant.bits = 3;
   quant.group_size = 32;
-  HfDirectoryWriter writer(m, "", quant, 1ull << 30);
+  const test::TempDir dir;
+  io::StagedDirectory staged(dir.file("q"));
+  HfDirectoryWriter writer(m, "", quant, 1ull << 30, staged);
   writer.add_linear(0, LinearKind::wq, w);
   writer.add_layer_rest(0, m.layers[0]);
-  const Files files = writer.files();
+  writer.finish();
+  staged.commit();
+  const Files files = read_directory(dir.file("q"));
   const io::SafetensorsReader file =
       io::SafetensorsReader::from_bytes(file_in(files, "model.safetensors"), "model.safetensors");
   EXPECT_EQ(*file.metadata_value("format"), "pt");
@@ -135,7 +150,9 @@ TEST(HfExport, RefusesZeroPointsOfZeroAndOddHeads) {
   w.scale = MatrixF::Ones(1, 32);
   w.zero = MatrixF::Constant(1, 32, 8.0f);
   w.zero(0, 5) = 0.0f;
-  HfDirectoryWriter writer(m, "", {}, 1ull << 30);
+  const test::TempDir dir;
+  io::StagedDirectory staged(dir.file("q"));
+  HfDirectoryWriter writer(m, "", {}, 1ull << 30, staged);
   try {
     writer.add_linear(0, LinearKind::wv, w);
     ADD_FAILURE() << "a zero point of 0 was accepted";
@@ -168,10 +185,14 @@ TEST(HfExport, AwqDirectoryHoldsAutoAwqsConfigAndFp16) {
   HfQuantization quant;
   quant.format = "awq";
   quant.group_size = 32;
-  HfDirectoryWriter writer(m, "", quant, 1ull << 30);
+  const test::TempDir dir;
+  io::StagedDirectory staged(dir.file("q"));
+  HfDirectoryWriter writer(m, "", quant, 1ull << 30, staged);
   writer.add_linear(0, LinearKind::wv, w);
   writer.add_layer_rest(0, m.layers[0]);
-  const Files files = writer.files();
+  writer.finish();
+  staged.commit();
+  const Files files = read_directory(dir.file("q"));
   const io::SafetensorsReader file =
       io::SafetensorsReader::from_bytes(file_in(files, "model.safetensors"), "model.safetensors");
   const std::string v = "model.layers.0.self_attn.v_proj";
@@ -506,6 +527,37 @@ TEST_F(CliGptqDirectory, QuantizedDirectoriesRunOnTheKernels) {
       EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
     }
   }
+}
+
+// SIGINT or SIGTERM while the directory's shards are being written (several,
+// from a small --max-shard-size) ends the run with 128 + the signal and
+// leaves no staging directory.
+TEST_F(CliGptqDirectory, AnInterruptedRunLeavesNoDirectory) {
+  test::write_file(dir.file("m.bin"),
+                   test::llama2c_bytes(test::tiny_model(43, Config{256, 512, 6, 8, 8, 512, 64})));
+  int interrupted = 0;
+  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 200)
+    for (const char* signal : {"INT", "TERM"}) {
+      std::filesystem::remove_all(dir.file("q"));
+      const test::CommandResult r = test::run_command(
+          *test::cli_path() + " quantize-model --model " + dir.file("m.bin") +
+          " --method gptq --calib-samples 4 --max-shard-size 200KB --out " + dir.file("q") +
+          " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
+          " $pid; wait $pid");
+      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
+      std::vector<std::string> left;
+      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+        left.push_back(e.path().filename().string());
+      std::sort(left.begin(), left.end());
+      if (r.exit_code == 0) {  // finished before the signal
+        EXPECT_EQ(left, (std::vector<std::string>{"m.bin", "q"}));
+        continue;
+      }
+      ++interrupted;
+      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+      EXPECT_EQ(left, std::vector<std::string>{"m.bin"});
+    }
+  EXPECT_GT(interrupted, 0);
 }
 
 TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {

@@ -6,8 +6,12 @@
 // included once, below), so they compile to nothing inside a function.
 #include <lowbit/io.hpp>
 #include <lowbit/lowbit.hpp>
+#include <lowbit/model/forward.hpp>
+#include <lowbit/model/hf.hpp>
+#include <lowbit/model/hf_export.hpp>
+#include <lowbit/model/sequential_quantization.hpp>
 
-#include "test_support.hpp"
+#include "model_fixtures.hpp"
 
 namespace {
 
@@ -106,6 +110,34 @@ TEST(Readme, Checkpoints) {
   std::filesystem::current_path(saved);
   EXPECT_EQ(u.codes, uniform.codes);
   EXPECT_EQ(b.codes, planes.codes);
+}
+
+// An AWQ directory written here stands for a downloaded one.
+TEST(Readme, HfQuantizedDirectory) {
+  namespace lm = lowbit::model;
+  const lowbit::test::TempDir dir;
+  const lm::Model tiny = lowbit::test::tiny_model(1240, lm::Config{32, 64, 1, 4, 4, 512, 64});
+  lowbit::model::HfQuantization awq;
+  awq.format = "awq";
+  awq.group_size = 32;
+  lowbit::io::StagedDirectory staged(dir.file("llama-awq4"));
+  lm::HfDirectoryWriter writer(tiny, "", awq, 1ull << 30, staged);
+  const lm::QuantizedModel q =
+      lm::quantize_model(tiny, lm::sample_sequences(tiny, 2, 16, 1.0f, 1), {"awq", 4, 32}, {},
+                         [&](int l, lm::LinearKind k, const lm::QuantizedLinear& r) {
+                           writer.add_linear(l, k, *r.uniform);
+                         });
+  writer.add_layer_rest(0, q.model.layers[0]);  // the norms AWQ's scales were folded into
+  writer.finish();
+  staged.commit();
+  const std::filesystem::path saved = std::filesystem::current_path();
+  std::filesystem::current_path(dir.file(""));
+#include "readme_hf_quantized.inc"
+  std::filesystem::current_path(saved);
+  EXPECT_NE(dynamic_cast<const lm::BitPlaneLinear*>(m.layers[0].linears[0].get()), nullptr);
+  EXPECT_EQ(logits.rows(), 3);
+  EXPECT_EQ(logits.cols(), 512);
+  EXPECT_TRUE(logits.allFinite());
 }
 
 TEST(Readme, GptqGgml) {

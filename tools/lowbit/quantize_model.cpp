@@ -294,9 +294,11 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   quant.desc_act = job.spec.act_order;
   quant.sym = job.spec.grid.sym;
   quant.damp_percent = DampingConfig{}.percdamp;  // what the methods use
+  // Shards are written as they fill, into OUT.tmpPID, renamed to OUT at the end.
+  io::StagedDirectory directory(job.out);
   model::HfDirectoryWriter out(padded.globals,
                                std::filesystem::is_directory(job.model) ? job.model : "", quant,
-                               job.max_shard_bytes);
+                               job.max_shard_bytes, directory);
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -306,12 +308,12 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
           out.add_linear(layer, kind, *r.uniform);
       },
       [&](int layer, const model::Layer& quantized) { out.add_layer_rest(layer, quantized); });
-  const auto files = out.files();
+  out.finish();
   {
     const HoldInterrupts hold;
-    io::write_directory_atomically(job.out, files);
+    directory.commit();
   }
-  std::cerr << "wrote " << job.out << "/ (" << files.size() << " files, " << bits_per_weight
+  std::cerr << "wrote " << job.out << "/ (" << bits_per_weight
             << " bits per weight over the linears)\n";
 }
 

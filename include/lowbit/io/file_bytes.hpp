@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -80,6 +81,7 @@ struct TemporaryFiles {
   static constexpr std::size_t kPathBytes = 4096;
   char path[kSlots][kPathBytes] = {};
   std::atomic<bool> used[kSlots] = {};
+  std::atomic<bool> directory[kSlots] = {};  // a staging directory of plain files
 };
 
 inline TemporaryFiles& temporary_files() {
@@ -87,12 +89,13 @@ inline TemporaryFiles& temporary_files() {
   return files;
 }
 
-inline int register_temporary(const std::string& path) {
+inline int register_temporary(const std::string& path, bool directory = false) {
   TemporaryFiles& t = temporary_files();
   lowbit::detail::require(path.size() < TemporaryFiles::kPathBytes, path, ": path too long");
   for (int i = 0; i < TemporaryFiles::kSlots; ++i)
     if (!t.used[i].load()) {
       std::memcpy(t.path[i], path.c_str(), path.size() + 1);
+      t.directory[i].store(directory);
       t.used[i].store(true);
       return i;
     }
@@ -127,6 +130,29 @@ inline bool write_all(int fd, const std::vector<unsigned char>& data) {
   return true;
 }
 
+// Removes a directory of plain files with system calls only (open, getdents64,
+// unlinkat, rmdir: no allocation), so a signal handler may call it.
+inline void remove_flat_directory(const char* path) noexcept {
+  const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    alignas(8) char buffer[4096];
+    for (;;) {
+      const long n = ::syscall(SYS_getdents64, fd, buffer, sizeof buffer);
+      if (n <= 0) break;
+      for (long at = 0; at < n;) {
+        // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+        unsigned short length = 0;
+        std::memcpy(&length, buffer + at + 16, sizeof length);
+        const char* name = buffer + at + 19;
+        if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) ::unlinkat(fd, name, 0);
+        at += length;
+      }
+    }
+    ::close(fd);
+  }
+  ::rmdir(path);
+}
+
 }  // namespace detail
 
 // Removes every temporary file still being written. Async-signal-safe: a
@@ -134,8 +160,13 @@ inline bool write_all(int fd, const std::vector<unsigned char>& data) {
 // write leaves no debris.
 inline void remove_temporary_files() noexcept {
   detail::TemporaryFiles& t = detail::temporary_files();
-  for (int i = 0; i < detail::TemporaryFiles::kSlots; ++i)
-    if (t.used[i].load()) ::unlink(t.path[i]);
+  for (int i = 0; i < detail::TemporaryFiles::kSlots; ++i) {
+    if (!t.used[i].load()) continue;
+    if (t.directory[i].load())
+      detail::remove_flat_directory(t.path[i]);
+    else
+      ::unlink(t.path[i]);
+  }
 }
 
 // One output file, written in two steps so several outputs can appear
@@ -216,36 +247,67 @@ inline void write_file_atomically(const std::string& path, std::vector<unsigned 
   StagedFile(path, std::move(data)).commit();
 }
 
-// Writes the new directory `dir` holding `files` (name -> bytes, plain names):
-// all of them go into `dir.tmpPID` beside it, which is then renamed to `dir`,
-// so the directory appears whole or not at all. `dir` must not exist or be an
-// empty directory (which it replaces). Signals are the caller's to hold: a
-// program that removes temporary files on Ctrl-C defers it meanwhile.
-inline void write_directory_atomically(
-    const std::string& dir,
-    const std::vector<std::pair<std::string, std::vector<unsigned char>>>& files) {
-  namespace fs = std::filesystem;
-  fs::path target = fs::path(dir).lexically_normal();
-  if (!target.has_filename()) target = target.parent_path();
-  const fs::path staging = target.string() + ".tmp" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(staging, ec);
-  lowbit::detail::require(fs::create_directory(staging, ec), dir, ": cannot create ",
-                          staging.string(), " (", ec.message(), ")");
-  auto fail = [&](const std::string& what) {
-    std::error_code ignored;
-    fs::remove_all(staging, ignored);
-    lowbit::detail::fail(dir, ": ", what);
-  };
-  for (const auto& [name, bytes] : files) {
-    const std::string path = (staging / name).string();
+// A new directory written file by file, so no file needs to stay in memory:
+// files go into `dir.tmpPID` beside `dir` as they are added, and commit()
+// renames that into place, so the directory appears whole or not at all.
+// `dir` must not exist or be an empty directory (which it replaces). Until
+// committed, the destructor and remove_temporary_files() (a signal handler)
+// remove the staging directory. Signals are the caller's to hold around
+// commit().
+class StagedDirectory {
+ public:
+  explicit StagedDirectory(const std::string& dir) : dir_(dir) {
+    namespace fs = std::filesystem;
+    fs::path target = fs::path(dir).lexically_normal();
+    if (!target.has_filename()) target = target.parent_path();
+    target_ = target.string();
+    staging_ = target_ + ".tmp" + std::to_string(::getpid());
+    std::error_code ec;
+    fs::remove_all(staging_, ec);
+    lowbit::detail::require(fs::create_directory(staging_, ec), dir, ": cannot create ", staging_,
+                            " (", ec.message(), ")");
+    slot_ = detail::register_temporary(staging_, true);
+  }
+  StagedDirectory(const StagedDirectory&) = delete;
+  StagedDirectory& operator=(const StagedDirectory&) = delete;
+  ~StagedDirectory() { discard(); }
+
+  // Writes the file `name` (a plain name) of the directory.
+  void add(const std::string& name, const std::vector<unsigned char>& bytes) {
+    const std::string path = staging_ + "/" + name;
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) fail("cannot create " + path + " (" + std::strerror(errno) + ")");
     const bool written = detail::write_all(fd, bytes);
     if (::close(fd) != 0 || !written) fail("writing " + path + " failed");
   }
-  if (std::rename(staging.c_str(), target.c_str()) != 0)
-    fail("cannot rename " + staging.string() + " into place (" + std::strerror(errno) + ")");
-}
+  // Renames a file already added.
+  void rename(const std::string& from, const std::string& to) {
+    const std::string a = staging_ + "/" + from, b = staging_ + "/" + to;
+    if (std::rename(a.c_str(), b.c_str()) != 0)
+      fail("cannot rename " + a + " to " + b + " (" + std::strerror(errno) + ")");
+  }
+  void commit() {
+    if (std::rename(staging_.c_str(), target_.c_str()) != 0)
+      fail("cannot rename " + staging_ + " into place (" + std::strerror(errno) + ")");
+    detail::unregister_temporary(slot_);
+    slot_ = -1;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    discard();
+    lowbit::detail::fail(dir_, ": ", what);
+  }
+  void discard() noexcept {
+    if (slot_ < 0) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(staging_, ignored);
+    detail::unregister_temporary(slot_);
+    slot_ = -1;
+  }
+
+  std::string dir_, target_, staging_;
+  int slot_ = -1;
+};
 
 }  // namespace lowbit::io

@@ -219,20 +219,23 @@ inline std::uint64_t parse_byte_size(const std::string& text) {
                        "GB, KiB, MiB or GiB)");
 }
 
-// A GPTQ or AWQ model directory assembled in memory: the globals at
-// construction, then every quantized linear and the rest of every layer, then
-// files().
+// A GPTQ, AWQ or BPDQ model directory, written into `out` as it is filled:
+// the globals at construction, then every quantized linear and the rest of
+// every layer, then finish(). Only the shard being filled is held in memory;
+// a full one is written at once (as model-part-K, named when the count is
+// known), so the output costs at most one shard of memory, not the model.
 class HfDirectoryWriter {
  public:
   // `m`: the model's globals and configuration (hidden width as quantized);
   // `hf_source`: the Hugging Face directory it came from, "" for llama2.c.
   HfDirectoryWriter(const Model& m, std::string hf_source, HfQuantization quant,
-                    std::uint64_t max_shard_bytes)
+                    std::uint64_t max_shard_bytes, io::StagedDirectory& out)
       : config_(m.config),
         tied_(m.classifier.size() == 0),
         source_(std::move(hf_source)),
         quant_(quant),
-        max_shard_bytes_(max_shard_bytes) {
+        max_shard_bytes_(max_shard_bytes),
+        out_(out) {
     if (!source_.empty()) source_tensors_ = std::make_unique<detail::HfTensors>(source_);
     add_float("model.embed_tokens.weight", m.token_embedding);
     add_float("model.norm.weight", m.final_norm);
@@ -275,9 +278,12 @@ class HfDirectoryWriter {
         add_float(detail::hf_linear_name(l, kind) + ".bias", layer.biases[index(kind)]);
   }
 
-  // Every file of the directory: name -> bytes.
-  std::vector<std::pair<std::string, std::vector<unsigned char>>> files() const {
-    std::vector<std::pair<std::string, std::vector<unsigned char>>> out;
+  // Writes the last shard, names the shards (model.safetensors, or
+  // model-0000k-of-0000n.safetensors and their index), the configs and the
+  // source's tokenizer files. The directory is then complete, for commit().
+  void finish() {
+    flush_shard();
+    name_shards();
     nlohmann::json config = hf_llama_config(config_, tied_);
     if (!source_.empty()) {
       config = detail::read_json_object(source_ + "/config.json");
@@ -285,19 +291,17 @@ class HfDirectoryWriter {
     }
     if (quant_.format == "awq") config["torch_dtype"] = "float16";
     config["quantization_config"] = hf_quantization_config(quant_);
-    out.emplace_back("config.json", json_bytes(config));
+    out_.add("config.json", json_bytes(config));
     const auto [quantizer_file, quantizer_config] = hf_quantizer_config_file(quant_);
-    out.emplace_back(quantizer_file, json_bytes(quantizer_config));
-    add_weight_files(out);
+    out_.add(quantizer_file, json_bytes(quantizer_config));
     for (const char* name :
          {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
           "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"}) {
       const std::string path = source_ + "/" + name;
       if (source_.empty() || !std::filesystem::is_regular_file(path)) continue;
       const io::MappedBytes bytes = io::MappedBytes::map(path);
-      out.emplace_back(name, std::vector<unsigned char>(bytes.data(), bytes.data() + bytes.size()));
+      out_.add(name, std::vector<unsigned char>(bytes.data(), bytes.data() + bytes.size()));
     }
-    return out;
   }
 
  private:
@@ -327,12 +331,34 @@ class HfDirectoryWriter {
   // The shard a tensor (or a linear's tensors) of `bytes` goes to: a new one
   // when the current one would pass the limit (a larger tensor gets its own).
   io::SafetensorsWriter& shard_for(std::uint64_t bytes) {
-    if (shards_.empty() || (shards_.back().data_bytes() > 0 &&
-                            shards_.back().data_bytes() + bytes > max_shard_bytes_)) {
-      shards_.emplace_back();
-      shards_.back().set_metadata("format", "pt");
+    if (shard_.data_bytes() > 0 && shard_.data_bytes() + bytes > max_shard_bytes_) flush_shard();
+    return shard_;
+  }
+
+  static std::string part_name(std::size_t k) { return "model-part-" + std::to_string(k); }
+
+  void flush_shard() {
+    if (shard_.names().empty()) return;
+    shard_.set_metadata("format", "pt");
+    out_.add(part_name(shard_tensors_.size()), shard_.bytes());
+    shard_tensors_.push_back(shard_.names());
+    total_bytes_ += shard_.data_bytes();
+    shard_ = io::SafetensorsWriter();
+  }
+
+  void name_shards() {
+    const std::size_t n = shard_tensors_.size();
+    if (n == 1) return out_.rename(part_name(0), "model.safetensors");
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (std::size_t s = 0; s < n; ++s) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n);
+      out_.rename(part_name(s), name);
+      for (const std::string& tensor : shard_tensors_[s]) weight_map[tensor] = name;
     }
-    return shards_.back();
+    out_.add(
+        "model.safetensors.index.json",
+        json_bytes({{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map}}));
   }
 
   // A tensor that is not quantized, in its source dtype (F16 for llama2.c and AWQ).
@@ -351,33 +377,16 @@ class HfDirectoryWriter {
       out.add_matrix(name, m, dtype);
   }
 
-  void add_weight_files(
-      std::vector<std::pair<std::string, std::vector<unsigned char>>>& out) const {
-    if (shards_.size() == 1) {
-      out.emplace_back("model.safetensors", shards_[0].bytes());
-      return;
-    }
-    nlohmann::json weight_map = nlohmann::json::object();
-    std::uint64_t total = 0;
-    for (std::size_t s = 0; s < shards_.size(); ++s) {
-      char name[64];
-      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards_.size());
-      for (const std::string& tensor : shards_[s].names()) weight_map[tensor] = name;
-      total += shards_[s].data_bytes();
-      out.emplace_back(name, shards_[s].bytes());
-    }
-    out.emplace_back(
-        "model.safetensors.index.json",
-        json_bytes({{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}));
-  }
-
   Config config_;
   bool tied_;
   std::string source_;
   std::unique_ptr<detail::HfTensors> source_tensors_;  // dtypes of the source's tensors
   HfQuantization quant_;
   std::uint64_t max_shard_bytes_;
-  std::vector<io::SafetensorsWriter> shards_;
+  io::StagedDirectory& out_;
+  io::SafetensorsWriter shard_;                          // the shard being filled
+  std::vector<std::vector<std::string>> shard_tensors_;  // tensors of the shards written
+  std::uint64_t total_bytes_ = 0;                        // their data bytes
 };
 
 }  // namespace lowbit::model
