@@ -2,10 +2,11 @@
 // *stories260k*, skipped when the file is absent): every method quantizes the
 // whole model sequentially (lowbit/model/sequential_quantization.hpp) and the
 // methods rank as they must on the study's metrics (evaluation.hpp).
+#include <lowbit/model/hf.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
 
 #include "evaluation.hpp"
-#include "model_fixtures.hpp"
+#include "hf_fixtures.hpp"
 
 namespace decoder {
 namespace {
@@ -62,6 +63,21 @@ TEST_F(Study, stories260k_methods_rank_as_expected) {
   EXPECT_EQ(llama4.bits_per_weight, 5.5);
   EXPECT_EQ(gptq_gguf4.bits_per_weight, 5.5);
   EXPECT_LT(gptq_gguf4.metrics.kl, llama4.metrics.kl);
+}
+
+// The study from stories260K converted to a Hugging Face directory (q and k
+// rows permuted as the converter does, rotate-half RoPE) measures what it
+// measures from the llama2.c file: the same float model, the same quantization
+// up to float rounding in the activations.
+TEST_F(Study, stories260k_runs_from_the_hf_directory) {
+  REQUIRE_STORIES260K(loaded);
+  const lowbit::test::TempDir dir;
+  lowbit::test::write_hf_directory(*loaded, dir.file("hf"));
+  const Model hf = pad_hidden(load_hf(dir.file("hf")), 64), m = pad_hidden(*loaded, 64);
+  const StudyRow from_hf = study_row(hf, "gptq", 4), from_file = study_row(m, "gptq", 4);
+  EXPECT_EQ(from_hf.bits_per_weight, from_file.bits_per_weight);
+  EXPECT_NEAR(from_hf.metrics.kl, from_file.metrics.kl, 0.02 * from_file.metrics.kl);
+  EXPECT_NEAR(from_hf.metrics.top1, from_file.metrics.top1, 0.02);
 }
 
 }  // namespace
