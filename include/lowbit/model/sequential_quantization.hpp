@@ -71,7 +71,13 @@ class SequentialQuantizer {
       const MatrixF x = stack_rows(inputs[index(group.kinds[0])]);
       GroupInputs in{{}, x, group.norm ? &(quantized.*group.norm) : nullptr, spec_};
       for (LinearKind k : group.kinds) in.weights.push_back(&float_weight(layer, k));
-      const std::vector<QuantizedLinear> out = quantize_group(in);
+      const std::vector<QuantizedLinear> out = [&] {
+        try {
+          return quantize_group(in);
+        } catch (const Error& e) {  // the quantizers' messages cannot say which layer
+          throw Error("layer " + std::to_string(l) + " (" + group_names(group) + "): " + e.what());
+        }
+      }();
       for (std::size_t i = 0; i < out.size(); ++i) {
         quantized.linears[index(group.kinds[i])] = out[i].linear;
         if (done) done(l, group.kinds[i], out[i]);
