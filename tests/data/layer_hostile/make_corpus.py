@@ -42,7 +42,7 @@ def with_value(values, index, value):
     return values
 
 
-write("w3_without_w2.safetensors", {"W": W, "W3": W, "X": X}, "quantize awq",
+write("w3_without_w2.safetensors", {"W": W, "W3": W, "X": X}, "quantize awq --group-size 32",
       "tensor 'W3' is not read")
 write("x_nan.safetensors", {"W": W, "X": ("F32", [8, IN], with_value(X[2], 37, math.nan))},
       "quantize rtn", "tensor 'X': expected finite values")
@@ -55,7 +55,7 @@ write("ln_weight_rank_2.safetensors", {"W": W, "X": X, "ln_weight": ("F32", [1, 
       "quantize smoothquant", "tensor 'ln_weight' must have rank 1")
 write("ln_weight_nan.safetensors",
       {"W": W, "X": X, "ln_weight": ("F32", [IN], with_value([1.0] * IN, 3, math.nan))},
-      "quantize awq", "tensor 'ln_weight': expected finite values")
+      "quantize awq --group-size 32", "tensor 'ln_weight': expected finite values")
 h = [0.0] * (IN * IN)
 for i in range(IN):
     h[i * IN + i] = 1.0
