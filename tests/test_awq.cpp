@@ -294,6 +294,25 @@ TEST(Awq, Deterministic) {
   EXPECT_EQ(a.report.search.loss, b.report.search.loss);
 }
 
+// Bit-identical for 1 and 2 threads, search losses included: a layer large
+// enough for Eigen to split one product by threads (which changed the losses'
+// last bits before the products went through fixed panels).
+TEST(Awq, IdenticalForAnyThreadCount) {
+  const MatrixF w = test::random_weights(384, 1536, 119);
+  const MatrixF x = test::random_activations(256, 1536, 120);
+  const int saved = Eigen::nbThreads();
+  std::vector<AwqResult<float>> results;
+  for (int threads : {1, 2}) {
+    Eigen::setNbThreads(threads);
+    results.push_back(quantize_awq(w, x, AwqConfig{}));
+  }
+  Eigen::setNbThreads(saved);
+  EXPECT_EQ(results[0].report.search.loss, results[1].report.search.loss);
+  EXPECT_EQ(results[0].scales, results[1].scales);
+  EXPECT_EQ(results[0].report.clip_max_val[0], results[1].report.clip_max_val[0]);
+  EXPECT_EQ(results[0].weights[0].codes, results[1].weights[0].codes);
+}
+
 TEST(Awq, ZeroActivationsAndDeadChannels) {
   const MatrixF w = test::random_weights(8, 32, 119);
   MatrixF x = test::random_activations(20, 32, 120);

@@ -233,6 +233,9 @@ TEST(Bpdq, BadInputGetsClearErrors) {
   bad_h(1, 1) = std::numeric_limits<double>::infinity();
   expect_error(layer.w, bad_h, {}, "H");
   expect_error(layer.w, MatrixD::Identity(64, 64), {}, "H");
+  MatrixD asymmetric = h;  // refused as GPTQ and TACQ refuse it (core's validate_hessian)
+  asymmetric(0, 5) += 1;
+  expect_error(layer.w, asymmetric, {}, "quantize_bpdq: H must be symmetric");
   expect_error(MatrixF(0, 128), h, {}, "weights");
   EXPECT_THROW(quantize_bpdq(layer.w, Calibration(64)), Error);
 }

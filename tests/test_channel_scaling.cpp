@@ -60,6 +60,14 @@ TEST(ChannelScaling, BadScalesThrow) {
   norm.bias = VectorF();
   EXPECT_THROW(fold_into_norm(norm, VectorF::Ones(2)), Error);
   EXPECT_THROW(fold_into_norm(NormParams<float>{}, VectorF::Ones(2)), Error);
+  NormParams<float> nan_weight{VectorF::Ones(3), VectorF()};  // refused, not folded into NaN
+  nan_weight.weight(2) = NAN;
+  test::expect_error_containing([&] { fold_into_norm(nan_weight, VectorF::Ones(3)); },
+                                "fold_into_norm: norm weight: expected finite values");
+  NormParams<float> inf_bias{VectorF::Ones(3), VectorF::Ones(3)};
+  inf_bias.bias(0) = INFINITY;
+  test::expect_error_containing([&] { fold_into_norm(inf_bias, VectorF::Ones(3)); },
+                                "fold_into_norm: norm bias: expected finite values");
 }
 
 }  // namespace

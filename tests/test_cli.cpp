@@ -3,6 +3,7 @@
 // test_cli_help.cpp).
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <lowbit/quant/absmax.hpp>
 
 #include "test_support.hpp"
@@ -238,6 +239,83 @@ TEST_F(Cli, ReportsTheRelativeOutputError) {
   config.granularity = AbsmaxGranularity::per_group;
   config.group_size = 64;
   EXPECT_EQ(result.matrix("Q"), quantize_absmax(inputs.matrix("W"), config).weights.dequantize());
+}
+
+// Each file of tests/data/layer_hostile (make_corpus.py there) was once accepted
+// and read wrong; its metadata names the command, the exit code and a fragment
+// of the message. Every input check is the same for every method.
+TEST_F(Cli, HostileLayerCorpusIsRefusedByName) {
+  const std::string corpus = test::test_data_dir() + "/layer_hostile";
+  const std::vector<std::string> files = test::golden_files(corpus, "");
+  ASSERT_GE(files.size(), 12u);
+  io::SafetensorsWriter x;
+  x.add_matrix("x", MatrixF::Ones(2, 32));
+  x.write(dir.file("x32.safetensors"));
+  const std::string out = dir.file("out.safetensors");
+  for (const std::string& file : files) {
+    SCOPED_TRACE(file);
+    const io::SafetensorsReader hostile(file);
+    const std::string command = test::meta(hostile, "command");
+    const test::CommandResult r =
+        lowbit(command + " --in " + file + " --out " + out +
+               (command == "gemv" ? " --x " + dir.file("x32.safetensors") : ""));
+    EXPECT_EQ(r.exit_code, test::meta_int(hostile, "exit")) << r.output;
+    EXPECT_NE(r.output.find(test::meta(hostile, "expect")), std::string::npos) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  }
+}
+
+// W = 0, X = 0 or H = 0: rel_out_err is 0 (W X^T and Q X^T are both zero), never
+// NaN, with a warning; an all-zero H is said to leave every input dead.
+TEST_F(Cli, DegenerateLayersGiveADefinedErrorAndAWarning) {
+  const MatrixF w = test::random_weights(8, 64, 3);
+  const MatrixF x = test::random_activations(32, 64, 4);
+  struct Case {
+    std::string method;
+    MatrixF w, x;
+    std::string warning;
+  };
+  const std::vector<Case> cases{
+      {"rtn", MatrixF::Zero(8, 64), x, "tensor 'W' is all zero"},
+      {"absmax", w, MatrixF::Zero(32, 64), "tensor 'X' is all zero"},
+      {"gptq", w, MatrixF::Zero(32, 64), "give Q = 0"},
+      {"bpdq", MatrixF::Zero(8, 64), x, "tensor 'W' is all zero"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.method + ": " + c.warning);
+    io::SafetensorsWriter in;
+    in.add_matrix("W", c.w);
+    in.add_matrix("X", c.x);
+    in.write(dir.file("in.safetensors"));
+    const std::string out = dir.file("out.safetensors");
+    const test::CommandResult r =
+        lowbit("quantize " + c.method + " --in " + dir.file("in.safetensors") + " --out " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(c.warning), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("rel_out_err = 0 by definition"), std::string::npos) << r.output;
+    EXPECT_EQ(test::meta(io::SafetensorsReader(out), "rel_out_err"), "0");
+  }
+}
+
+// A layer whose H cannot fit is refused before H is formed, saying how much it
+// would take (400,000 inputs: H alone is 1.28 TB in double).
+TEST_F(Cli, AnHessianBeyondMemoryIsRefusedWithItsSize) {
+  if (!std::filesystem::exists("/proc/meminfo")) GTEST_SKIP() << "no /proc/meminfo";
+  io::SafetensorsWriter in;
+  in.add_matrix("W", MatrixF::Constant(1, 400000, 0.5f));
+  in.add_matrix("X", MatrixF::Constant(1, 400000, 1.0f));
+  in.write(dir.file("wide.safetensors"));
+  const std::string out = dir.file("out.safetensors");
+  for (const char* method : {"gptq", "tacq", "bpdq"}) {
+    const test::CommandResult r = lowbit(std::string("quantize ") + method + " --in " +
+                                         dir.file("wide.safetensors") + " --out " + out);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("H (400000 x 400000, in double) and its factorization needs about "
+                            "6.4e+03 GB of memory"),
+              std::string::npos)
+        << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  }
 }
 
 TEST_F(Cli, DemoPrintsOneRowPerRun) {

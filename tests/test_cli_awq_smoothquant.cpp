@@ -3,6 +3,9 @@
 // case), the output tensor contract, and misuse.
 #include <lowbit/io/ggml_blocks.hpp>
 
+#include <fstream>
+#include <iterator>
+
 #include "test_support.hpp"
 
 namespace lowbit {
@@ -236,6 +239,28 @@ TEST_F(CliAwqSmoothQuant, SharedInputNormsAndMisuse) {
     EXPECT_NE(result.output.find(c.message), std::string::npos) << c.args << "\n" << result.output;
   }
   EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// The same layer with 1 and 2 threads gives byte-identical files: the search
+// losses no longer depend on Eigen's thread-dependent GEMM blocking, and the
+// metadata records --threads nowhere (nor a timing). A layer large enough
+// for Eigen to split its products (384 x 1536, 256 tokens).
+TEST_F(CliAwqSmoothQuant, AwqFilesAreByteIdenticalForOneAndTwoThreads) {
+  io::SafetensorsWriter in;
+  in.add_matrix("W", test::random_weights(384, 1536, 11));
+  in.add_matrix("X", test::random_activations(256, 1536, 12));
+  in.write(dir.file("in.safetensors"));
+  std::vector<std::string> bytes;
+  for (const char* threads : {"1", "2"}) {
+    const std::string out = dir.file(std::string("awq") + threads + ".safetensors");
+    const test::CommandResult r = lowbit("quantize awq --in " + dir.file("in.safetensors") +
+                                         " --out " + out + " --threads " + threads);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream file(out, std::ios::binary);
+    bytes.emplace_back(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  EXPECT_EQ(bytes[0].size(), bytes[1].size());
+  EXPECT_TRUE(bytes[0] == bytes[1]) << "the files differ";
 }
 
 }  // namespace

@@ -123,6 +123,34 @@ TEST_F(CliGemv, AwqResultsActOnScaledActivations) {
   EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), 0.05);
 }
 
+// The file's method decides how it is read: AWQ into a ggml type stores the
+// blocks of W diag(s), so x is divided by s there too (the tensor names alone
+// looked like a plain ggml file), and SmoothQuant's W8 runs on the int8
+// kernel: y = quantize(x / s) W8^T * w8_scale, which is Q x up to the int8
+// rounding of the activations (x / s per token to 127 levels).
+TEST_F(CliGemv, TheMethodInTheMetadataDecidesHowAFileIsRead) {
+  const MatrixF x = io::SafetensorsReader(inputs()).matrix("X").topRows(24);
+  io::SafetensorsWriter xs;
+  xs.add_matrix("x", x, io::Dtype::F32);
+  xs.write(dir.file("x.safetensors"));
+  struct Case {
+    std::string args;
+    double exact, fast;  // bounds on max |y - Q x| / max |Q x|
+  };
+  for (const Case& c : {Case{"awq --gguf-type q4_K --grid 4", 1e-5, 0.05},
+                        Case{"smoothquant --alpha 0.5", 1e-5, 0.02}}) {
+    SCOPED_TRACE(c.args);
+    const std::string q_file = dir.file("q.safetensors");
+    const test::CommandResult r =
+        lowbit("quantize " + c.args + " --in " + inputs() + " --out " + q_file);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const MatrixD reference =
+        x.cast<double>() * io::SafetensorsReader(q_file).matrix_d("Q").transpose();
+    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors"), "--exact"), reference), c.exact);
+    EXPECT_LT(max_relative(gemv(q_file, dir.file("x.safetensors")), reference), c.fast);
+  }
+}
+
 // GPTQ with act-order (codes in the original column order, groups through
 // g_idx) and TACQ (the same plus the sparse part, without gradients): what
 // `lowbit quantize` writes, `lowbit gemv` multiplies as Q x.

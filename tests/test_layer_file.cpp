@@ -234,24 +234,54 @@ TEST(LayerFile, SparseOutliersReadBack) {
       "the sparse outlier part needs tensor 'outlier_col'");
 }
 
-// What a kernel multiplies: bit planes or uniform codes, the sparse part, and
-// AWQ's input scales on a uniform file.
+// What a kernel multiplies, as the file's metadata 'method' says: bit planes
+// or uniform codes, AWQ's input scales on an awq file, SmoothQuant's W8 and
+// scales; a file without 'method' by its tensors, and never with 'scales'.
 TEST(LayerFile, QuantizedLayerOfEachKind) {
   const UniformWeights u = act_order_uniform();
   SafetensorsWriter uniform;
   add_uniform(uniform, u);
   uniform.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  uniform.set_metadata("method", "awq");
   const QuantizedLayer a = read_quantized_layer(reread(uniform), 48);
+  EXPECT_EQ(a.encoding, ResultEncoding::uniform);
   EXPECT_EQ(a.planes.dequantize(), u.dequantize());
   EXPECT_EQ(a.input_scales, VectorD::Constant(48, 2.0));
   EXPECT_FALSE(a.outliers);
+  uniform.set_metadata("method", "gptq");  // the same tensors: a gptq file has no input scales
+  EXPECT_EQ(read_quantized_layer(reread(uniform), 48).input_scales.size(), 0);
+  uniform.set_metadata("method", "hqq");
+  test::expect_error_containing([&] { read_quantized_layer(reread(uniform), 48); },
+                                "metadata method = 'hqq' is not a method lowbit quantize writes");
 
   SafetensorsWriter planes;
   add_bitplanes(planes, to_bitplanes(u));
-  planes.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  planes.set_metadata("method", "bpdq");
   const QuantizedLayer b = read_quantized_layer(reread(planes), 48);
-  EXPECT_EQ(b.input_scales.size(), 0);  // only uniform (AWQ) files carry input scales
+  EXPECT_EQ(b.encoding, ResultEncoding::bitplanes);
   EXPECT_EQ(b.planes.codes, u.codes);
+  planes.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  EXPECT_EQ(read_quantized_layer(reread(planes), 48).input_scales.size(), 0);
+  planes.set_metadata("method", "smoothquant");  // says W8A8: W8 must be there
+  test::expect_error_containing<MissingTensor>([&] { read_quantized_layer(reread(planes), 48); },
+                                               "a W8A8 file needs tensor 'W8'");
+
+  SafetensorsWriter unlabelled;  // no 'method': read by its tensors, scales refused
+  add_uniform(unlabelled, u);
+  EXPECT_EQ(read_quantized_layer(reread(unlabelled), 48).planes.dequantize(), u.dequantize());
+  unlabelled.add_vector("scales", std::vector<float>(48, 2.0f), Dtype::F32);
+  test::expect_error_containing([&] { read_quantized_layer(reread(unlabelled), 48); },
+                                "tensor 'scales' in a file without metadata 'method'");
+
+  // B_packed is I32 as read_bpdq_linear requires, whatever its values would fit.
+  const BitPlaneWeights bits = to_bitplanes(u);
+  const io::PackedPlanes packed = io::pack_bpdq_planes(bits);
+  SafetensorsWriter narrow;
+  narrow.add_ints("B_packed", packed.shape, packed.words.data(), packed.words.size(), Dtype::I64);
+  narrow.add_floats("c", {bits.groups(), bits.planes + 1, bits.rows()}, bits.coeffs.data(),
+                    static_cast<std::size_t>(bits.coeffs.size()));
+  test::expect_error_containing([&] { read_quantized_layer(reread(narrow), 48); },
+                                "tensor 'B_packed' must be I32, is I64");
 
   test::expect_error_containing<MissingTensor>(
       [&] { read_quantized_layer(reread(SafetensorsWriter()), 48); },
@@ -267,8 +297,53 @@ TEST(LayerFile, QuantizedLayerOfEachKind) {
   std::vector<float> s(48, 1.0f);
   s[5] = 0.0f;
   bad_scales.add_vector("scales", s, Dtype::F32);
+  bad_scales.set_metadata("method", "awq");
   test::expect_error_containing([&] { read_quantized_layer(reread(bad_scales), 48); },
                                 "tensor 'scales' element 5 = 0 is not a positive finite scale");
+}
+
+// SmoothQuant's W8 and w8_scale come back as the Int8Weights that were written.
+TEST(LayerFile, SmoothQuantResultReadsAsInt8Weights) {
+  const MatrixF w = test::random_weights(6, 32, 7);
+  const MatrixF x = test::random_activations(40, 32, 8);
+  const std::vector<MatrixFRef> linears{w};
+  const VectorD act = x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>();
+  const SmoothQuantResult<float> smooth = quantize_smoothquant(linears, act, {});
+  SafetensorsWriter file;
+  add_smoothquant(file, smooth, linears);
+  file.set_metadata("method", "smoothquant");
+  const QuantizedLayer layer = read_quantized_layer(reread(file), 32);
+  EXPECT_EQ(layer.encoding, ResultEncoding::int8);
+  ASSERT_TRUE(layer.int8);
+  EXPECT_EQ(layer.int8->values, smooth.weights[0].values);
+  EXPECT_EQ(layer.int8->scale, smooth.weights[0].scale);
+  EXPECT_EQ(layer.input_scales, smooth.scales.cast<double>());
+}
+
+// Inputs: non-finite values, a ln_weight of rank 2 and a further linear after
+// a gap are refused by name; tensors outside the layout are listed as unread.
+TEST(LayerFile, InputsAreCheckedAlike) {
+  const MatrixF w = test::random_weights(3, 32, 9);
+  MatrixF x = test::random_activations(5, 32, 10);
+  SafetensorsWriter gap;
+  gap.add_matrix("W", w);
+  gap.add_matrix("W3", w);
+  test::expect_error_containing([&] { read_layer_inputs(reread(gap)); },
+                                "tensor 'W3' is not read: further linears are W2, W3, ... without "
+                                "gaps, and W2 is missing");
+  SafetensorsWriter rank2;
+  rank2.add_matrix("W", w);
+  rank2.add_matrix("ln_weight", MatrixF::Ones(1, 32));
+  test::expect_error_containing([&] { read_layer_inputs(reread(rank2)); },
+                                "tensor 'ln_weight' must have rank 1, has shape [1, 32]");
+  x(2, 7) = std::numeric_limits<float>::quiet_NaN();
+  SafetensorsWriter nan;
+  nan.add_matrix("W", w);
+  nan.add_matrix("X", x);
+  nan.add_matrix("H_extra", MatrixF::Ones(2, 2));
+  test::expect_error_containing([&] { read_layer_inputs(reread(nan)); },
+                                "tensor 'X': expected finite values, found nan at (2, 7)");
+  EXPECT_EQ(unread_layer_tensors(reread(nan)), std::vector<std::string>{"H_extra"});
 }
 
 // The per-method writers: names, dtypes and shapes of the documented layout

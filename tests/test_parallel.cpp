@@ -1,4 +1,5 @@
-// core/detail/parallel.hpp: fixed chunks, every item once, any thread count.
+// core/detail/parallel.hpp: fixed chunks, every item once, any thread count;
+// products bit-identical for any thread count.
 #include <lowbit/core/hessian.hpp>  // first: detail headers refuse to be included alone
 
 #include <lowbit/core/detail/parallel.hpp>
@@ -26,6 +27,30 @@ TEST(Parallel, ChunksCoverEveryItemOnceWithFixedBoundaries) {
   int calls = 0;
   detail::parallel_for(0, [&](Index) { ++calls; });
   EXPECT_EQ(calls, 0);
+}
+
+// One Eigen product sizes its depth blocks by the thread count, so its sums
+// change in the last bits between 1 and 2 threads; product_transposed's do
+// not, even when the product is a single panel (a team is formed whenever
+// Eigen could use threads). Large enough for Eigen to split the product.
+TEST(Parallel, ProductTransposedIsBitIdenticalForAnyThreadCount) {
+  const MatrixF a = test::random_gaussian(300, 1536, 1), b = test::random_gaussian(200, 1536, 2);
+  const MatrixF single_panel = a.topRows(40);
+  const int saved = Eigen::nbThreads();
+  std::vector<MatrixF> products, panels;
+  for (int threads : {1, 2, 3}) {
+    Eigen::setNbThreads(threads);
+    products.push_back(detail::product_transposed<float>(a, b));
+    panels.push_back(detail::product_transposed<float>(single_panel, b));
+  }
+  Eigen::setNbThreads(saved);
+  const MatrixD exact = a.cast<double>() * b.cast<double>().transpose();
+  EXPECT_LT((products[0].cast<double>() - exact).cwiseAbs().maxCoeff(), 1e-3);
+  for (std::size_t i = 1; i < products.size(); ++i) {
+    EXPECT_EQ(products[i], products[0]) << i + 1 << " threads";
+    EXPECT_EQ(panels[i], panels[0]) << i + 1 << " threads";
+  }
+  EXPECT_EQ(panels[0], products[0].topRows(40));
 }
 
 }  // namespace

@@ -177,5 +177,23 @@ TEST_F(SequentialQuantization, RejectsMisuse) {
   EXPECT_THROW(again.quantize_next(twice), Error);
 }
 
+// A norm weight of 1e30 keeps w1/w3's inputs finite, but their products
+// (1e60 in silu(w1 x) * w3 x) overflow float: the calibration of w2 refuses
+// its non-finite inputs, and the message names the layer and the linear (the
+// quantizers' own messages cannot).
+TEST_F(SequentialQuantization, NonFiniteActivationsNameTheLayer) {
+  Model m = pad_hidden(test::tiny_model(5), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);
+  m.layers[0].ffn_norm.setConstant(1e30f);
+  try {
+    quantize_model(m, calibration, {"gptq", 4, 8});
+    ADD_FAILURE() << "overflowing activations were accepted";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.rfind("layer 0 (w2): Calibration::add: batch: expected finite values", 0), 0u)
+        << message;
+  }
+}
+
 }  // namespace
 }  // namespace lowbit::model

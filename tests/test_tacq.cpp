@@ -328,6 +328,13 @@ TEST(Tacq, RejectsBadInput) {
             std::string::npos);
   config.precision = OutlierPrecision::f32;
   EXPECT_EQ(quantize_tacq(big, diagonal, marks, config).dequantize()(0, 0), 1e6f);
+  // The fallback's G is float: a diagonal of H beyond float's range is said to
+  // be that, not a non-finite G.
+  diagonal(7, 7) = 1e39;
+  EXPECT_NE(message([&] {
+              quantize_tacq_without_gradients(w, diagonal, config);
+            }).find("diag(H)(7) = 1e+39 overflows float"),
+            std::string::npos);
 }
 
 // ------------------------------------------------------------ golden inputs: TACQ beats GPTQ
@@ -542,7 +549,9 @@ TEST_F(TacqCli, BadInputsFailClearly) {
   infinite.write(dir.file("infinite.safetensors"));
   r = lowbit("quantize tacq --in " + dir.file("infinite.safetensors") + " --out " + out);
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("G: expected finite"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(dir.file("infinite.safetensors") + ": tensor 'G': expected finite"),
+            std::string::npos)
+      << r.output;
   // No calibration.
   io::SafetensorsWriter bare;
   bare.add_matrix("W", inputs.matrix("W"));

@@ -56,9 +56,9 @@ int run_demo(const Options& options) {
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count();
-      const double err = relative_output_error(layer, result.q).value_or(NAN);
+      const std::optional<RelativeError> err = relative_output_error(layer, result.q);
       std::printf("%-12s %-40s %10.3f %12.5f %10.1f\n", method.name.c_str(), join(args).c_str(),
-                  result.bits_per_weight, err, ms);
+                  result.bits_per_weight, err ? err->value : NAN, ms);
       std::fflush(stdout);
     }
   }

@@ -10,7 +10,6 @@
 //
 // Exit codes: 0 success, 1 failure (bad file, numerical error), 2 misuse
 // (unknown option, missing tensor, bad option value).
-#include <chrono>
 #include <iostream>
 #include <sstream>
 
@@ -59,8 +58,9 @@ const char* const kQuantizeDescription =
     "  tacq: the uniform tensors (perm with --act-order), mask (U8 out x in), and the kept\n"
     "       weights as CSR: outlier_rowptr (I32 [out+1]), outlier_col (I32 [nnz]),\n"
     "       outlier_val (F16 or F32 [nnz]); Q = the dense part with those values written in\n"
-    "Metadata: method, the effective options, seconds, and rel_out_err =\n"
-    "  ||(W-Q) X^T|| / ||W X^T|| when X is given (the same through H otherwise).";
+    "Metadata: method, the options that define the result (not --threads: the result is\n"
+    "  bit-identical for any), and rel_out_err = ||(W-Q) X^T|| / ||W X^T|| when X is given\n"
+    "  (the same through H otherwise; 0 when W X^T and Q X^T are both zero).";
 
 // --in and --out, then the method's own options.
 OptionTable quantize_options(const Method& method) {
@@ -100,6 +100,25 @@ std::string help_text() {
   return out.str();
 }
 
+// Warnings about inputs that are legal but degenerate, or partly unread.
+void warn_about_inputs(const io::SafetensorsReader& file, const LayerInputs& inputs) {
+  const std::vector<std::string> unread = io::unread_layer_tensors(file);
+  if (!unread.empty()) {
+    std::cerr << "lowbit: warning: " << file.source() << ": tensors not part of a layer's inputs, "
+              << "not read:";
+    for (const std::string& name : unread) std::cerr << " " << name;
+    std::cerr << "\n";
+  }
+  const bool zero_h = inputs.h && (inputs.h->array() == 0).all();
+  const bool zero_x = !inputs.h && inputs.x && (inputs.x->array() == 0).all();
+  if (zero_h || zero_x)
+    std::cerr << "lowbit: warning: " << file.source() << ": tensor '" << (zero_h ? "H" : "X")
+              << "' is all zero: every input is dead, so the methods that use H (gptq, tacq, "
+                 "bpdq) give Q = 0\n";
+  if ((inputs.w.array() == 0).all())
+    std::cerr << "lowbit: warning: " << file.source() << ": tensor 'W' is all zero\n";
+}
+
 int quantize(const std::vector<std::string>& args) {
   if (args.empty()) throw UsageError("quantize: missing METHOD (see lowbit --help)");
   if (wants_help({args[0]})) {
@@ -121,26 +140,36 @@ int quantize(const std::vector<std::string>& args) {
   const std::string out_path = options.text("out");
   apply_threads(options);
 
-  const LayerInputs inputs = io::read_layer_inputs(io::SafetensorsReader(in_path));
-  const auto start = std::chrono::steady_clock::now();
+  const io::SafetensorsReader in_file(in_path);
+  if (in_file.contains("W") && in_file.contains("H")) {
+    const std::int64_t in = in_file.require_rank("W", 2).shape[1];
+    require_memory(static_cast<double>(in) * static_cast<double>(in) * 8.0,
+                   in_path + ": tensor 'H' (" + std::to_string(in) + " x " + std::to_string(in) +
+                       ", read in double)");
+  }
+  const LayerInputs inputs = io::read_layer_inputs(in_file);
+  warn_about_inputs(in_file, inputs);
   MethodResult result = method->run(inputs, options);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   io::add_dequantized(result.tensors, result.q);
   result.tensors.set_metadata("method", method->name);
-  result.tensors.set_metadata("seconds", std::to_string(seconds));
   result.tensors.set_metadata("bits_per_weight", std::to_string(result.bits_per_weight));
   for (const auto& [key, value] : result.metadata) result.tensors.set_metadata(key, value);
+  // The options that define the result: --threads does not (results are
+  // bit-identical for any thread count), so files from any are byte-identical.
   std::string given;
   for (const auto& [key, value] : options.given())
-    if (key != "in" && key != "out")
+    if (key != "in" && key != "out" && key != "threads")
       given += (given.empty() ? "--" : " --") + key + (value == "true" ? "" : " " + value);
   result.tensors.set_metadata("options", given);
-  if (const std::optional<double> err = relative_output_error(inputs, result.q)) {
+  if (const std::optional<RelativeError> err = relative_output_error(inputs, result.q)) {
+    if (err->zero_reference)
+      std::cerr << "lowbit: warning: " << in_path
+                << ": the layer's output W X^T is zero (W, X or H is all zero): rel_out_err = "
+                << err->value << " by definition (0 when Q X^T is zero too)\n";
     std::ostringstream text;
     text.precision(17);
-    text << *err;
+    text << err->value;
     result.tensors.set_metadata("rel_out_err", text.str());
   }
   result.tensors.write(out_path);

@@ -32,7 +32,7 @@ Method bpdq_method() {
       throw UsageError(
           "bpdq: the official B_packed layout needs in_features divisible by 32, got " +
           std::to_string(in.w.cols()));
-    const BpdqResult bpdq = quantize_bpdq(in.w, in.hessian(), config);
+    const BpdqResult bpdq = quantize_bpdq(in.w, layer_hessian(in), config);
     const BpdqReport& report = bpdq.report;
 
     MethodResult result;

@@ -75,7 +75,7 @@ MethodResult run_gptq_ggml(const LayerInputs& in, const Options& options, GgmlTy
   config.type = type;
   config.act_order = options.flag("act-order");
   config.damping = gptq_config(options, "gptq").damping;
-  const GptqGgmlResult gptq = quantize_gptq_ggml(in.w, in.hessian(), config);
+  const GptqGgmlResult gptq = quantize_gptq_ggml(in.w, layer_hessian(in), config);
   announce_damping("gptq", config.damping, gptq.report.hessian);
   MethodResult result;
   result.q = gptq.dequantize();
@@ -120,7 +120,7 @@ Method gptq_method() {
     if (const std::optional<GgmlType> type = gguf_type(options))
       return run_gptq_ggml(in, options, *type);
     const GptqConfig config = gptq_config(options, "gptq");
-    const GptqResult gptq = quantize_gptq(in.w, in.hessian(), config);
+    const GptqResult gptq = quantize_gptq(in.w, layer_hessian(in), config);
     announce_damping("gptq", config.damping, gptq.report.hessian);
     MethodResult result;
     result.q = gptq.dequantize();

@@ -16,7 +16,7 @@ MethodResult run_rtn_ggml(const LayerInputs& in, const Options& options, GgmlTyp
                        " does not apply with --gguf-type (the block type fixes the grid)");
   GgmlConfig config{type, {}};
   const bool imatrix = in.x || in.h;
-  if (imatrix) config.importance = in.hessian().diagonal().cast<float>();
+  if (imatrix) config.importance = layer_hessian(in).diagonal().cast<float>();
   const GgmlResult ggml = quantize_ggml(in.w, config);
   MethodResult result;
   result.q = ggml.weights.dequantize();

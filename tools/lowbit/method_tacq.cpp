@@ -43,7 +43,7 @@ Method tacq_method() {
       std::cerr << "lowbit tacq: no tensor 'G': gradient-free fallback, G = diag(H) broadcast "
                    "along the rows "
                    "(an activation-energy proxy, not the paper's method)\n";
-    const MatrixD h = in.hessian();
+    const MatrixD h = layer_hessian(in);
     const TacqResult tacq = gradient_free ? quantize_tacq_without_gradients(in.w, h, config)
                                           : quantize_tacq(in.w, h, *in.g, config);
     announce_damping("tacq", config.gptq.damping, tacq.report.gptq.hessian);

@@ -1,5 +1,7 @@
 #include "methods.hpp"
 
+#include <fstream>
+#include <limits>
 #include <sstream>
 
 #ifdef _OPENMP
@@ -21,18 +23,52 @@ const Method* find_method(const std::string& name) {
   return nullptr;
 }
 
-std::optional<double> relative_output_error(const LayerInputs& inputs, const MatrixF& q) {
+std::optional<RelativeError> relative_output_error(const LayerInputs& inputs, const MatrixF& q) {
   const MatrixD w = inputs.w.cast<double>();
   const MatrixD dw = w - q.cast<double>();
+  double error = 0, reference = 0;
   if (inputs.x) {
     const MatrixD x = inputs.x->cast<double>();
-    return (dw * x.transpose()).norm() / (w * x.transpose()).norm();
-  }
-  if (inputs.h) {
+    error = (dw * x.transpose()).norm();
+    reference = (w * x.transpose()).norm();
+  } else if (inputs.h) {
     const MatrixD& h = *inputs.h;
-    return std::sqrt((dw * h).cwiseProduct(dw).sum() / (w * h).cwiseProduct(w).sum());
+    error = std::sqrt((dw * h).cwiseProduct(dw).sum());
+    reference = std::sqrt((w * h).cwiseProduct(w).sum());
+  } else {
+    return std::nullopt;
   }
-  return std::nullopt;
+  if (reference > 0) return RelativeError{error / reference, false};
+  return RelativeError{error > 0 ? std::numeric_limits<double>::infinity() : 0.0, true};
+}
+
+void require_memory(double bytes, const std::string& what) {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") break;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  if (key != "MemAvailable:") return;
+  const double available = kib * 1024;
+  if (bytes <= available) return;
+  std::ostringstream message;
+  message.precision(3);
+  message << what << " needs about " << bytes / 1e9 << " GB of memory; " << available / 1e9
+          << " GB are available";
+  throw Error(message.str());
+}
+
+double hessian_bytes(Index in_features) {
+  return 5.0 * static_cast<double>(in_features) * static_cast<double>(in_features) * 8.0;
+}
+
+MatrixD layer_hessian(const LayerInputs& inputs) {
+  const Index in = inputs.w.cols();
+  require_memory(hessian_bytes(in), "H (" + std::to_string(in) + " x " + std::to_string(in) +
+                                        ", in double) and its factorization");
+  return inputs.hessian();
 }
 
 void apply_threads(const Options& options) {

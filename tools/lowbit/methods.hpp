@@ -40,8 +40,27 @@ const std::vector<Method>& all_methods();
 const Method* find_method(const std::string& name);
 
 // ||(W - Q) X^T|| / ||W X^T|| with X, or the same through H
-// (sqrt(tr(dW H dW^T) / tr(W H W^T))); nullopt without either.
-std::optional<double> relative_output_error(const LayerInputs& inputs, const MatrixF& q);
+// (sqrt(tr(dW H dW^T) / tr(W H W^T))); nullopt without either. When the
+// reference output W X^T is zero (W = 0, X = 0 or H = 0) the ratio is 0/0 or
+// e/0: it is defined as 0 when (W - Q) X^T is zero too (Q reproduces the zero
+// output exactly), else +inf, and zero_reference says so.
+struct RelativeError {
+  double value = 0;
+  bool zero_reference = false;
+};
+std::optional<RelativeError> relative_output_error(const LayerInputs& inputs, const MatrixF& q);
+
+// Throws unless `bytes` fit in the memory available now (MemAvailable in
+// /proc/meminfo; no check where that cannot be read): a refusal that says how
+// much `what` needs beats a bad_alloc or the OOM killer minutes later.
+void require_memory(double bytes, const std::string& what);
+
+// H as the methods that factor it need it (the file's, else 2/N X^T X), after
+// checking that the factorization's in x in double matrices fit in memory.
+MatrixD layer_hessian(const LayerInputs& inputs);
+// The bytes of those matrices for in_features inputs: about five in x in
+// doubles (H, its damped and permuted copy, the inverse, its factor).
+double hessian_bytes(Index in_features);
 
 // Sets Eigen's (and OpenMP's) thread count from --threads (given or the command's default).
 void apply_threads(const Options& options);

@@ -87,6 +87,8 @@ NormParams<Scalar> fold_into_norm(const NormParams<Scalar>& norm,
   detail::require(!norm.has_bias() || norm.bias.size() == channels, "fold_into_norm: bias has ",
                   norm.bias.size(), " entries, expected 0 (RMSNorm) or ", channels);
   detail::require_channel_scales(s, channels, "fold_into_norm");
+  detail::require_finite(norm.weight, "fold_into_norm: norm weight");
+  if (norm.has_bias()) detail::require_finite(norm.bias, "fold_into_norm: norm bias");
   NormParams<Scalar> out = norm;
   for (Index j = 0; j < channels; ++j) {
     const Scalar sj = static_cast<Scalar>(s(j));

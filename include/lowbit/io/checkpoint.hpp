@@ -20,6 +20,16 @@ namespace lowbit::io {
 
 namespace detail {
 
+// Tensor `name` with the rank and (when given) the dtype a reader insists on.
+inline const TensorInfo& typed_tensor(const SafetensorsReader& file, const std::string& name,
+                                      std::size_t rank, std::optional<Dtype> dtype = std::nullopt) {
+  const TensorInfo& t = file.require_rank(name, rank);
+  if (dtype)
+    lowbit::detail::require(t.dtype == *dtype, file.source(), ": tensor '", name, "' must be ",
+                            dtype_name(*dtype), ", is ", dtype_name(t.dtype));
+  return t;
+}
+
 // The tensor `<linear>.<part>` with the given rank (and dtype, when given).
 inline const TensorInfo& linear_tensor(const SafetensorsReader& file, const std::string& linear,
                                        const std::string& part, std::size_t rank,
@@ -27,11 +37,7 @@ inline const TensorInfo& linear_tensor(const SafetensorsReader& file, const std:
   const std::string name = linear + "." + part;
   lowbit::detail::require(file.contains(name), file.source(), ": tensor '", name,
                           "' is missing (linear '", linear, "')");
-  const TensorInfo& t = file.require_rank(name, rank);
-  if (dtype)
-    lowbit::detail::require(t.dtype == *dtype, file.source(), ": tensor '", name, "' must be ",
-                            dtype_name(*dtype), ", is ", dtype_name(t.dtype));
-  return t;
+  return typed_tensor(file, name, rank, dtype);
 }
 
 // Throws unless dimension `dim` of `t` equals `expected`; `why` says where the

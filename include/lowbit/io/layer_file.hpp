@@ -33,12 +33,16 @@
 //   SmoothQuant)
 //
 // read_quantized_layer() reads back what a kernel multiplies (the first
-// linear): bit planes from B_packed and c, from the uniform tensors or from
-// ggml blocks, the sparse part, and AWQ's input scales. A required tensor that is absent
-// throws MissingTensor (the tool's exit code 2); any other inconsistency
-// throws lowbit::Error naming the file and the tensor.
+// linear), as the metadata 'method' says the file stores it: bit planes from
+// B_packed and c, the uniform tensors or ggml blocks (+ the sparse part), or
+// SmoothQuant's int8 W8, with AWQ's and SmoothQuant's input scales. Inputs
+// are checked as strictly: every tensor finite, ln_* of rank 1, no further
+// linear after a gap. A required tensor that is absent throws MissingTensor
+// (the tool's exit code 2); any other inconsistency throws lowbit::Error
+// naming the file and the tensor.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -56,6 +60,7 @@
 #include "lowbit/core/types.hpp"
 #include "lowbit/core/uniform_weights.hpp"
 #include "lowbit/io/bpdq_format.hpp"
+#include "lowbit/io/checkpoint.hpp"
 #include "lowbit/io/ggml_blocks.hpp"
 #include "lowbit/io/safetensors.hpp"
 #include "lowbit/quant/awq.hpp"
@@ -139,6 +144,20 @@ void add_vector(SafetensorsWriter& out, const std::string& name,
   out.add_floats(name, {v.size()}, v.data(), static_cast<std::size_t>(v.size()), dtype);
 }
 
+// A float input tensor with every value finite (an F64 value beyond float's
+// range reads as inf and is refused here too).
+inline MatrixF read_finite_matrix(const SafetensorsReader& file, const std::string& name) {
+  MatrixF m = file.matrix(name);
+  lowbit::detail::require_finite(m, (file.source() + ": tensor '" + name + "'").c_str());
+  return m;
+}
+
+// W followed by digits: the name of a further linear (W2, W3, ...).
+inline bool is_further_linear_name(const std::string& name) {
+  return name.size() > 1 && name[0] == 'W' &&
+         name.find_first_not_of("0123456789", 1) == std::string::npos;
+}
+
 }  // namespace detail
 
 inline LayerInputs read_layer_inputs(const SafetensorsReader& file) {
@@ -146,39 +165,64 @@ inline LayerInputs read_layer_inputs(const SafetensorsReader& file) {
   if (!file.contains("W"))
     throw MissingTensor(file.source() + ": required tensor 'W' (out x in) is missing");
   LayerInputs in;
-  in.w = file.matrix("W");
+  in.w = detail::read_finite_matrix(file, "W");
   const Index cols = in.w.cols();
   auto require_cols = [&](const std::string& name, Index got) {
     require(got == cols, file.source(), ": tensor '", name, "' has ", got,
             " columns, expected in_features = ", cols, " (from W)");
   };
   for (int k = 2; file.contains("W" + std::to_string(k)); ++k) {
-    in.extra_weights.push_back(file.matrix("W" + std::to_string(k)));
+    in.extra_weights.push_back(detail::read_finite_matrix(file, "W" + std::to_string(k)));
     require_cols("W" + std::to_string(k), in.extra_weights.back().cols());
   }
+  // A further linear after a gap (W3 without W2) would otherwise be dropped.
+  const std::string gap = "W" + std::to_string(in.extra_weights.size() + 2);
+  for (const std::string& name : file.names()) {
+    if (!detail::is_further_linear_name(name) || name == "W") continue;
+    bool read = false;
+    for (std::size_t k = 0; k < in.extra_weights.size(); ++k)
+      read |= name == "W" + std::to_string(k + 2);
+    require(read, file.source(), ": tensor '", name,
+            "' is not read: further linears are W2, W3, ... without gaps, and ", gap,
+            " is missing");
+  }
   if (file.contains("X")) {
-    in.x = file.matrix("X");
+    in.x = detail::read_finite_matrix(file, "X");
     require_cols("X", in.x->cols());
   }
   if (file.contains("H")) {
     in.h = file.matrix_d("H");
     require(in.h->rows() == cols && in.h->cols() == cols, file.source(), ": tensor 'H' must be ",
             cols, " x ", cols, " (in x in), is ", in.h->rows(), " x ", in.h->cols());
+    lowbit::detail::require_finite(*in.h, (file.source() + ": tensor 'H'").c_str());
   }
   if (file.contains("G")) {
-    in.g = file.matrix("G");
+    in.g = detail::read_finite_matrix(file, "G");
     require(in.g->rows() == in.w.rows() && in.g->cols() == cols, file.source(),
             ": tensor 'G' must have W's shape ", in.w.rows(), " x ", cols);
   }
   for (const char* name : {"ln_weight", "ln_bias"}) {
     if (!file.contains(name)) continue;
+    file.require_rank(name, 1);
     VectorF v = detail::read_vector<float>(file, name);
     require(v.size() == cols, file.source(), ": tensor '", name, "' has ", v.size(),
             " entries, expected in_features = ", cols);
+    lowbit::detail::require_finite(v, (file.source() + ": tensor '" + name + "'").c_str());
     (std::string(name) == "ln_weight" ? in.ln_weight : in.ln_bias) = std::move(v);
   }
   if (file.info("W").dtype == Dtype::F64) in.f64 = detail::read_double_inputs(file, in);
   return in;
+}
+
+// The tensors of `file` that read_layer_inputs does not read (a warning for
+// the tool: golden case files carry their expected outputs beside W and X).
+inline std::vector<std::string> unread_layer_tensors(const SafetensorsReader& file) {
+  std::vector<std::string> unread;
+  for (const std::string& name : file.names())
+    if (!detail::is_further_linear_name(name) && name != "W" && name != "X" && name != "H" &&
+        name != "G" && name != "ln_weight" && name != "ln_bias")
+      unread.push_back(name);
+  return unread;
 }
 
 // Writes the inputs so that read_layer_inputs gives them back: float tensors
@@ -357,6 +401,7 @@ inline GroupIndex read_g_idx(const SafetensorsReader& file, Index cols, Index gr
 // in_features is the layer's input width (B_packed pads it to whole words).
 inline BitPlaneWeights read_bitplanes(const SafetensorsReader& file, Index in_features) {
   detail::require_tensors(file, {"B_packed", "c"}, "a bit-plane file");
+  detail::typed_tensor(file, "B_packed", 3, Dtype::I32);  // as read_bpdq_linear insists
   BitPlaneWeights w = bitplanes_from_bpdq(file.info("B_packed").shape, file.ints("B_packed"),
                                           file.info("c").shape, file.doubles("c"), in_features);
   w.g_idx = detail::read_g_idx(file, in_features, w.group_size);
@@ -417,13 +462,80 @@ inline std::optional<SparseOutliers> read_outliers(const SafetensorsReader& file
   return s;
 }
 
-// The first linear of a result as a kernel multiplies it: y = (x / s) planes^T
-// (+ the sparse part), s = input_scales when present (AWQ), else y = x planes^T.
+// W8 and w8_scale: SmoothQuant's int8 weights of the first linear.
+inline Int8Weights read_int8(const SafetensorsReader& file, Index in_features) {
+  detail::require_tensors(file, {"W8", "w8_scale"}, "a W8A8 file");
+  const TensorInfo& info = detail::typed_tensor(file, "W8", 2, Dtype::I8);
+  lowbit::detail::require(info.shape[1] == in_features, file.source(), ": tensor 'W8' has ",
+                          info.shape[1], " columns, x has ", in_features);
+  const std::vector<std::int32_t> values = file.ints("W8");
+  Int8Weights w;
+  w.values.resize(info.shape[0], info.shape[1]);
+  std::transform(values.begin(), values.end(), w.values.data(),
+                 [](std::int32_t v) { return static_cast<std::int8_t>(v); });
+  detail::typed_tensor(file, "w8_scale", 1);
+  w.scale = detail::read_vector<float>(file, "w8_scale");
+  w.validate();
+  return w;
+}
+
+// How a result file stores the first linear.
+enum class ResultEncoding { uniform, bitplanes, ggml_blocks, int8 };
+
+// The method recorded in the metadata ('method', which every file `lowbit
+// quantize` writes) decides, not the tensors a file happens to hold; a file
+// without it (the official BPDQ tensors, files written by hand) is read by
+// its tensors.
+inline ResultEncoding result_encoding(const SafetensorsReader& file) {
+  const bool ggml = file.metadata_value("gguf_type").has_value();
+  if (const std::optional<std::string> method = file.metadata_value("method")) {
+    if (*method == "bpdq") return ResultEncoding::bitplanes;
+    if (*method == "smoothquant") return ResultEncoding::int8;
+    if (*method == "absmax" || *method == "tacq") return ResultEncoding::uniform;
+    if (*method == "rtn" || *method == "gptq" || *method == "awq")
+      return ggml ? ResultEncoding::ggml_blocks : ResultEncoding::uniform;
+    lowbit::detail::fail(file.source(), ": metadata method = '", *method,
+                         "' is not a method lowbit quantize writes (rtn, absmax, gptq, awq, "
+                         "smoothquant, tacq, bpdq)");
+  }
+  if (file.contains("B_packed") || file.contains("c")) return ResultEncoding::bitplanes;
+  if (file.contains("gguf_blocks")) return ResultEncoding::ggml_blocks;
+  if (file.contains("qint")) return ResultEncoding::uniform;
+  throw MissingTensor(file.source() +
+                      ": holds neither bit-plane tensors (B_packed, c), uniform tensors "
+                      "(qint, scale, zero) nor ggml blocks (gguf_blocks), and no metadata "
+                      "'method' says what it holds");
+}
+
+// The first linear of a result as a kernel multiplies it: y = (x / s) W^T
+// with s = input_scales when present (AWQ, SmoothQuant), else y = x W^T; W is
+// `int8` for a W8A8 result (the int8 kernel), else `planes` (+ the sparse part).
 struct QuantizedLayer {
+  ResultEncoding encoding = ResultEncoding::uniform;
   BitPlaneWeights planes;
   std::optional<SparseOutliers> outliers;
-  VectorD input_scales;  // AWQ's s ([in]): the codes act on x / s; empty otherwise
+  std::optional<Int8Weights> int8;
+  VectorD input_scales;  // [in], the weights act on x / s; empty otherwise
 };
+
+namespace detail {
+
+// 'scales' ([in], positive and finite): the input-channel scales of AWQ and SmoothQuant.
+inline VectorD read_input_scales(const SafetensorsReader& file, Index in_features) {
+  require_tensors(file, {"scales"}, "an AWQ or SmoothQuant result");
+  const TensorInfo& info = file.require_rank("scales", 1);
+  lowbit::detail::require(info.shape[0] == in_features, file.source(),
+                          ": tensor 'scales' (input-channel scales) has ", info.shape[0],
+                          " entries, expected in_features = ", in_features);
+  const VectorD scales = read_vector<double>(file, "scales");
+  for (Index j = 0; j < in_features; ++j)
+    lowbit::detail::require(std::isfinite(scales(j)) && scales(j) > 0, file.source(),
+                            ": tensor 'scales' element ", j, " = ", scales(j),
+                            " is not a positive finite scale");
+  return scales;
+}
+
+}  // namespace detail
 
 // gguf_blocks as the type its metadata gguf_type names, in_features wide.
 inline GgmlWeights read_ggml_blocks(const SafetensorsReader& file, Index in_features) {
@@ -443,28 +555,31 @@ inline GgmlWeights read_ggml_blocks(const SafetensorsReader& file, Index in_feat
 }
 
 inline QuantizedLayer read_quantized_layer(const SafetensorsReader& file, Index in_features) {
-  const bool bitplane = file.contains("B_packed") || file.contains("c");
-  const bool ggml = file.contains("gguf_blocks");
-  if (!bitplane && !ggml && !file.contains("qint"))
-    throw MissingTensor(file.source() +
-                        ": holds neither bit-plane tensors (B_packed, c), uniform tensors "
-                        "(qint, scale, zero) nor ggml blocks (gguf_blocks)");
   QuantizedLayer layer;
-  layer.planes = bitplane ? read_bitplanes(file, in_features)
-                 : ggml   ? to_bitplanes(read_ggml_blocks(file, in_features))
-                          : to_bitplanes(read_uniform(file, in_features));
-  layer.outliers = read_outliers(file, layer.planes.rows(), layer.planes.cols());
-  if (bitplane || ggml || !file.contains("scales")) return layer;
-  const TensorInfo& info = file.require_rank("scales", 1);
-  lowbit::detail::require(info.shape[0] == in_features, file.source(),
-                          ": tensor 'scales' (AWQ input-channel scales) has ", info.shape[0],
-                          " entries, expected in_features = ", in_features);
-  layer.input_scales = detail::read_vector<double>(file, "scales");
-  for (Index j = 0; j < in_features; ++j) {
-    const double s = layer.input_scales(j);
-    lowbit::detail::require(std::isfinite(s) && s > 0, file.source(), ": tensor 'scales' element ",
-                            j, " = ", s, " is not a positive finite scale");
+  layer.encoding = result_encoding(file);
+  const std::optional<std::string> method = file.metadata_value("method");
+  switch (layer.encoding) {
+    case ResultEncoding::bitplanes:
+      layer.planes = read_bitplanes(file, in_features);
+      break;
+    case ResultEncoding::ggml_blocks:
+      layer.planes = to_bitplanes(read_ggml_blocks(file, in_features));
+      break;
+    case ResultEncoding::uniform:
+      layer.planes = to_bitplanes(read_uniform(file, in_features));
+      break;
+    case ResultEncoding::int8:
+      layer.int8 = read_int8(file, in_features);
+      break;
   }
+  if (!method || *method == "tacq")
+    layer.outliers = read_outliers(file, layer.planes.rows(), layer.planes.cols());
+  if (method && (*method == "awq" || *method == "smoothquant"))
+    layer.input_scales = detail::read_input_scales(file, in_features);
+  else if (!method && file.contains("scales"))
+    lowbit::detail::fail(file.source(),
+                         ": tensor 'scales' in a file without metadata 'method': whether the "
+                         "weights act on x / scales (AWQ, SmoothQuant) is not recorded");
   return layer;
 }
 

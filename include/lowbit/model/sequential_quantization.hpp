@@ -81,7 +81,13 @@ class SequentialQuantizer {
             quantized.biases[p] = quantized.biases[p].cwiseQuotient(s);
           quantized.linears[p] = results[p].linear;
         };
-      std::vector<QuantizedLinear> out = quantize_group(in);
+      std::vector<QuantizedLinear> out = [&] {
+        try {
+          return quantize_group(in);
+        } catch (const Error& e) {  // the quantizers' messages cannot say which layer
+          throw Error("layer " + std::to_string(l) + " (" + group_names(group) + "): " + e.what());
+        }
+      }();
       for (std::size_t i = 0; i < out.size(); ++i) {
         const int k = index(group.kinds[i]);
         quantized.linears[k] = out[i].linear;

@@ -44,6 +44,8 @@
 //    of the linears. For one linear this is exactly the reference.
 #pragma once
 
+#define LOWBIT_PUBLIC_HEADER
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -51,6 +53,7 @@
 #include <vector>
 
 #include "lowbit/core/channel_scaling.hpp"
+#include "lowbit/core/detail/parallel.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/progress.hpp"
 #include "lowbit/core/types.hpp"
@@ -261,7 +264,7 @@ AwqSearch awq_search_scales(const std::vector<MatrixRef<Scalar>>& linears,
   std::vector<MatrixT<Scalar>> original_out;
   double outputs = 0;
   for (const auto& w : linears) {
-    original_out.push_back(x * w.transpose());
+    original_out.push_back(product_transposed<Scalar>(x, w));
     outputs += static_cast<double>(x.rows()) * static_cast<double>(w.rows());
   }
 
@@ -276,7 +279,7 @@ AwqSearch awq_search_scales(const std::vector<MatrixRef<Scalar>>& linears,
       MatrixT<Scalar> q = scale_input_channels(linears[l], s);
       awq_fake_quantize(q, group_size, config.bits, !config.sym);
       for (Index j = 0; j < in; ++j) q.col(j) /= s(j);
-      const MatrixT<Scalar> out = x * q.transpose();
+      const MatrixT<Scalar> out = product_transposed<Scalar>(x, q);
       for (Index k = 0; k < out.size(); ++k) {
         const float d = static_cast<float>(original_out[l].data()[k] - out.data()[k]);
         sum += static_cast<double>(d * d);
@@ -308,7 +311,7 @@ MatrixT<Scalar> awq_search_clip(const MatrixT<Scalar>& w, const MatrixT<Scalar>&
   for (Index g = 0; g < groups; ++g) {
     const auto xg = x_sampled.middleCols(g * group_size, group_size);
     const auto wg = w.middleCols(g * group_size, group_size);
-    const MatrixT<Scalar> original_out = wg * xg.transpose();  // rows x tokens
+    const MatrixT<Scalar> original_out = product_transposed<Scalar>(wg, xg);  // rows x tokens
     const VectorT<Scalar> original_max = wg.cwiseAbs().rowwise().maxCoeff();
     VectorT<Scalar> min_err = VectorT<Scalar>::Constant(rows, static_cast<Scalar>(1e9));
     best.col(g) = original_max;
@@ -320,7 +323,7 @@ MatrixT<Scalar> awq_search_clip(const MatrixT<Scalar>& w, const MatrixT<Scalar>&
           candidate(r, j) = std::clamp(wg(r, j), -max_val, max_val);
       }
       awq_fake_quantize(candidate, group_size, config.bits, !config.sym);
-      const MatrixT<Scalar> out = candidate * xg.transpose();
+      const MatrixT<Scalar> out = product_transposed<Scalar>(candidate, xg);
       for (Index r = 0; r < rows; ++r) {
         double sum = 0;
         for (Index t = 0; t < tokens; ++t) {

@@ -71,7 +71,7 @@ inline AwqGgmlResult quantize_awq_ggml(const std::vector<MatrixFRef>& linears, c
   std::vector<MatrixF> original_out;
   double outputs = 0;
   for (const MatrixFRef& w : linears) {
-    original_out.push_back(x * w.transpose());
+    original_out.push_back(detail::product_transposed<float>(x, w));
     outputs += double(x.rows()) * double(w.rows());
   }
   detail::ProgressCounter steps(config.progress,
@@ -89,7 +89,8 @@ inline AwqGgmlResult quantize_awq_ggml(const std::vector<MatrixFRef>& linears, c
     for (std::size_t l = 0; l < linears.size(); ++l) {
       candidate.push_back(
           quantize_ggml(scale_input_channels(linears[l], s), {config.type, importance}).weights);
-      const MatrixF out = x_scaled * candidate.back().dequantize().transpose();
+      const MatrixF out =
+          detail::product_transposed<float>(x_scaled, candidate.back().dequantize());
       sum += (original_out[l] - out).squaredNorm();
       steps.step();
     }

@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -132,6 +133,12 @@ inline MatrixF activation_energy_proxy(const MatrixDRef& hessian, Index out_feat
   detail::require(out_features > 0, "activation_energy_proxy: out_features must be positive, got ",
                   out_features);
   detail::require_finite(hessian.diagonal().transpose(), "activation_energy_proxy: diag(H)");
+  // G is float: a diagonal beyond float's range would become inf there and be
+  // refused as a non-finite G, which would hide where it came from.
+  for (Index c = 0; c < hessian.rows(); ++c)
+    detail::require(std::abs(hessian(c, c)) <= std::numeric_limits<float>::max(),
+                    "activation_energy_proxy: diag(H)(", c, ") = ", hessian(c, c),
+                    " overflows float, the precision of the gradient-free G (scale X or H down)");
   const Eigen::RowVectorXf energy = hessian.diagonal().transpose().cast<float>();
   return energy.replicate(out_features, 1);
 }
