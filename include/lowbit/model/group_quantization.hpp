@@ -56,10 +56,60 @@ struct QuantizedLinear {
 // Per-channel input scales s folded upstream, so that the group reads x / s.
 using InputScaleFold = std::function<void(const VectorF& s)>;
 
+// What a method reads of a group's calibration activations: nothing (RTN,
+// absmax), their statistics (H, max|x|: GPTQ and the others), or the tokens
+// themselves as well (AWQ searches on them).
+enum class ActivationUse { nothing, statistics, tokens };
+
+// The calibration activations a group of linears reads, accumulated as the
+// tokens stream by. Statistics take in x in memory whatever the number of
+// tokens; the tokens are kept only for ActivationUse::tokens.
+class GroupActivations {
+ public:
+  // `tokens`: how many will be added (the room kept for them).
+  GroupActivations(Index in_features, ActivationUse use, Index tokens)
+      : in_features_(in_features), tokens_(use == ActivationUse::tokens ? tokens : 0, in_features) {
+    if (use != ActivationUse::nothing) statistics_.emplace(in_features);
+  }
+  // All of x, statistics and tokens.
+  explicit GroupActivations(const MatrixF& x)
+      : GroupActivations(x.cols(), ActivationUse::tokens, x.rows()) {
+    add(x);
+  }
+
+  // Adds a batch of tokens (tokens x in).
+  void add(const MatrixF& x) {
+    if (statistics_) statistics_->add(x);
+    if (tokens_.rows() == 0) return;
+    lowbit::detail::require(kept_ + x.rows() <= tokens_.rows(), "GroupActivations: room for ",
+                            tokens_.rows(), " tokens, got more");
+    tokens_.middleRows(kept_, x.rows()) = x;
+    kept_ += x.rows();
+  }
+
+  Index in_features() const { return in_features_; }
+  const Calibration& statistics() const {
+    lowbit::detail::require(statistics_.has_value(), "GroupActivations: no statistics were kept");
+    return *statistics_;
+  }
+  // Every token added (tokens x in).
+  const MatrixF& tokens() const {
+    lowbit::detail::require(tokens_.rows() > 0 && kept_ == tokens_.rows(),
+                            "GroupActivations: the tokens were not kept");
+    return tokens_;
+  }
+
+ private:
+  Index in_features_;
+  std::optional<Calibration> statistics_;
+  MatrixF tokens_;
+  Index kept_ = 0;
+};
+
 // The inputs of one group of linears during calibration.
 struct GroupInputs {
   std::vector<const MatrixF*> weights;  // float, out x in
-  const MatrixF& x;                     // calibration tokens x in
+  const GroupActivations& activations;  // what the linears read
   VectorF* norm;                        // the preceding RMSNorm weight, or nullptr
   const QuantSpec& spec;
   // Without a norm: divides the output rows of the already quantized linear
@@ -146,12 +196,6 @@ inline std::vector<QuantizedLinear> rtn(const GroupInputs& in) {
   return out;
 }
 
-inline MatrixD hessian(const MatrixF& x) {
-  Calibration calibration(x.cols());
-  calibration.add(x);
-  return calibration.hessian();
-}
-
 inline GptqConfig gptq_config(const QuantSpec& spec) {
   GptqConfig config;
   config.bits = spec.bits;
@@ -163,7 +207,7 @@ inline GptqConfig gptq_config(const QuantSpec& spec) {
 
 // One Hessian for the linears sharing an input, each quantized on it.
 inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
-  const MatrixD h = hessian(in.x);
+  const MatrixD h = in.activations.statistics().hessian();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights)
     out.push_back(bitplane_linear(quantize_gptq(*w, h, gptq_config(in.spec)).weights));
@@ -173,7 +217,7 @@ inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
 // llama.cpp's quantizer with diag(H) as its importance matrix (llama-imatrix's
 // statistic up to scale), into the spec's type (ggml_type_for).
 inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
-  const VectorF importance = hessian(in.x).diagonal().cast<float>();
+  const VectorF importance = in.activations.statistics().hessian().diagonal().cast<float>();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
     const GgmlType type = ggml_type_for(in.spec, w->cols());
@@ -186,7 +230,7 @@ inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
 
 // GPTQ into the same type (quant/gptq_ggml.hpp).
 inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
-  const MatrixD h = hessian(in.x);
+  const MatrixD h = in.activations.statistics().hessian();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
     GptqGgmlConfig config;
@@ -202,7 +246,7 @@ inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
 // BPDQ with `bits` planes (the reference's defaults otherwise: GAR, 10
 // refinement rounds, damping 0.05).
 inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
-  const MatrixD h = hessian(in.x);
+  const MatrixD h = in.activations.statistics().hessian();
   BpdqConfig config;
   config.planes = in.spec.bits;
   config.group_size = in.spec.group_size;
@@ -220,7 +264,7 @@ inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
 // activation-energy proxy G = diag(H) stands in for |gradient|, so this is
 // not the paper's method. 0.35% of each matrix stays in fp16.
 inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
-  const MatrixD h = hessian(in.x);
+  const MatrixD h = in.activations.statistics().hessian();
   TacqConfig config;
   config.gptq = gptq_config(in.spec);
   std::vector<QuantizedLinear> out;
@@ -251,7 +295,7 @@ inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
   if (!scaled) config.scale_grid = 1;  // the one ratio 0: s = 1
   std::vector<MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
-  const AwqResult<float> r = quantize_awq(linears, in.x, config);
+  const AwqResult<float> r = quantize_awq(linears, in.activations.tokens(), config);
   if (in.norm != nullptr)
     *in.norm = in.norm->cwiseQuotient(r.scales);
   else if (scaled)
@@ -265,13 +309,13 @@ inline std::vector<QuantizedLinear> awq(const GroupInputs& in) {
 // the norm absorbing 1/s as a GGUF file stores it; wo and w2 take llama.cpp's
 // quantizer (their scales would fold into v and up, quantized before them).
 inline std::vector<QuantizedLinear> awq_ggml(const GroupInputs& in) {
-  const GgmlType type = ggml_type_for(in.spec, in.x.cols());
+  const GgmlType type = ggml_type_for(in.spec, in.activations.in_features());
   if (in.norm == nullptr || type == GgmlType::f16) return llama_cpp(in);
   AwqGgmlConfig config;
   config.type = type;
   std::vector<MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
-  AwqGgmlResult r = quantize_awq_ggml(linears, in.x, config);
+  AwqGgmlResult r = quantize_awq_ggml(linears, in.activations.tokens(), config);
   *in.norm = in.norm->cwiseQuotient(r.scales);
   std::vector<QuantizedLinear> out;
   for (GgmlWeights& w : r.weights) out.push_back(ggml_linear(std::move(w)));
@@ -297,8 +341,8 @@ inline std::vector<QuantizedLinear> smoothquant_w8a8(const GroupInputs& in) {
   if (in.norm == nullptr) return absmax_w8a8(in);
   std::vector<MatrixFRef> linears;
   for (const MatrixF* w : in.weights) linears.emplace_back(*w);
-  const VectorD act_max = in.x.cwiseAbs().colwise().maxCoeff().transpose().cast<double>();
-  const SmoothQuantResult<float> r = quantize_smoothquant(linears, act_max);
+  const SmoothQuantResult<float> r =
+      quantize_smoothquant(linears, in.activations.statistics().max_abs());
   *in.norm = in.norm->cwiseQuotient(r.scales);
   std::vector<QuantizedLinear> out;
   for (const Int8Weights& w : r.weights) out.push_back(int8_linear(w));
@@ -310,19 +354,20 @@ struct MethodEntry {
   std::vector<QuantizedLinear> (*quantize)(const GroupInputs&);
   bool w8a8;  // bits fixed at 8
   bool ggml;  // into a ggml type (QuantSpec::ggml_type, else the K-quant of bits)
+  ActivationUse reads;
 };
 inline const std::vector<MethodEntry>& methods() {
   static const std::vector<MethodEntry> table{
-      {"rtn", rtn, false, false},
-      {"gptq", gptq, false, false},
-      {"bpdq", bpdq, false, false},
-      {"tacq-gradient-free", tacq_gradient_free, false, false},
-      {"awq", awq, false, false},
-      {"absmax-w8a8", absmax_w8a8, true, false},
-      {"smoothquant-w8a8", smoothquant_w8a8, true, false},
-      {"llama.cpp", llama_cpp, false, true},
-      {"gptq-gguf", gptq_ggml, false, true},
-      {"awq-gguf", awq_ggml, false, true},
+      {"rtn", rtn, false, false, ActivationUse::nothing},
+      {"gptq", gptq, false, false, ActivationUse::statistics},
+      {"bpdq", bpdq, false, false, ActivationUse::statistics},
+      {"tacq-gradient-free", tacq_gradient_free, false, false, ActivationUse::statistics},
+      {"awq", awq, false, false, ActivationUse::tokens},
+      {"absmax-w8a8", absmax_w8a8, true, false, ActivationUse::nothing},
+      {"smoothquant-w8a8", smoothquant_w8a8, true, false, ActivationUse::statistics},
+      {"llama.cpp", llama_cpp, false, true, ActivationUse::statistics},
+      {"gptq-gguf", gptq_ggml, false, true, ActivationUse::statistics},
+      {"awq-gguf", awq_ggml, false, true, ActivationUse::tokens},
   };
   return table;
 }
@@ -348,6 +393,11 @@ inline bool is_w8a8(const std::string& method) { return detail::method(method).w
 
 // True for the methods into ggml's types; throws for an unknown method.
 inline bool is_ggml(const std::string& method) { return detail::method(method).ggml; }
+
+// What the method reads of the calibration activations; throws for an unknown method.
+inline ActivationUse activation_use(const std::string& method) {
+  return detail::method(method).reads;
+}
 
 // The methods whose results are plain uniform / bit-plane linears (no input
 // scales, no sparse part): the ones a GPTQ, AWQ or BPDQ checkpoint can hold.

@@ -125,7 +125,8 @@ inline std::vector<Sequence> sample_sequences(const ModelSource& source, int cou
 // Sequential calibration. States are the residual stream of each sequence
 // (tokens x dim) entering a layer: embed_sequences gives layer 0's, and
 // run_layer_on_sequences runs one layer over them in place, so they become
-// the next layer's inputs, reporting the input of every linear to `observe`.
+// the next layer's inputs, reporting the input of every linear to `observe`
+// (run_layer_on_sequence: one sequence's).
 inline std::vector<MatrixF> embed_sequences(const Model& m,
                                             const std::vector<Sequence>& sequences) {
   std::vector<MatrixF> states;
@@ -133,13 +134,16 @@ inline std::vector<MatrixF> embed_sequences(const Model& m,
   return states;
 }
 
+inline void run_layer_on_sequence(const Config& c, const RopeTables& rope, const Layer& layer,
+                                  int l, MatrixF& state, const LinearObserver& observe = {}) {
+  MatrixF keys(state.rows(), c.kv_dim()), values(state.rows(), c.kv_dim());
+  run_layer(c, rope, layer, l, state, keys, values, 0, observe);
+}
+
 inline void run_layer_on_sequences(const Config& c, const RopeTables& rope, const Layer& layer,
                                    int l, std::vector<MatrixF>& states,
                                    const LinearObserver& observe = {}) {
-  for (MatrixF& x : states) {
-    MatrixF keys(x.rows(), c.kv_dim()), values(x.rows(), c.kv_dim());
-    run_layer(c, rope, layer, l, x, keys, values, 0, observe);
-  }
+  for (MatrixF& state : states) run_layer_on_sequence(c, rope, layer, l, state, observe);
 }
 
 // Logits of every prefix of every sequence: row t predicts token t + 1

@@ -7,9 +7,12 @@
 //   QuantizedModel q = quantize_model(padded, sample_sequences(padded, 32, 64, 1.0f, 1),
 //                                     {"gptq", 4, 32});
 //
-// SequentialQuantizer holds only the residual stream of the calibration
-// sequences; a layer's float weights are needed only while it is quantized, so
-// a loader supplies the model one layer at a time (ModelSource). With
+// SequentialQuantizer holds the residual stream of the calibration sequences
+// and, while a layer is quantized, each group's statistics (H: in x in,
+// whatever the number of tokens; the tokens themselves only for AWQ, which
+// searches on them). A layer's float weights are needed only while it is
+// quantized, so a loader supplies the model one layer at a time
+// (ModelSource). With
 // Propagation::float_model the states advance through the float layers
 // instead: every layer is calibrated on the float model's activations.
 #pragma once
@@ -62,17 +65,13 @@ class SequentialQuantizer {
     lowbit::detail::require(l < config_.n_layers, "SequentialQuantizer: all ", config_.n_layers,
                             " layers are quantized already");
     validate_layer(config_, layer, "SequentialQuantizer: layer " + std::to_string(l));
-    std::array<std::vector<MatrixF>, kLinearsPerLayer> inputs;
-    std::vector<MatrixF> probe = states_;
-    run_layer_on_sequences(
-        config_, rope_, layer, l, probe,
-        [&](int, LinearKind kind, const MatrixF& x) { inputs[index(kind)].push_back(x); });
+    const std::vector<GroupActivations> activations = calibrate(layer, l);
     Layer quantized = layer;
     std::array<QuantizedLinear, kLinearsPerLayer> results;
-    for (const LinearGroup& group : linear_groups()) {
+    for (std::size_t g = 0; g < linear_groups().size(); ++g) {
+      const LinearGroup& group = linear_groups()[g];
       if (progress) progress(l, group_names(group));
-      const MatrixF x = stack_rows(inputs[index(group.kinds[0])]);
-      GroupInputs in{{}, x, group.norm ? &(quantized.*group.norm) : nullptr, spec_};
+      GroupInputs in{{}, activations[g], group.norm ? &(quantized.*group.norm) : nullptr, spec_};
       for (LinearKind k : group.kinds) in.weights.push_back(&float_weight(layer, k));
       if (const std::optional<LinearKind> producer = producer_of(group))
         in.fold_into_producer = [&, p = index(*producer)](const VectorF& s) {
@@ -101,9 +100,7 @@ class SequentialQuantizer {
     if (done)
       for (const LinearGroup& group : linear_groups())
         for (LinearKind k : group.kinds) done(l, k, results[index(k)]);
-    if (propagation_ == Propagation::float_model)
-      states_ = std::move(probe);  // already through the float layer
-    else
+    if (propagation_ == Propagation::quantized)
       run_layer_on_sequences(config_, rope_, quantized, l, states_);
     ++layer_;
     return quantized;
@@ -131,16 +128,41 @@ class SequentialQuantizer {
     return std::nullopt;
   }
 
-  static MatrixF stack_rows(const std::vector<MatrixF>& parts) {
-    Index rows = 0;
-    for (const MatrixF& p : parts) rows += p.rows();
-    MatrixF out(rows, parts.empty() ? 0 : parts[0].cols());
-    Index at = 0;
-    for (const MatrixF& p : parts) {
-      out.middleRows(at, p.rows()) = p;
-      at += p.rows();
+  // What each group of linear_groups() reads in `layer`, the float layer l:
+  // the states run through it one sequence at a time, so only one
+  // sequence's copy and each group's statistics (in x in) are alive, not
+  // every linear's inputs. Under float propagation the states advance in
+  // place (the next layer's inputs). Errors name the layer and the group.
+  std::vector<GroupActivations> calibrate(const Layer& layer, int l) {
+    const ActivationUse use = activation_use(spec_.method);
+    Index tokens = 0;
+    for (const MatrixF& state : states_) tokens += state.rows();
+    std::vector<GroupActivations> groups;
+    std::array<int, kLinearsPerLayer> group_of;
+    group_of.fill(-1);
+    for (const LinearGroup& group : linear_groups()) {
+      group_of[index(group.kinds[0])] = static_cast<int>(groups.size());
+      groups.emplace_back(float_weight(layer, group.kinds[0]).cols(), use, tokens);
     }
-    return out;
+    const LinearObserver observe = [&](int, LinearKind kind, const MatrixF& x) {
+      const int g = group_of[index(kind)];
+      if (g < 0) return;  // the group's first linear reported it
+      try {
+        groups[std::size_t(g)].add(x);
+      } catch (const Error& e) {
+        throw Error("layer " + std::to_string(l) + " (" +
+                    group_names(linear_groups()[std::size_t(g)]) + "): " + e.what());
+      }
+    };
+    for (MatrixF& state : states_) {
+      if (propagation_ == Propagation::float_model) {
+        run_layer_on_sequence(config_, rope_, layer, l, state, observe);
+      } else if (use != ActivationUse::nothing) {
+        MatrixF probe = state;
+        run_layer_on_sequence(config_, rope_, layer, l, probe, observe);
+      }
+    }
+    return groups;
   }
 
   Config config_;
