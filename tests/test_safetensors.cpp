@@ -70,6 +70,28 @@ TEST(Safetensors, MatricesAndFilesOnDisk) {
   EXPECT_EQ(files, 1);
 }
 
+// A tensor released after reading (its pages handed back to the page cache)
+// reads the same again, and its neighbours, which may share a page, too.
+TEST(Safetensors, ReleasedTensorsReadAgain) {
+  test::TempDir dir;
+  const MatrixF big = test::random_weights(300, 301, 62);
+  const MatrixF small = test::random_weights(3, 5, 63);
+  SafetensorsWriter writer;
+  writer.add_matrix("big", big);
+  writer.add_matrix("small", small);
+  writer.write(dir.file("r.safetensors"));
+  const SafetensorsReader reader(dir.file("r.safetensors"));
+  EXPECT_EQ(reader.matrix("big"), big);
+  reader.release("big");
+  EXPECT_EQ(reader.matrix("small"), small);
+  reader.release("small");
+  EXPECT_EQ(reader.matrix("big"), big);
+  EXPECT_EQ(reader.matrix("small"), small);
+  const SafetensorsReader in_memory = SafetensorsReader::from_bytes(writer.bytes());
+  in_memory.release("big");  // nothing to release in a buffer
+  EXPECT_EQ(in_memory.matrix("big"), big);
+}
+
 TEST(Safetensors, ClearErrorsForMisuse) {
   SafetensorsWriter writer;
   writer.add_matrix("W", MatrixF::Ones(2, 2));

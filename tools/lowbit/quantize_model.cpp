@@ -352,10 +352,9 @@ int run_quantize_model(const Options& options) {
   // Decoding-size products and small layers: more threads cost more than they
   // save unless asked for (the results are the same for any thread count).
   apply_threads(options);
-  const model::ModelSource loaded = open_model(job.model);
   // Zero hidden units (exact) up to a multiple of 64: whole groups, whole
-  // ggml block-32 rows.
-  const model::ModelSource padded = model::pad_hidden(loaded, 64);
+  // ggml block-32 rows. (One copy of the embeddings, not two.)
+  const model::ModelSource padded = model::pad_hidden(open_model(job.model), 64);
   if (job.format == "gguf")
     write_gguf(job, padded);
   else

@@ -76,13 +76,16 @@ inline void invert_lower_triangular(Eigen::Ref<MatrixD> l) {
   });
 }
 
-// Upper Cholesky factor of h^-1 from one Cholesky of the reversed matrix:
-// with J the reversal, J h J = L L^T gives h^-1 = (J L^-T J)(J L^-1 J), and
-// J L^-1 J is upper triangular with a positive diagonal, hence the factor.
-// Returns false when h is not numerically positive definite.
-inline bool inverse_upper_factor(const MatrixD& h, MatrixD& factor) {
+// Upper Cholesky factor of d^-1, d being h with its diagonal replaced by
+// `diagonal`, from one Cholesky of the reversed matrix: with J the reversal,
+// J d J = L L^T gives d^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper
+// triangular with a positive diagonal, hence the factor. (d is built in
+// `factor` itself: no third in x in matrix.) Returns false when d is not
+// numerically positive definite.
+inline bool inverse_upper_factor(const MatrixDRef& h, const VectorD& diagonal, MatrixD& factor) {
   const Index n = h.rows();
   factor = h.reverse();
+  factor.diagonal() = diagonal.reverse();
   const Eigen::LLT<Eigen::Ref<MatrixD>> llt(factor);  // in place: L in the lower triangle
   if (llt.info() != Eigen::Success) return false;
   for (Index i = 0; i + 1 < n; ++i) factor.row(i).tail(n - 1 - i).setZero();
@@ -144,7 +147,6 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
 
   InverseHessian result;
   int tried = 0;
-  MatrixD damped = h;
   for (int attempt = 0; attempt <= config.floor_attempts; ++attempt) {
     const double floor = attempt == 0 ? 0.0 : floor_base * std::pow(10.0, attempt - 1);
     const VectorD diag =
@@ -154,8 +156,8 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
     const auto factorizes = [&](Index step) {
       ++tried;
       last = step;
-      damped.diagonal() = diag.array() + detail::damping_step(config, step) * mean;
-      if (detail::inverse_upper_factor(damped, result.factor)) return true;
+      const VectorD damped = diag.array() + detail::damping_step(config, step) * mean;
+      if (detail::inverse_upper_factor(h, damped, result.factor)) return true;
       ++result.failed_factorizations;
       return false;
     };

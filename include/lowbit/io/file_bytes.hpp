@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -51,6 +52,7 @@ class MappedBytes {
     });
     out.data_ = static_cast<const unsigned char*>(mapped);
     out.size_ = size;
+    out.mapped_ = mapped != nullptr;
     return out;
   }
 
@@ -66,10 +68,22 @@ class MappedBytes {
   const unsigned char* data() const { return data_; }
   std::size_t size() const { return size_; }
 
+  // Gives the pages wholly inside bytes [begin, end) back to the page cache
+  // (a mapped file only): a reader that has converted a tensor stops counting
+  // its bytes as resident, and a later read maps them in again from the file.
+  void release(std::size_t begin, std::size_t end) const {
+    if (!mapped_ || end > size_) return;
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (first < last)
+      ::madvise(const_cast<unsigned char*>(data_) + first, last - first, MADV_DONTNEED);
+  }
+
  private:
   std::shared_ptr<void> owner_;  // keeps the mapping or buffer alive
   const unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
+  bool mapped_ = false;
 };
 
 namespace detail {
@@ -119,15 +133,19 @@ inline std::string follow_links(const std::string& path) {
 }
 
 // Writes all of `data` to the open descriptor; false on any error.
-inline bool write_all(int fd, const std::vector<unsigned char>& data) {
+inline bool write_all(int fd, const unsigned char* data, std::size_t size) {
   std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     done += static_cast<std::size_t>(n);
   }
   return true;
+}
+
+inline bool write_all(int fd, const std::vector<unsigned char>& data) {
+  return write_all(fd, data.data(), data.size());
 }
 
 // Removes a directory of plain files with system calls only (open, getdents64,
@@ -274,10 +292,24 @@ class StagedDirectory {
 
   // Writes the file `name` (a plain name) of the directory.
   void add(const std::string& name, const std::vector<unsigned char>& bytes) {
+    add(name, [&](const PieceWriter& write) { write(bytes.data(), bytes.size()); });
+  }
+  // Writes the file `name` from pieces: `pieces(write)` calls write(data,
+  // size) for each in order, so the file never needs to be whole in memory.
+  using PieceWriter = std::function<void(const unsigned char* data, std::size_t size)>;
+  void add(const std::string& name, const std::function<void(const PieceWriter&)>& pieces) {
     const std::string path = staging_ + "/" + name;
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) fail("cannot create " + path + " (" + std::strerror(errno) + ")");
-    const bool written = detail::write_all(fd, bytes);
+    bool written = true;
+    try {
+      pieces([&](const unsigned char* data, std::size_t size) {
+        written = written && detail::write_all(fd, data, size);
+      });
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
     if (::close(fd) != 0 || !written) fail("writing " + path + " failed");
   }
   // Renames a file already added.

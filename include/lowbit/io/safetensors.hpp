@@ -189,6 +189,14 @@ class SafetensorsReader {
 
   const unsigned char* data(const std::string& name) const { return data_ + info(name).begin; }
 
+  // Lets the tensor's bytes leave memory once read (MappedBytes::release);
+  // reading them again is still valid.
+  void release(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    const std::size_t offset = static_cast<std::size_t>(data_ - bytes_);
+    file_.release(offset + t.begin, offset + t.end);
+  }
+
   // Any float dtype, converted to float (F64 rounds), flattened row-major.
   std::vector<float> floats(const std::string& name) const { return convert<float>(name); }
   std::vector<double> doubles(const std::string& name) const { return convert<double>(name); }
@@ -536,13 +544,12 @@ class SafetensorsWriter {
     return total;
   }
 
-  // The complete file as bytes: wider dtypes first so every tensor is
+  // The complete file in pieces, each passed to write(data, size) in order
+  // (no copy of the tensors): wider dtypes first so every tensor is
   // naturally aligned, header padded with spaces to a multiple of 8.
-  std::vector<unsigned char> bytes() const {
-    std::vector<std::string> order = order_;
-    std::stable_sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
-      return dtype_size(entries_.at(a).dtype) > dtype_size(entries_.at(b).dtype);
-    });
+  template <class Write>
+  void write_pieces(Write&& write) const {
+    const std::vector<std::string> order = file_order();
     nlohmann::json header = nlohmann::json::object();
     if (!metadata_.empty()) header["__metadata__"] = metadata_;
     std::size_t offset = 0;
@@ -555,17 +562,22 @@ class SafetensorsWriter {
     }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');
-    std::vector<unsigned char> out(8 + text.size() + offset);
-    std::uint64_t len = text.size();
+    unsigned char length[8];
     for (int i = 0; i < 8; ++i)
-      out[static_cast<std::size_t>(i)] = static_cast<unsigned char>(len >> (8 * i));
-    std::memcpy(out.data() + 8, text.data(), text.size());
-    unsigned char* data = out.data() + 8 + text.size();
+      length[i] = static_cast<unsigned char>(std::uint64_t(text.size()) >> (8 * i));
+    write(length, sizeof length);
+    write(reinterpret_cast<const unsigned char*>(text.data()), text.size());
     for (const std::string& name : order) {
       const Entry& e = entries_.at(name);
-      if (!e.bytes.empty()) std::memcpy(data, e.bytes.data(), e.bytes.size());
-      data += e.bytes.size();
+      if (!e.bytes.empty()) write(e.bytes.data(), e.bytes.size());
     }
+  }
+
+  // The complete file as bytes.
+  std::vector<unsigned char> bytes() const {
+    std::vector<unsigned char> out;
+    out.reserve(data_bytes() + 4096);
+    write_pieces([&](const unsigned char* p, std::size_t n) { out.insert(out.end(), p, p + n); });
     return out;
   }
 
@@ -582,6 +594,14 @@ class SafetensorsWriter {
   template <class T>
   static void store(unsigned char* p, T v) {
     std::memcpy(p, &v, sizeof v);
+  }
+
+  std::vector<std::string> file_order() const {
+    std::vector<std::string> order = order_;
+    std::stable_sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+      return dtype_size(entries_.at(a).dtype) > dtype_size(entries_.at(b).dtype);
+    });
+    return order;
   }
 
   std::vector<std::string> order_;

@@ -306,6 +306,7 @@ class HfTensors {
     lowbit::detail::require(t.shape == shape, file.source(), ": tensor '", name, "' has shape ",
                             t.shape_string(), ", config.json implies ", expected);
     std::vector<float> values = file.floats(name);
+    file.release(name);  // converted: the mapped bytes need not stay resident
     for (float v : values)
       lowbit::detail::require(std::isfinite(v), file.source(), ": tensor '", name,
                               "' has non-finite values");

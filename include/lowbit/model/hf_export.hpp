@@ -340,7 +340,8 @@ class HfDirectoryWriter {
   void flush_shard() {
     if (shard_.names().empty()) return;
     shard_.set_metadata("format", "pt");
-    out_.add(part_name(shard_tensors_.size()), shard_.bytes());
+    out_.add(part_name(shard_tensors_.size()),
+             [&](const io::StagedDirectory::PieceWriter& write) { shard_.write_pieces(write); });
     shard_tensors_.push_back(shard_.names());
     total_bytes_ += shard_.data_bytes();
     shard_ = io::SafetensorsWriter();
