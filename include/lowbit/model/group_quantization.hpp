@@ -87,6 +87,13 @@ class GroupActivations {
     kept_ += x.rows();
   }
 
+  // Frees what was accumulated (the group is quantized).
+  void clear() {
+    statistics_.reset();
+    tokens_ = MatrixF();
+    kept_ = 0;
+  }
+
   Index in_features() const { return in_features_; }
   const Calibration& statistics() const {
     lowbit::detail::require(statistics_.has_value(), "GroupActivations: no statistics were kept");

@@ -65,7 +65,7 @@ class SequentialQuantizer {
     lowbit::detail::require(l < config_.n_layers, "SequentialQuantizer: all ", config_.n_layers,
                             " layers are quantized already");
     validate_layer(config_, layer, "SequentialQuantizer: layer " + std::to_string(l));
-    const std::vector<GroupActivations> activations = calibrate(layer, l);
+    std::vector<GroupActivations> activations = calibrate(layer, l);
     Layer quantized = layer;
     std::array<QuantizedLinear, kLinearsPerLayer> results;
     for (std::size_t g = 0; g < linear_groups().size(); ++g) {
@@ -95,6 +95,7 @@ class SequentialQuantizer {
         weights_ += n;
         results[k] = std::move(out[i]);
       }
+      activations[g].clear();  // its H (in x in doubles) before the next group works
     }
     // After the whole layer: a later group may fold its scales into an earlier linear.
     if (done)
