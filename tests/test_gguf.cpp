@@ -4,6 +4,7 @@
 #include <lowbit/core/ggml_grid.hpp>
 #include <lowbit/io/gguf.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -91,6 +92,134 @@ TEST(Gguf, WriterRewritesGgmlsFileByteForByte) {
   const std::vector<unsigned char> theirs((std::istreambuf_iterator<char>(in)),
                                           std::istreambuf_iterator<char>());
   EXPECT_TRUE(ours == theirs) << "ours " << ours.size() << " bytes, ggml's " << theirs.size();
+}
+
+std::vector<unsigned char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Streamed, with every tensor declared first and written last to first: the
+// file is still ggml's own, byte for byte.
+TEST(Gguf, StreamedWriterRewritesGgmlsFileByteForByte) {
+  const GgufReader f(test::bundled_gguf_golden());
+  test::TempDir dir;
+  const std::string path = dir.file("streamed.gguf");
+  {
+    GgufWriter writer;
+    for (const std::string& key : f.keys()) writer.set(key, f.value(key));
+    for (const io::GgufTensorInfo& t : f.tensors()) writer.declare_tensor(t.name, t.type, t.shape);
+    io::StagedFile file(path);
+    writer.start(file);
+    for (auto t = f.tensors().rbegin(); t != f.tensors().rend(); ++t)
+      writer.add_tensor(t->name, t->type, t->shape, f.data(t->name), t->bytes);
+    writer.finish();
+    EXPECT_FALSE(std::filesystem::exists(path)) << "visible before commit";
+    file.commit();
+  }
+  EXPECT_TRUE(file_bytes(path) == file_bytes(test::bundled_gguf_golden()));
+}
+
+// Any alignment, tensors added before start() beside declared ones: the
+// streamed file is the in-memory writer's bytes.
+TEST(Gguf, StreamedFileIsTheInMemoryBytes) {
+  for (std::uint32_t alignment : {32u, 8u, 128u}) {
+    SCOPED_TRACE(alignment);
+    GgufWriter memory(alignment), streamed(alignment);
+    std::mt19937 rng(alignment);
+    std::vector<std::vector<unsigned char>> payloads;
+    for (const GgmlTypeTraits& t : detail::kGgmlTypes) {
+      payloads.emplace_back(5 * t.type_size);
+      for (auto& b : payloads.back()) b = static_cast<unsigned char>(rng());
+    }
+    auto add = [&](GgufWriter& w, std::size_t i) {
+      const GgmlTypeTraits& t = detail::kGgmlTypes[i];
+      w.add_tensor(std::string("t.") + t.name, t.type, {5 * t.block_size}, payloads[i].data(),
+                   payloads[i].size());
+    };
+    for (GgufWriter* w : {&memory, &streamed}) w->set("general.architecture", "test");
+    for (std::size_t i = 0; i < payloads.size(); ++i) add(memory, i);
+    add(streamed, 0);  // before start(): held, then written by start()
+    for (std::size_t i = 1; i < payloads.size(); ++i) {
+      const GgmlTypeTraits& t = detail::kGgmlTypes[i];
+      streamed.declare_tensor(std::string("t.") + t.name, t.type, {5 * t.block_size});
+    }
+    test::TempDir dir;
+    io::StagedFile file(dir.file("s.gguf"));
+    streamed.start(file);
+    for (std::size_t i = payloads.size() - 1; i >= 1; --i) add(streamed, i);
+    streamed.finish();
+    file.commit();
+    EXPECT_TRUE(file_bytes(dir.file("s.gguf")) == memory.bytes());
+  }
+}
+
+// Every way a streamed file can go wrong names the tensor, and a file never
+// committed leaves nothing behind.
+TEST(Gguf, StreamingMisuseNamesTheTensor) {
+  test::TempDir dir;
+  const float four[4] = {1, 2, 3, 4};
+  {
+    GgufWriter writer;
+    writer.declare_tensor("a", GgmlType::f32, {4});
+    writer.declare_tensor("b", GgmlType::f32, {2, 2});
+    EXPECT_NE(error_of([&] {
+                writer.declare_tensor("a", GgmlType::f32, {4});
+              }).find("tensor 'a' declared twice"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.bytes();
+              }).find("tensor 'a' was declared but its bytes were never added"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { writer.finish(); }).find("finish() without start()"),
+              std::string::npos);
+    io::StagedFile file(dir.file("m.gguf"));
+    writer.start(file);
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("c", GgmlType::f32, {4}, four, 16);
+              }).find("tensor 'c': written but never declared"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("a", GgmlType::f32, {4}, four, 12);
+              }).find("tensor 'a': holds 12 bytes, its shape needs 16"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("b", GgmlType::f16, {2, 2}, four, 8);
+              }).find("tensor 'b': declared as f32 [2, 2], given f16 [2, 2]"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("b", GgmlType::f32, {4}, four, 16);
+              }).find("tensor 'b': declared as f32 [2, 2], given f32 [4]"),
+              std::string::npos);
+    writer.add_tensor("a", GgmlType::f32, {4}, four, 16);
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("a", GgmlType::f32, {4}, four, 16);
+              }).find("tensor 'a' added twice"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.finish();
+              }).find("tensor 'b' was declared but its bytes were never added"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.set("k", std::uint32_t{1});
+              }).find("key 'k': the header is written already"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] {
+                writer.declare_tensor("d", GgmlType::f32, {4});
+              }).find("tensor 'd': the header is written already"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { writer.bytes(); }).find("streams to a file"), std::string::npos);
+    EXPECT_NE(error_of([&] { writer.start(file); }).find("start(): the header is written"),
+              std::string::npos);
+    writer.add_tensor("b", GgmlType::f32, {2, 2}, four, 16);
+    writer.finish();
+    EXPECT_NE(error_of([&] {
+                writer.add_tensor("b", GgmlType::f32, {2, 2}, four, 16);
+              }).find("tensor 'b': written after finish()"),
+              std::string::npos);
+    EXPECT_FALSE(std::filesystem::is_empty(dir.file("")));  // the temporary file
+  }                                                         // not committed
+  EXPECT_TRUE(std::filesystem::is_empty(dir.file("")));
 }
 
 // One value of every type, arrays of each, nested and empty arrays.

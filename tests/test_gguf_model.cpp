@@ -4,6 +4,8 @@
 // whichever RoPE convention the source used (a Hugging Face directory gives
 // the same bytes as the llama2.c file it was converted from), and the file
 // read back runs as the model it came from.
+#include <fstream>
+#include <iterator>
 #include <lowbit/model/forward.hpp>
 #include <lowbit/model/gguf_model.hpp>
 #include <lowbit/model/sequences.hpp>
@@ -93,6 +95,77 @@ TEST(GgufModel, HalfRopeModelWithBiasesRunsTheSameAfterTheRoundTrip) {
   unpermuted.rope = rope_tables(unpermuted.config);
   EXPECT_GT((model_logits(unpermuted, tokens) - expected).cwiseAbs().maxCoeff(),
             0.1 * expected.cwiseAbs().maxCoeff());
+}
+
+std::vector<unsigned char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// declare_gguf_tensors declares what the add_* functions write (a separate
+// classifier, llama3's rope_freqs, q/k/v biases, q8_0 rows and F16 ones):
+// streamed in the order quantize-model produces them, the file is the
+// in-memory writer's, and written in another order it still is.
+TEST(GgufModel, DeclaredTensorsAreTheOnesTheAddFunctionsWrite) {
+  Model m = test::tiny_model(6, Config{64, 80, 2, 4, 2, 40, 16});
+  m.config.rope_scaling = {RopeScaling::Type::llama3, 8.0f, 1.0f, 4.0f, 64};
+  m.classifier = MatrixF::Random(40, 64);
+  for (Layer& layer : m.layers)
+    for (LinearKind kind : {LinearKind::wq, LinearKind::wk, LinearKind::wv})
+      layer.biases[index(kind)] = VectorF::Random(layer.linear(kind).out_features());
+  const GgmlType type = GgmlType::q8_0;  // 80-wide rows of ffn_down fall back to F16
+  std::vector<std::vector<QuantizedLinear>> linears(2);
+  for (int l = 0; l < 2; ++l)
+    for (const LinearGroup& group : linear_groups())
+      for (LinearKind kind : group.kinds) {  // what the ggml methods give
+        const MatrixF& w = test::weight(m, l, kind);
+        QuantizedLinear q;
+        const GgmlType stored = ggml_type_for(type, w.cols());
+        if (stored == GgmlType::f16)
+          q = {std::make_shared<FloatLinear>(w), 16.0, {}, {}, {}};
+        else
+          q.ggml = quantize_ggml(w, {stored, {}}).weights;
+        linears[std::size_t(l)].push_back(std::move(q));
+      }
+  auto add_layer = [&](io::GgufWriter& out, int l) {
+    std::size_t i = 0;
+    for (const LinearGroup& group : linear_groups())
+      for (LinearKind kind : group.kinds)
+        add_gguf_linear(out, m.config, l, kind, linears[std::size_t(l)][i++]);
+    add_gguf_layer_vectors(out, m.config, l, m.layers[std::size_t(l)]);
+  };
+  io::GgufWriter memory;
+  add_gguf_metadata(memory, m.config, type, "tiny");
+  add_gguf_globals(memory, m, type);
+  for (int l = 0; l < 2; ++l) add_layer(memory, l);
+  const std::vector<unsigned char> expected = memory.bytes();
+  EXPECT_EQ(io::GgufReader::from_bytes(expected).tensor("blk.1.ffn_down.weight").type,
+            GgmlType::f16);
+
+  test::TempDir dir;
+  for (const bool globals_last : {false, true}) {
+    SCOPED_TRACE(globals_last);
+    io::GgufWriter streamed;
+    add_gguf_metadata(streamed, m.config, type, "tiny");
+    declare_gguf_tensors(streamed, m, type, m.layers[1]);
+    io::StagedFile file(dir.file("s.gguf"));
+    streamed.start(file);
+    if (!globals_last) add_gguf_globals(streamed, m, type);
+    for (int l = 1; l >= 0; --l) add_layer(streamed, l);
+    if (globals_last) add_gguf_globals(streamed, m, type);
+    streamed.finish();
+    file.commit();
+    EXPECT_TRUE(file_bytes(dir.file("s.gguf")) == expected);
+  }
+  // A layer the declaration did not foresee (a bias the sample has not) is refused by name.
+  io::GgufWriter streamed;
+  Layer plain = m.layers[0];
+  plain.biases = {};
+  declare_gguf_tensors(streamed, m, type, plain);
+  io::StagedFile file(dir.file("t.gguf"));
+  streamed.start(file);
+  test::expect_error_containing([&] { add_gguf_layer_vectors(streamed, m.config, 0, m.layers[0]); },
+                                "tensor 'blk.0.attn_q.bias': written but never declared");
 }
 
 // llama3 rope scaling as llama.cpp's converter writes it (LlamaModel
@@ -239,6 +312,70 @@ TEST_F(GgufModelCli, stories260k_gguf_logits_are_the_quantized_models) {
     ASSERT_EQ(got.rows(), want.rows());
     EXPECT_LT((got - want).cwiseAbs().maxCoeff(), 1e-4 * want.cwiseAbs().maxCoeff());
   }
+}
+
+// The tool streams its file; the same quantization written whole in memory,
+// tensor by tensor in the order the tool produces them, gives the same bytes.
+TEST_F(GgufModelCli, stories260k_streamed_file_is_the_in_memory_one) {
+  REQUIRE_STORIES260K(m);
+  const std::string model_path = *lowbit::test::model_file("stories260K.bin");
+  const test::CommandResult q =
+      lowbit("quantize-model --model " + model_path +
+             " --format gguf --method rtn --calib-samples 4 --out " + dir.file("s.gguf"));
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+
+  const Model padded = pad_hidden(*m, 64);
+  const GgmlType type = GgmlType::q4_k;
+  std::vector<std::array<QuantizedLinear, kLinearsPerLayer>> linears(
+      std::size_t(padded.config.n_layers));
+  const QuantizedModel quantized = quantize_model(
+      padded, sample_sequences(padded, 4, 64, 1.0f, 1), {"llama.cpp", 4, 32, false, type}, {},
+      [&](int l, LinearKind kind, const QuantizedLinear& r) {
+        linears[std::size_t(l)][index(kind)] = r;
+      });
+  io::GgufWriter out;
+  add_gguf_metadata(out, padded.config, type, "stories260K");
+  add_gguf_no_tokenizer(out);
+  out.set("general.quantized_by", "lowbit quantize-model --method llama.cpp");
+  add_gguf_globals(out, padded, type);
+  for (int l = 0; l < padded.config.n_layers; ++l) {
+    for (const LinearGroup& group : linear_groups())
+      for (LinearKind kind : group.kinds)
+        add_gguf_linear(out, padded.config, l, kind, linears[std::size_t(l)][index(kind)]);
+    add_gguf_layer_vectors(out, padded.config, l, quantized.model.layers[std::size_t(l)]);
+  }
+  const std::vector<unsigned char> streamed = file_bytes(dir.file("s.gguf"));
+  EXPECT_TRUE(streamed == out.bytes()) << streamed.size() << " bytes streamed";
+}
+
+// SIGINT or SIGTERM while the file streams ends the run with 128 + the signal
+// and leaves neither the file nor its temporary.
+TEST_F(GgufModelCli, AnInterruptedRunLeavesNoFile) {
+  test::write_file(dir.file("m.bin"),
+                   test::llama2c_bytes(test::tiny_model(44, Config{256, 512, 6, 8, 8, 512, 64})));
+  int interrupted = 0;
+  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 350)
+    for (const char* signal : {"INT", "TERM"}) {
+      std::filesystem::remove(dir.file("q.gguf"));
+      const test::CommandResult r = test::run_command(
+          *test::cli_path() + " quantize-model --model " + dir.file("m.bin") +
+          " --format gguf --method gptq --calib-samples 4 --out " + dir.file("q.gguf") +
+          " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
+          " $pid; wait $pid");
+      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
+      std::vector<std::string> left;
+      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+        left.push_back(e.path().filename().string());
+      std::sort(left.begin(), left.end());
+      if (r.exit_code == 0) {  // finished before the signal
+        EXPECT_EQ(left, (std::vector<std::string>{"m.bin", "q.gguf"}));
+        continue;
+      }
+      ++interrupted;
+      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+      EXPECT_EQ(left, std::vector<std::string>{"m.bin"});
+    }
+  EXPECT_GT(interrupted, 0);
 }
 
 TEST_F(GgufModelCli, MisuseExitsWithTwo) {

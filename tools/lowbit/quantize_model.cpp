@@ -328,6 +328,11 @@ void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
                          model::add_gguf_tokenizer(out, job.model, c.vocab_size);
   if (!tokenizer) model::add_gguf_no_tokenizer(out);
   out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
+  // Every tensor is known before quantizing, so the header goes first and
+  // each tensor into OUT.tmpPID as it comes: the output never sits in memory.
+  model::declare_gguf_tensors(out, padded.globals, type, padded.layer(0));
+  io::StagedFile file(job.out);
+  out.start(file);
   model::add_gguf_globals(out, padded.globals, type);
   const double bits_per_weight = quantize_layers(
       padded, job,
@@ -337,7 +342,7 @@ void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
       [&](int layer, const model::Layer& quantized) {
         model::add_gguf_layer_vectors(out, c, layer, quantized);
       });
-  io::StagedFile file(job.out, out.bytes());
+  out.finish();
   {
     const HoldInterrupts hold;
     file.commit();

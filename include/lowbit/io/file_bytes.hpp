@@ -8,8 +8,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -148,6 +150,18 @@ inline bool write_all(int fd, const std::vector<unsigned char>& data) {
   return write_all(fd, data.data(), data.size());
 }
 
+// Writes `size` bytes at `offset` of the open descriptor; false on any error.
+inline bool pwrite_all(int fd, std::uint64_t offset, const unsigned char* data, std::size_t size) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
 // Removes a directory of plain files with system calls only (open, getdents64,
 // unlinkat, rmdir: no allocation), so a signal handler may call it.
 inline void remove_flat_directory(const char* path) noexcept {
@@ -188,44 +202,64 @@ inline void remove_temporary_files() noexcept {
 }
 
 // One output file, written in two steps so several outputs can appear
-// together: the constructor writes the bytes, commit() puts them under the
-// final name, and an uncommitted StagedFile removes what it wrote.
+// together: the bytes are written (all at once, or piece by piece at their
+// offsets with write_at, so a large file never has to be in memory), commit()
+// puts them under the final name, and an uncommitted StagedFile removes what
+// it wrote.
 //   - a regular file (or none yet) is replaced atomically: the bytes go to a
 //     temporary file beside it, renamed over it on commit;
 //   - a symbolic link is followed: its target is replaced the same way;
 //   - a character device or a FIFO (/dev/null, a pipe) is written through at
-//     commit, never replaced;
+//     commit, never replaced (its bytes wait in memory, as a pipe cannot seek);
 //   - anything else (a directory, a block device, a socket) is refused.
 class StagedFile {
  public:
-  StagedFile(const std::string& path, std::vector<unsigned char> data) : path_(path) {
+  // An empty file: write_at gives its bytes.
+  explicit StagedFile(const std::string& path) : path_(path) {
     target_ = detail::follow_links(path);
     struct stat st {};
     if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
       lowbit::detail::require(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode), path,
                               ": not a regular file, a character device or a FIFO; "
                               "refusing to write over it");
-      through_ = std::move(data);
       write_through_ = true;
       return;
     }
     temporary_ = target_ + ".tmp" + std::to_string(::getpid());
     slot_ = detail::register_temporary(temporary_);
-    const int fd = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
+    fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd_ < 0) {
       const int error = errno;
       detail::unregister_temporary(slot_);
+      slot_ = -1;
       lowbit::detail::fail(path, ": cannot create ", temporary_, " (", std::strerror(error), ")");
     }
-    const bool written = detail::write_all(fd, data);
-    if (::close(fd) != 0 || !written) {
-      discard();
-      lowbit::detail::fail(path, ": write failed");
-    }
+  }
+  StagedFile(const std::string& path, const std::vector<unsigned char>& data) : StagedFile(path) {
+    write_at(0, data.data(), data.size());
   }
   StagedFile(const StagedFile&) = delete;
   StagedFile& operator=(const StagedFile&) = delete;
   ~StagedFile() { discard(); }
+
+  // Writes `size` bytes at `offset`; bytes never written read as zeros.
+  void write_at(std::uint64_t offset, const void* data, std::size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    if (write_through_) {
+      lowbit::detail::require(offset <= SIZE_MAX - size, path_, ": offset ", offset,
+                              " is too large");
+      const auto end = static_cast<std::size_t>(offset) + size;
+      if (through_.size() < end) through_.resize(end, 0);
+      std::copy(p, p + size, through_.begin() + static_cast<std::ptrdiff_t>(offset));
+      return;
+    }
+    lowbit::detail::require(fd_ >= 0, path_, ": written after commit");
+    if (!detail::pwrite_all(fd_, offset, p, size)) {
+      const int error = errno;
+      discard();
+      lowbit::detail::fail(path_, ": write failed (", std::strerror(error), ")");
+    }
+  }
 
   void commit() {
     if (write_through_) {
@@ -235,6 +269,12 @@ class StagedFile {
       const bool written = detail::write_all(fd, through_);
       lowbit::detail::require(::close(fd) == 0 && written, path_, ": write failed");
       return;
+    }
+    const bool closed = ::close(fd_) == 0;
+    fd_ = -1;
+    if (!closed) {
+      discard();
+      lowbit::detail::fail(path_, ": write failed");
     }
     if (std::rename(temporary_.c_str(), target_.c_str()) != 0) {
       const int error = errno;
@@ -248,6 +288,8 @@ class StagedFile {
 
  private:
   void discard() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
     if (slot_ < 0) return;
     std::remove(temporary_.c_str());
     detail::unregister_temporary(slot_);
@@ -257,12 +299,13 @@ class StagedFile {
   std::string path_, target_, temporary_;
   std::vector<unsigned char> through_;  // the bytes for a device or FIFO
   bool write_through_ = false;
+  int fd_ = -1;    // the open temporary file until commit
   int slot_ = -1;  // the registered temporary file, -1 when none
 };
 
 // Writes one file as StagedFile describes (atomically for regular files).
-inline void write_file_atomically(const std::string& path, std::vector<unsigned char> data) {
-  StagedFile(path, std::move(data)).commit();
+inline void write_file_atomically(const std::string& path, const std::vector<unsigned char>& data) {
+  StagedFile(path, data).commit();
 }
 
 // A new directory written file by file, so no file needs to stay in memory:

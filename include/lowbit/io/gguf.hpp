@@ -613,6 +613,13 @@ class GgufReader {
   std::map<std::string, std::size_t> index_;
 };
 
+// Writes a GGUF whole in memory (bytes(), write()) or streamed into a file,
+// so that a model's tensors need not be in memory at once: the header lists
+// every tensor with its offset, so a streamed file declares every tensor
+// (declare_tensor) before start() writes the header; add_tensor then writes
+// each one's bytes at its offset, in any order, and finish() checks that none
+// is missing. Tensors are laid out in the order they are declared or added;
+// the bytes are the same either way.
 class GgufWriter {
  public:
   // A power of two and a multiple of 8 (the spec's rule); written as
@@ -626,6 +633,7 @@ class GgufWriter {
   // Adds a key, or replaces its value in place.
   void set(const std::string& key, GgufValue value) {
     lowbit::detail::require(!key.empty(), "GgufWriter: empty key");
+    require_header_open("key '" + key + "'");
     lowbit::detail::require(key != "general.alignment" || value == GgufValue(alignment_),
                             "GgufWriter: general.alignment is set by the constructor");
     const auto it =
@@ -636,32 +644,44 @@ class GgufWriter {
       kv_.emplace_back(key, std::move(value));
   }
 
-  // Raw bytes of a tensor of any ggml type; shape in ggml's order (shape[0]
-  // is the length of a row), 1 to 4 dims.
+  // A tensor whose bytes add_tensor gives later; shape in ggml's order
+  // (shape[0] is the length of a row), 1 to 4 dims.
+  void declare_tensor(const std::string& name, GgmlType type, std::vector<std::int64_t> shape) {
+    require_header_open("tensor '" + name + "'");
+    const std::string where = "GgufWriter: tensor '" + name + "'";
+    lowbit::detail::require(find(name) == nullptr, where, " declared twice");
+    const std::size_t bytes = tensor_bytes(name, type, shape);
+    tensors_.push_back({{name, type, std::move(shape), next_offset_, bytes}, {}, false});
+    next_offset_ += padded(bytes);
+  }
+
+  // Raw bytes of a tensor of any ggml type: one declared before (same type
+  // and shape), or, until start(), a new one.
   void add_tensor(const std::string& name, GgmlType type, std::vector<std::int64_t> shape,
                   const void* data, std::size_t bytes) {
     const std::string where = "GgufWriter: tensor '" + name + "'";
-    lowbit::detail::require(!name.empty() && name.size() < kGgufMaxTensorName, where,
-                            ": the name must have 1 to ", kGgufMaxTensorName - 1,
-                            " bytes (ggml's limit)");
-    for (const Tensor& t : tensors_) lowbit::detail::require(t.name != name, where, " added twice");
-    lowbit::detail::require(!shape.empty() && shape.size() <= 4, where,
-                            ": expected 1 to 4 dims, got ", shape.size());
-    std::int64_t numel = 1;
-    for (std::int64_t d : shape) {
-      lowbit::detail::require(d >= 0, where, ": negative dim ", d);
-      numel *= d;
+    lowbit::detail::require(stage_ != Stage::finished, where, ": written after finish()");
+    Tensor* t = find(name);
+    if (t == nullptr) {
+      lowbit::detail::require(stage_ == Stage::open, where,
+                              ": written but never declared (a streamed file declares every "
+                              "tensor before start())");
+      check_bytes(where, bytes, tensor_bytes(name, type, shape));
+      declare_tensor(name, type, std::move(shape));
+      t = &tensors_.back();
+    } else {
+      lowbit::detail::require(!t->added, where, " added twice");
+      lowbit::detail::require(t->info.type == type && t->info.shape == shape, where,
+                              ": declared as ", describe(t->info.type, t->info.shape), ", given ",
+                              describe(type, shape));
+      check_bytes(where, bytes, t->info.bytes);
     }
-    const GgmlTypeTraits& traits = ggml_type_traits(type);
-    lowbit::detail::require(shape[0] % traits.block_size == 0, where, ": ", traits.name,
-                            " rows must hold multiples of ", traits.block_size, " weights, got ",
-                            shape[0]);
-    const std::size_t expected =
-        static_cast<std::size_t>(numel / traits.block_size) * traits.type_size;
-    lowbit::detail::require(bytes == expected, where, ": holds ", bytes, " bytes, its shape needs ",
-                            expected);
     const auto* p = static_cast<const unsigned char*>(data);
-    tensors_.push_back({name, type, std::move(shape), std::vector<unsigned char>(p, p + bytes)});
+    if (stage_ == Stage::streaming)
+      write_data(*t, p);
+    else
+      t->data.assign(p, p + bytes);
+    t->added = true;
   }
 
   // A rows x cols matrix stored as F32, F16 or BF16.
@@ -689,7 +709,118 @@ class GgufWriter {
     add_tensor(name, w.type, {w.cols(), w.rows()}, bytes.data(), bytes.size());
   }
 
+  // The whole file, every tensor added (not a streaming writer).
   std::vector<unsigned char> bytes() const {
+    lowbit::detail::require(stage_ == Stage::open,
+                            "GgufWriter: bytes() of a writer that streams to a file");
+    require_every_tensor_added();
+    std::vector<unsigned char> out = header();
+    const std::size_t data_offset = out.size();
+    out.resize(data_offset + next_offset_, 0);
+    for (const Tensor& t : tensors_)
+      std::copy(t.data.begin(), t.data.end(),
+                out.begin() + static_cast<std::ptrdiff_t>(data_offset + t.info.offset));
+    return out;
+  }
+
+  void write(const std::string& path) const { write_file_atomically(path, bytes()); }
+
+  // Writes the header (keys and every tensor declared or added so far) into
+  // `file`, and the tensors already added; from here add_tensor writes each
+  // declared tensor into it. `file` must outlive the writer's use of it; the
+  // caller commits it after finish().
+  void start(StagedFile& file) {
+    require_header_open("start()");
+    const std::vector<unsigned char> head = header();
+    file.write_at(0, head.data(), head.size());
+    file_ = &file;
+    data_offset_ = head.size();
+    stage_ = Stage::streaming;
+    for (Tensor& t : tensors_)
+      if (t.added) {
+        write_data(t, t.data.data());
+        t.data = {};
+      }
+  }
+
+  // Checks that every declared tensor was written; the file is then complete.
+  void finish() {
+    lowbit::detail::require(stage_ == Stage::streaming, "GgufWriter: finish() without start()");
+    require_every_tensor_added();
+    stage_ = Stage::finished;
+    file_ = nullptr;
+  }
+
+ private:
+  struct Tensor {
+    GgufTensorInfo info;              // offset into the data section
+    std::vector<unsigned char> data;  // until streamed, or for bytes()
+    bool added;
+  };
+  enum class Stage { open, streaming, finished };
+  static constexpr unsigned char kMagic[4] = {'G', 'G', 'U', 'F'};
+
+  std::size_t padded(std::size_t n) const { return (n + alignment_ - 1) / alignment_ * alignment_; }
+
+  Tensor* find(const std::string& name) {
+    for (Tensor& t : tensors_)
+      if (t.info.name == name) return &t;
+    return nullptr;
+  }
+
+  void require_header_open(const std::string& what) const {
+    lowbit::detail::require(stage_ == Stage::open, "GgufWriter: ", what,
+                            ": the header is written already (start() was called)");
+  }
+
+  void require_every_tensor_added() const {
+    for (const Tensor& t : tensors_)
+      lowbit::detail::require(t.added, "GgufWriter: tensor '", t.info.name,
+                              "' was declared but its bytes were never added");
+  }
+
+  static std::string describe(GgmlType type, const std::vector<std::int64_t>& shape) {
+    GgufTensorInfo t;
+    t.shape = shape;
+    return std::string(ggml_type_name(type)) + " " + t.shape_string();
+  }
+
+  static void check_bytes(const std::string& where, std::size_t bytes, std::size_t expected) {
+    lowbit::detail::require(bytes == expected, where, ": holds ", bytes, " bytes, its shape needs ",
+                            expected);
+  }
+
+  // The bytes a tensor of this name, type and shape holds; throws for a bad one.
+  static std::size_t tensor_bytes(const std::string& name, GgmlType type,
+                                  const std::vector<std::int64_t>& shape) {
+    const std::string where = "GgufWriter: tensor '" + name + "'";
+    lowbit::detail::require(!name.empty() && name.size() < kGgufMaxTensorName, where,
+                            ": the name must have 1 to ", kGgufMaxTensorName - 1,
+                            " bytes (ggml's limit)");
+    lowbit::detail::require(!shape.empty() && shape.size() <= 4, where,
+                            ": expected 1 to 4 dims, got ", shape.size());
+    std::int64_t numel = 1;
+    for (std::int64_t d : shape) {
+      lowbit::detail::require(d >= 0, where, ": negative dim ", d);
+      numel *= d;
+    }
+    const GgmlTypeTraits& traits = ggml_type_traits(type);
+    lowbit::detail::require(shape[0] % traits.block_size == 0, where, ": ", traits.name,
+                            " rows must hold multiples of ", traits.block_size, " weights, got ",
+                            shape[0]);
+    return static_cast<std::size_t>(numel / traits.block_size) * traits.type_size;
+  }
+
+  // A tensor's bytes and the zeros that pad it, at its place in the file.
+  void write_data(const Tensor& t, const unsigned char* data) {
+    const std::uint64_t at = data_offset_ + t.info.offset;
+    file_->write_at(at, data, t.info.bytes);
+    const std::vector<unsigned char> zeros(padded(t.info.bytes) - t.info.bytes, 0);
+    file_->write_at(at + t.info.bytes, zeros.data(), zeros.size());
+  }
+
+  // Keys and tensor infos, padded to the alignment: where the data begins.
+  std::vector<unsigned char> header() const {
     std::vector<unsigned char> out(std::begin(kMagic), std::end(kMagic));
     put(out, kGgufVersion);
     put(out, static_cast<std::uint64_t>(tensors_.size()));
@@ -699,35 +830,16 @@ class GgufWriter {
       put(out, static_cast<std::int32_t>(value.type()));
       put_value(out, value);
     }
-    std::uint64_t offset = 0;
     for (const Tensor& t : tensors_) {
-      put_string(out, t.name);
-      put(out, static_cast<std::uint32_t>(t.shape.size()));
-      for (std::int64_t d : t.shape) put(out, static_cast<std::uint64_t>(d));
-      put(out, static_cast<std::int32_t>(t.type));
-      put(out, offset);
-      offset += padded(t.bytes.size());
+      put_string(out, t.info.name);
+      put(out, static_cast<std::uint32_t>(t.info.shape.size()));
+      for (std::int64_t d : t.info.shape) put(out, static_cast<std::uint64_t>(d));
+      put(out, static_cast<std::int32_t>(t.info.type));
+      put(out, t.info.offset);
     }
     out.resize(padded(out.size()), 0);
-    for (const Tensor& t : tensors_) {
-      out.insert(out.end(), t.bytes.begin(), t.bytes.end());
-      out.resize(padded(out.size()), 0);
-    }
     return out;
   }
-
-  void write(const std::string& path) const { write_file_atomically(path, bytes()); }
-
- private:
-  struct Tensor {
-    std::string name;
-    GgmlType type;
-    std::vector<std::int64_t> shape;
-    std::vector<unsigned char> bytes;
-  };
-  static constexpr unsigned char kMagic[4] = {'G', 'G', 'U', 'F'};
-
-  std::size_t padded(std::size_t n) const { return (n + alignment_ - 1) / alignment_ * alignment_; }
 
   template <class T>
   static void put(std::vector<unsigned char>& out, T v) {
@@ -753,6 +865,10 @@ class GgufWriter {
   std::uint32_t alignment_;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<Tensor> tensors_;
+  std::uint64_t next_offset_ = 0;  // where the next tensor goes in the data section
+  Stage stage_ = Stage::open;
+  StagedFile* file_ = nullptr;  // while streaming
+  std::uint64_t data_offset_ = 0;
 };
 
 }  // namespace lowbit::io

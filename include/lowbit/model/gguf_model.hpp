@@ -31,6 +31,7 @@
 // rope_freqs in F32.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -160,6 +161,34 @@ inline VectorF llama3_rope_factors(const Config& c) {
   return factors;
 }
 
+// token_embd, output (unless tied), output_norm and rope_freqs (llama3), in
+// file order: matrix(name, m) for the embeddings, vector(name, v) for the rest.
+template <class OnMatrix, class OnVector>
+void visit_gguf_globals(const Model& globals, const OnMatrix& matrix, const OnVector& vector) {
+  matrix("token_embd.weight", globals.token_embedding);
+  if (globals.classifier.size() != 0) matrix("output.weight", globals.classifier);
+  vector("output_norm.weight", globals.final_norm);
+  if (globals.config.rope_scaling.type == RopeScaling::Type::llama3)
+    vector("rope_freqs.weight", llama3_rope_factors(globals.config));
+}
+
+// A layer's norms, then the biases it has (rows in llama.cpp's order), as
+// vector(name, v) in file order.
+template <class OnVector>
+void visit_gguf_layer_vectors(const Config& c, int layer, const Layer& l, const OnVector& vector) {
+  const std::string block = "blk." + std::to_string(layer) + ".";
+  vector(block + "attn_norm.weight", l.attention_norm);
+  vector(block + "ffn_norm.weight", l.ffn_norm);
+  for (LinearKind kind : kAllLinears) {
+    const VectorF& bias = l.biases[index(kind)];
+    if (bias.size() == 0) continue;
+    const std::vector<Index> order = gguf_row_order(c, kind);
+    VectorF stored = bias;
+    for (std::size_t r = 0; r < order.size(); ++r) stored(Index(r)) = bias(order[r]);
+    vector(gguf_linear_name(layer, kind) + ".bias", stored);
+  }
+}
+
 }  // namespace detail
 
 // The metadata of a model stored in `type` (general.*, llama.*); the
@@ -195,12 +224,12 @@ inline void add_gguf_no_tokenizer(io::GgufWriter& out) { out.set("tokenizer.ggml
 
 // token_embd, output (unless tied), output_norm and rope_freqs (llama3).
 inline void add_gguf_globals(io::GgufWriter& out, const Model& globals, GgmlType type) {
-  detail::add_quantized_matrix(out, "token_embd.weight", globals.token_embedding, type);
-  if (globals.classifier.size() != 0)
-    detail::add_quantized_matrix(out, "output.weight", globals.classifier, type);
-  detail::add_vector(out, "output_norm.weight", globals.final_norm);
-  if (globals.config.rope_scaling.type == RopeScaling::Type::llama3)
-    detail::add_vector(out, "rope_freqs.weight", detail::llama3_rope_factors(globals.config));
+  detail::visit_gguf_globals(
+      globals,
+      [&](const std::string& name, const MatrixF& m) {
+        detail::add_quantized_matrix(out, name, m, type);
+      },
+      [&](const std::string& name, const VectorF& v) { detail::add_vector(out, name, v); });
 }
 
 // A quantized linear: its ggml blocks, or the fp16 weights of llama.cpp's
@@ -219,16 +248,40 @@ inline void add_gguf_linear(io::GgufWriter& out, const Config& c, int layer, Lin
 // A layer's norms and biases (its linears go through add_gguf_linear).
 inline void add_gguf_layer_vectors(io::GgufWriter& out, const Config& c, int layer,
                                    const Layer& l) {
-  const std::string block = "blk." + std::to_string(layer) + ".";
-  detail::add_vector(out, block + "attn_norm.weight", l.attention_norm);
-  detail::add_vector(out, block + "ffn_norm.weight", l.ffn_norm);
-  for (LinearKind kind : kAllLinears) {
-    const VectorF& bias = l.biases[index(kind)];
-    if (bias.size() == 0) continue;
-    const std::vector<Index> order = gguf_row_order(c, kind);
-    VectorF stored = bias;
-    for (std::size_t r = 0; r < order.size(); ++r) stored(Index(r)) = bias(order[r]);
-    detail::add_vector(out, gguf_linear_name(layer, kind) + ".bias", stored);
+  detail::visit_gguf_layer_vectors(c, layer, l, [&](const std::string& name, const VectorF& v) {
+    detail::add_vector(out, name, v);
+  });
+}
+
+// Every tensor of a model's GGUF, declared before any is written so that the
+// file streams (io::GgufWriter::start): the globals as add_gguf_globals adds
+// them; then per layer its linears as add_gguf_linear adds a model quantized
+// into `type` (each in ggml_type_for its rows), in the order
+// SequentialQuantizer finishes them (linear_groups()), and its vectors as
+// add_gguf_layer_vectors adds them. `sample`: any layer of the model, whose
+// norm sizes and biases stand for every layer's. The order is the one
+// quantize-model wrote before it streamed, so its files are unchanged.
+inline void declare_gguf_tensors(io::GgufWriter& out, const Model& globals, GgmlType type,
+                                 const Layer& sample) {
+  const Config& c = globals.config;
+  const auto declare_vector = [&](const std::string& name, const VectorF& v) {
+    out.declare_tensor(name, GgmlType::f32, {v.size()});
+  };
+  detail::visit_gguf_globals(
+      globals,
+      [&](const std::string& name, const MatrixF& m) {
+        out.declare_tensor(name, ggml_type_for(type, m.cols()), {m.cols(), m.rows()});
+      },
+      declare_vector);
+  const std::array<Index, kLinearsPerLayer> rows = linear_rows(c), cols = linear_cols(c);
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (const LinearGroup& group : linear_groups())
+      for (LinearKind kind : group.kinds) {
+        const std::size_t k = index(kind);
+        out.declare_tensor(gguf_linear_name(l, kind) + ".weight", ggml_type_for(type, cols[k]),
+                           {cols[k], rows[k]});
+      }
+    detail::visit_gguf_layer_vectors(c, l, sample, declare_vector);
   }
 }
 
