@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <lowbit/io/awq_format.hpp>
 #include <lowbit/io/bpdq_format.hpp>
@@ -23,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace lowbit::fuzz {
 
 inline void write_file(const std::string& path, const std::uint8_t* data, std::size_t size) {
@@ -30,6 +33,27 @@ inline void write_file(const std::string& path, const std::uint8_t* data, std::s
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   if (!out) throw std::runtime_error(path + ": cannot write the fuzz input");
 }
+
+// A directory of the fuzzer's own under the temporary directory, removed at
+// exit (libFuzzer exits normally after -max_total_time or -runs).
+class ScratchDirectory {
+ public:
+  explicit ScratchDirectory(const std::string& name)
+      : path_(std::filesystem::temp_directory_path().string() + "/" + name + "." +
+              std::to_string(::getpid())) {
+    std::filesystem::create_directories(path_);
+  }
+  ScratchDirectory(const ScratchDirectory&) = delete;
+  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+  ~ScratchDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // Runs `read`, letting lowbit::Error (a clean refusal) end only this attempt.
 template <class Read>
