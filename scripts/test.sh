@@ -7,7 +7,9 @@
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: every unit test;
 #   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
 #      (baseline ARMv8, and ARMv8.2 with the dot-product extension);
-#   4. the safetensors and GGUF fuzzers (clang, libFuzzer) for a bounded time.
+#   4. every fuzzer (clang, libFuzzer: safetensors, GGUF, llama2.c, layer and
+#      checkpoint tensors, config.json, the command line) for a bounded time,
+#      LOWBIT_FUZZ_SECONDS each (10 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user clang clang-format libclang-rt-14-dev \
@@ -70,15 +72,15 @@ build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-lin
   -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
 
 if command -v clang++ >/dev/null; then
-  step "safetensors and GGUF fuzzers (bounded)"
+  step "fuzzers (bounded)"
   cmake -S . -B build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DLOWBIT_BUILD_FUZZERS=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF \
     -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF >/dev/null
   cmake --build build/ci-fuzz -j"$jobs"
-  for reader in safetensors gguf; do
+  for reader in safetensors gguf llama2c layer_file hf_config cli; do
     mkdir -p "build/ci-fuzz/corpus-$reader"
-    "build/ci-fuzz/tests/fuzz/fuzz_$reader" -max_total_time="${LOWBIT_FUZZ_SECONDS:-30}" \
-      -rss_limit_mb=2048 "build/ci-fuzz/corpus-$reader" "tests/data/${reader}_hostile"
+    "build/ci-fuzz/tests/fuzz/fuzz_$reader" -max_total_time="${LOWBIT_FUZZ_SECONDS:-10}" \
+      -rss_limit_mb=2048 -timeout=10 "build/ci-fuzz/corpus-$reader" "tests/data/${reader}_hostile"
   done
 fi
 

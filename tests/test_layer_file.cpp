@@ -7,6 +7,7 @@
 #include <lowbit/io/layer_file.hpp>
 #include <lowbit/quant/rtn.hpp>
 
+#include "fuzz/fuzz_targets.hpp"
 #include "test_support.hpp"
 
 namespace lowbit::io {
@@ -397,6 +398,39 @@ TEST(LayerFile, MethodWritersFollowTheLayout) {
   expect_tensor(b, "init_scale8", Dtype::F32, {2, 8});
   EXPECT_EQ(b.ints("final_perm"), (std::vector<std::int32_t>{1, 0, 2}));
   EXPECT_EQ(b.ints("global_perm"), (std::vector<std::int32_t>{1, 0}));
+}
+
+// tests/data/layer_file_hostile (make_corpus.py there), fuzz_layer_file's
+// seeds and findings: every reader of every described file gives a value or
+// lowbit::Error, and each valid_* seed reaches the reader it was made for.
+TEST(LayerFile, FuzzCorpusReadsOrIsRefused) {
+  const std::vector<std::string> files = test::fuzz_corpus("layer_file");
+  ASSERT_GE(files.size(), 12u);
+  for (const std::string& file : files) {
+    SCOPED_TRACE(file);
+    const std::vector<std::uint8_t> bytes = test::file_bytes(file);
+    try {
+      fuzz::read_layer_file(bytes.data(), bytes.size());
+    } catch (const Error&) {
+    }
+  }
+  auto described = [](const std::string& name) {
+    const std::vector<std::uint8_t> bytes =
+        test::file_bytes(test::test_data_dir() + "/layer_file_hostile/" + name + ".bin");
+    return fuzz::layer_file_from_description(bytes.data(), bytes.size());
+  };
+  EXPECT_EQ(read_layer_inputs(described("valid_layer_inputs")).extra_weights.size(), 1u);
+  for (const char* result : {"rtn", "tacq", "bpdq", "smoothquant", "awq", "gguf_q8_0"}) {
+    SCOPED_TRACE(result);
+    const QuantizedLayer layer =
+        read_quantized_layer(described(std::string("valid_") + result + "_result"), 64);
+    EXPECT_EQ(layer.int8 ? layer.int8->rows() : layer.planes.rows(), 8);
+  }
+  EXPECT_EQ(read_gptq_linear(described("valid_gptq_linear"), "l", 4).rows(), 32);
+  EXPECT_TRUE(read_linear_bias(described("valid_gptq_linear"), "l", 32));
+  EXPECT_EQ(read_awq_linear(described("valid_awq_linear"), "l").rows(), 32);
+  EXPECT_EQ(read_bpdq_linear(described("valid_bpdq_linear"), "l").rows(), 8);
+  EXPECT_EQ(read_gptq_linear(described("large_gptq_linear"), "l", 3).cols(), 1024);
 }
 
 }  // namespace

@@ -131,5 +131,21 @@ TEST_F(Llama2c, stories260k_rejects_a_truncated_copy) {
   expect_load_error(dir.file("half.bin"), "expected 1056540 bytes");
 }
 
+// tests/data/llama2c_hostile (make_corpus.py there), fuzz_llama2c's seeds:
+// valid_* load whole; every other file is refused with an error naming it.
+TEST_F(Llama2c, FuzzCorpusLoadsOrIsRefusedByName) {
+  const std::vector<std::string> files = test::fuzz_corpus("llama2c");
+  ASSERT_GE(files.size(), 13u);
+  for (const std::string& file : files) {
+    SCOPED_TRACE(file);
+    if (test::is_valid_case(file))
+      EXPECT_GT(load_llama2c(file).layers.size(), 0u);
+    else
+      expect_load_error(file, file);
+  }
+  expect_load_error(test::test_data_dir() + "/llama2c_hostile/n_layers_huge.bin",
+                    "n_layers = 1000000000 is outside 1..1024");
+}
+
 }  // namespace
 }  // namespace lowbit::model

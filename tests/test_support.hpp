@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/io/safetensors.hpp>
@@ -187,6 +189,25 @@ inline CommandResult run_command(const std::string& command) {
   const int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// The inputs of a fuzzer's corpus, tests/data/<fuzzer>_hostile (seeds and the
+// inputs that found defects; not its make_corpus.py), sorted.
+inline std::vector<std::string> fuzz_corpus(const std::string& fuzzer) {
+  std::vector<std::string> files;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(test_data_dir() + "/" + fuzzer + "_hostile"))
+    if (entry.path().extension() != ".py") files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+// Corpus files named valid_* must be accepted; the others refused.
+inline bool is_valid_case(const std::string& file) {
+  return std::filesystem::path(file).filename().string().rfind("valid_", 0) == 0;
+}
+inline std::vector<std::uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A fresh empty directory for a test's files, removed by the destructor.

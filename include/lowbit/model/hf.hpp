@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cfloat>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -84,17 +85,24 @@ class ConfigFields {
   int integer(const std::string& key, std::optional<int> fallback = std::nullopt) const {
     if (fallback && !present(key)) return *fallback;
     const nlohmann::json& v = at(key);
-    lowbit::detail::require(v.is_number_integer() && v.get<std::int64_t>() >= INT32_MIN &&
-                                v.get<std::int64_t>() <= INT32_MAX,
-                            path_, ": field '", prefix_, key, "' must be an integer, got ",
-                            v.dump());
+    // Read as its own type: an unsigned value above INT64_MAX would wrap to a
+    // negative int64, and a float or a string must not be converted at all.
+    bool in_range = false;
+    if (v.is_number_unsigned())
+      in_range = v.get<std::uint64_t>() <= INT32_MAX;
+    else if (v.is_number_integer())
+      in_range = v.get<std::int64_t>() >= INT32_MIN && v.get<std::int64_t>() <= INT32_MAX;
+    lowbit::detail::require(in_range, path_, ": field '", prefix_, key,
+                            "' must be an integer, got ", v.dump());
     return v.get<int>();
   }
   float number(const std::string& key, std::optional<float> fallback = std::nullopt) const {
     if (fallback && !present(key)) return *fallback;
     const nlohmann::json& v = at(key);
-    lowbit::detail::require(v.is_number(), path_, ": field '", prefix_, key,
-                            "' must be a number, got ", v.dump());
+    // 1e300 would not fit a float.
+    const double value = v.is_number() ? v.get<double>() : 0.0;
+    lowbit::detail::require(v.is_number() && std::abs(value) <= FLT_MAX, path_, ": field '",
+                            prefix_, key, "' must be a number (finite as a float), got ", v.dump());
     return v.get<float>();
   }
   bool boolean(const std::string& key, bool fallback) const {

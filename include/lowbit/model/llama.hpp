@@ -51,8 +51,9 @@ struct Config {
 };
 
 // Checks a configuration: positive sizes within bounds that keep any weight
-// file's size below 2^49 bytes (no overflow), heads that divide the width, an
-// even head size (RoPE rotates pairs). `source` (a file name) starts the message.
+// file's size below 2^49 bytes (no overflow) and the RoPE tables below 512
+// MiB, heads that divide the width, an even head size (RoPE rotates pairs).
+// `source` (a file name) starts the message.
 inline void validate_config(const Config& c, const std::string& source) {
   auto in_range = [&](int value, int limit, const char* what) {
     lowbit::detail::require(value > 0 && value <= limit, source, ": ", what, " = ", value,
@@ -72,6 +73,12 @@ inline void validate_config(const Config& c, const std::string& source) {
                           " is not a multiple of n_kv_heads ", c.n_kv_heads);
   lowbit::detail::require(c.head_size() % 2 == 0, source, ": head size ", c.head_size(),
                           " must be even (rotary embeddings rotate pairs)");
+  // The RoPE tables are built before any layer is read: a small file must not
+  // make them huge. 2^27 covers real models (Qwen2.5-1M: 1010000 x 128).
+  const std::int64_t rope_entries = std::int64_t(c.seq_len) * c.head_size();
+  lowbit::detail::require(rope_entries <= (std::int64_t(1) << 27), source, ": seq_len ", c.seq_len,
+                          " x head size ", c.head_size(), " = ", rope_entries,
+                          " RoPE table entries, more than 2^27 (512 MiB)");
   lowbit::detail::require(c.norm_eps > 0 && c.rope_theta > 0 && std::isfinite(c.norm_eps) &&
                               std::isfinite(c.rope_theta),
                           source, ": norm_eps ", c.norm_eps, " and rope_theta ", c.rope_theta,
