@@ -353,29 +353,10 @@ TEST_F(GgufModelCli, stories260k_streamed_file_is_the_in_memory_one) {
 TEST_F(GgufModelCli, AnInterruptedRunLeavesNoFile) {
   test::write_file(dir.file("m.bin"),
                    test::llama2c_bytes(test::tiny_model(44, Config{256, 512, 6, 8, 8, 512, 64})));
-  int interrupted = 0;
-  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 350)
-    for (const char* signal : {"INT", "TERM"}) {
-      std::filesystem::remove(dir.file("q.gguf"));
-      const test::CommandResult r = test::run_command(
-          *test::cli_path() + " quantize-model --model " + dir.file("m.bin") +
-          " --format gguf --method gptq --calib-samples 4 --out " + dir.file("q.gguf") +
-          " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
-          " $pid; wait $pid");
-      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
-      std::vector<std::string> left;
-      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
-        left.push_back(e.path().filename().string());
-      std::sort(left.begin(), left.end());
-      if (r.exit_code == 0) {  // finished before the signal
-        EXPECT_EQ(left, (std::vector<std::string>{"m.bin", "q.gguf"}));
-        continue;
-      }
-      ++interrupted;
-      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
-      EXPECT_EQ(left, std::vector<std::string>{"m.bin"});
-    }
-  EXPECT_GT(interrupted, 0);
+  test::expect_interrupted_runs_leave_nothing(dir,
+                                              "quantize-model --model " + dir.file("m.bin") +
+                                                  " --format gguf --method gptq --calib-samples 4",
+                                              "m.bin", "q.gguf", 100, 1500, 350);
 }
 
 TEST_F(GgufModelCli, MisuseExitsWithTwo) {

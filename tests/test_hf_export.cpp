@@ -535,29 +535,11 @@ TEST_F(CliGptqDirectory, QuantizedDirectoriesRunOnTheKernels) {
 TEST_F(CliGptqDirectory, AnInterruptedRunLeavesNoDirectory) {
   test::write_file(dir.file("m.bin"),
                    test::llama2c_bytes(test::tiny_model(43, Config{256, 512, 6, 8, 8, 512, 64})));
-  int interrupted = 0;
-  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 200)
-    for (const char* signal : {"INT", "TERM"}) {
-      std::filesystem::remove_all(dir.file("q"));
-      const test::CommandResult r = test::run_command(
-          *test::cli_path() + " quantize-model --model " + dir.file("m.bin") +
-          " --method gptq --calib-samples 4 --max-shard-size 200KB --out " + dir.file("q") +
-          " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
-          " $pid; wait $pid");
-      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
-      std::vector<std::string> left;
-      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
-        left.push_back(e.path().filename().string());
-      std::sort(left.begin(), left.end());
-      if (r.exit_code == 0) {  // finished before the signal
-        EXPECT_EQ(left, (std::vector<std::string>{"m.bin", "q"}));
-        continue;
-      }
-      ++interrupted;
-      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
-      EXPECT_EQ(left, std::vector<std::string>{"m.bin"});
-    }
-  EXPECT_GT(interrupted, 0);
+  test::expect_interrupted_runs_leave_nothing(
+      dir,
+      "quantize-model --model " + dir.file("m.bin") +
+          " --method gptq --calib-samples 4 --max-shard-size 200KB",
+      "m.bin", "q", 100, 1500, 200);
 }
 
 TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {

@@ -242,6 +242,39 @@ class ToolTest : public ::testing::Test {
   TempDir dir;
 };
 
+// Runs `lowbit ARGS --out dir/OUT` in the background and sends it SIGINT and
+// SIGTERM after each delay (first_ms, first_ms + step_ms, ... up to last_ms):
+// an interrupted run exits with 128 + the signal and leaves only `input` in
+// `dir`; a run that finished first leaves OUT beside it. Expects at least one
+// run to be interrupted.
+inline void expect_interrupted_runs_leave_nothing(const TempDir& dir, const std::string& args,
+                                                  const std::string& input, const std::string& out,
+                                                  int first_ms, int last_ms, int step_ms) {
+  int interrupted = 0;
+  for (int delay_ms = first_ms; delay_ms <= last_ms; delay_ms += step_ms)
+    for (const char* signal : {"INT", "TERM"}) {
+      std::filesystem::remove_all(dir.file(out));
+      const CommandResult r =
+          run_command(*cli_path() + " " + args + " --out " + dir.file(out) + " & pid=$!; sleep " +
+                      std::to_string(delay_ms / 1000.0) + "; kill -" + signal + " $pid; wait $pid");
+      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
+      std::vector<std::string> left;
+      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+        left.push_back(e.path().filename().string());
+      std::sort(left.begin(), left.end());
+      if (r.exit_code == 0) {  // finished before the signal
+        std::vector<std::string> both{input, out};
+        std::sort(both.begin(), both.end());
+        EXPECT_EQ(left, both);
+        continue;
+      }
+      ++interrupted;
+      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+      EXPECT_EQ(left, std::vector<std::string>{input});
+    }
+  EXPECT_GT(interrupted, 0);
+}
+
 // A real model file (see shared/models/README.md): in $LOWBIT_MODELS_DIR, else
 // in the CMake default (../shared/models beside the repository).
 inline std::optional<std::string> model_file(const std::string& name) {
