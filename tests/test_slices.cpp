@@ -92,16 +92,18 @@ TEST_F(Slices, stories260k_slices_merge_into_the_single_run) {
 // A Hugging Face source (sharded, F16, separate lm_head, fewer value heads)
 // in every format; awq folds its scales into norms and producers.
 TEST_F(Slices, hf_slices_merge_into_the_single_run_in_every_format) {
-  Model m = test::tiny_model(41, Config{32, 40, 5, 4, 2, 37, 32});
-  m.classifier = test::tiny_model(42, Config{32, 40, 1, 4, 2, 37, 32}).token_embedding;
+  Model m = test::tiny_model(41, Config{64, 40, 5, 4, 2, 37, 32});
+  m.classifier = test::tiny_model(42, Config{64, 40, 1, 4, 2, 37, 32}).token_embedding;
   const std::string hf = dir.file("hf");
   test::write_hf_directory(m, hf, {io::Dtype::F16, 2});
-  for (const std::string options :
-       {"--format gptq --method gptq --act-order", "--format awq --method awq --group-size 32",
-        "--format bpdq --method bpdq --bits 2", "--format gguf --method gptq --type q4_K"}) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"gptq", "--format gptq --method gptq --act-order"},
+      {"awq", "--format awq --method awq --group-size 32"},
+      {"bpdq", "--format bpdq --method bpdq --bits 2"},
+      {"gguf", "--format gguf --method gptq --type q4_K"}};
+  for (const auto& [stem, options] : cases) {
     SCOPED_TRACE(options);
-    slices_check_partitions(*this, hf, options + kSlicesCalibration, options.substr(9, 4) + "-hf",
-                            5);
+    slices_check_partitions(*this, hf, options + kSlicesCalibration, stem + "-hf", 5);
   }
 }
 
@@ -110,7 +112,7 @@ class SlicesHostile : public Slices {
   void SetUp() override {
     Slices::SetUp();
     if (IsSkipped()) return;
-    const Model m = test::tiny_model(43, Config{32, 40, 5, 4, 2, 37, 32});
+    const Model m = test::tiny_model(43, Config{64, 40, 5, 4, 2, 37, 32});
     test::write_hf_directory(m, dir.file("hf"));
   }
   // The slice A:B of the model in `format`, with `extra` options.
