@@ -321,6 +321,7 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
   Progress progress((end - layers.begin) * static_cast<int>(model::linear_groups().size()));
   for (int l = 0; l < end; ++l) {
     if (!layers.contains(l)) {  // a later slice's inputs: the float forward only
+      std::cerr << "layer " << l << ": the float forward only (before --layers)\n";
       quantizer.skip_next(source.layer(l));
       continue;
     }
