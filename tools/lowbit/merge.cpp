@@ -288,9 +288,8 @@ Command merge_command() {
           "--format gptq, awq or bpdq, or a GGUF file; any order) into OUT, the checkpoint a\n"
           "single quantize-model run with the same options writes, byte for byte. The slices\n"
           "must come from one model and one set of options and cover every layer exactly once.\n"
-          "OUT may also come first without --out. Each tensor is copied from the mapped slices\n"
-          "as it is written (memory: one shard's index, not the model); OUT appears whole or\n"
-          "not at all.",
+          "OUT may also come first without --out. Tensors go from the memory-mapped slices\n"
+          "to OUT without a copy in memory; OUT appears whole or not at all.",
           {required_option("out")},
           run_merge,
           "SLICE..."};
