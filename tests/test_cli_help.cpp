@@ -78,8 +78,9 @@ TEST_F(CliHelp, EveryCommandAndMethodAnswersHelp) {
   EXPECT_EQ(lowbit("help").output, help.output);
   const std::vector<std::string> commands =
       listed(help.output, "Usage:", std::regex(R"(^  lowbit ([a-z][a-z-]*(?: [a-z]+)?) .*)"));
-  EXPECT_EQ(commands, (std::vector<std::string>{"quantize", "quantize-model", "gemv", "gguf info",
-                                                "gguf dequantize", "gguf logits", "demo"}));
+  EXPECT_EQ(commands,
+            (std::vector<std::string>{"quantize", "quantize-model", "gemv", "gguf info",
+                                      "gguf dequantize", "gguf logits", "demo", "merge"}));
   const std::vector<std::string> methods =
       listed(help.output, "Methods", std::regex(R"(^  ([a-z0-9]+) .*)"));
   EXPECT_EQ(methods, (std::vector<std::string>{"rtn", "absmax", "gptq", "awq", "smoothquant",
@@ -103,7 +104,7 @@ TEST_F(CliHelp, EveryCommandAndMethodAnswersHelp) {
 
 // Each command without arguments names its first required option.
 TEST_F(CliHelp, RequiredOptionsAreRequired) {
-  for (const std::string command : {"quantize-model", "gemv", "quantize rtn"}) {
+  for (const std::string command : {"quantize-model", "gemv", "quantize rtn", "merge"}) {
     const std::vector<DocumentedOption> options =
         documented_options(lowbit(command + " --help").output);
     ASSERT_FALSE(options.empty()) << command;

@@ -114,6 +114,30 @@ TEST(Safetensors, ClearErrorsForMisuse) {
   EXPECT_THROW(SafetensorsReader("/nonexistent/file.safetensors"), Error);
 }
 
+// Borrowed bytes and tensors appended from another writer make the file that
+// copies added in the same order make (a merge of slices relies on it).
+TEST(Safetensors, BorrowedAndAppendedTensorsWriteTheSameFile) {
+  const MatrixF w = MatrixF::Random(3, 5);
+  const std::vector<std::uint8_t> codes{1, 2, 3, 4};
+  SafetensorsWriter copied;
+  copied.add_raw("codes", Dtype::U8, {4}, codes.data(), codes.size());
+  copied.add_matrix("W", w, Dtype::F16);
+  const SafetensorsReader reader = SafetensorsReader::from_bytes(copied.bytes());
+  SafetensorsWriter merged, group;
+  merged.add_borrowed("codes", Dtype::U8, {4}, codes.data(), codes.size());
+  const io::TensorInfo& t = reader.info("W");
+  group.add_borrowed("W", t.dtype, t.shape, reader.data("W"), t.end - t.begin);
+  merged.append(std::move(group));
+  EXPECT_EQ(merged.names(), copied.names());
+  EXPECT_EQ(merged.data_bytes(), copied.data_bytes());
+  EXPECT_EQ(merged.bytes(), copied.bytes());
+  EXPECT_TRUE(group.names().empty());
+  SafetensorsWriter twice;
+  twice.add_borrowed("codes", Dtype::U8, {4}, codes.data(), codes.size());
+  EXPECT_THROW(twice.append(std::move(merged)), Error);  // "codes" again
+  EXPECT_THROW(twice.add_borrowed("short", Dtype::F32, {2}, codes.data(), 4), Error);
+}
+
 TEST(Safetensors, HostileCorpusIsRejectedCleanly) {
   const std::string dir = test::test_data_dir() + "/safetensors_hostile";
   const std::vector<std::string> files = test::golden_files(dir, "");

@@ -162,6 +162,36 @@ TEST_F(SequentialQuantization, FloatPropagationCalibratesOnTheFloatModel) {
   });
 }
 
+// skip_next runs a float layer without quantizing it: the layer after it is
+// then quantized as a run through every layer quantizes it (a slice of the
+// layers, quantize-model --layers). Sequential calibration cannot skip.
+TEST_F(SequentialQuantization, SkippedLayersGiveTheNextLayerItsFloatInputs) {
+  const Model m = pad_hidden(test::tiny_model(8), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 3, 12, 1.0f, 4);
+  const QuantSpec spec{"gptq", 3, 8};
+  std::vector<MatrixF> whole, sliced;
+  const auto keep = [](std::vector<MatrixF>& codes) {
+    return [&codes](int, LinearKind, const QuantizedLinear& q) {
+      codes.push_back(q.uniform->codes.cast<float>());
+    };
+  };
+  SequentialQuantizer all(m.config, embed_sequences(m, calibration), spec,
+                          Propagation::float_model);
+  all.quantize_next(m.layers[0]);
+  all.quantize_next(m.layers[1], {}, keep(whole));
+  SequentialQuantizer slice(m.config, embed_sequences(m, calibration), spec,
+                            Propagation::float_model);
+  slice.skip_next(m.layers[0]);
+  EXPECT_EQ(slice.next_layer(), 1);
+  slice.quantize_next(m.layers[1], {}, keep(sliced));
+  ASSERT_EQ(sliced.size(), whole.size());
+  for (std::size_t i = 0; i < whole.size(); ++i) EXPECT_EQ(sliced[i], whole[i]) << i;
+  SequentialQuantizer sequential(m.config, embed_sequences(m, calibration), spec);
+  test::expect_error_containing([&] { sequential.skip_next(m.layers[0]); },
+                                "needs float propagation");
+  EXPECT_THROW(slice.skip_next(m.layers[0]), Error);  // every layer is done
+}
+
 TEST_F(SequentialQuantization, RejectsMisuse) {
   const Model m = pad_hidden(test::tiny_model(5), 16);
   const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);

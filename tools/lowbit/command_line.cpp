@@ -5,15 +5,16 @@
 #include "demo.hpp"
 #include "gemv.hpp"
 #include "gguf.hpp"
+#include "merge.hpp"
 #include "quantize_model.hpp"
 
 namespace lowbit::cli {
 namespace {
 
 const std::vector<Command>& commands() {
-  static const std::vector<Command> list{quantize_model_command(), gemv_command(),
-                                         gguf_info_command(),      gguf_dequantize_command(),
-                                         gguf_logits_command(),    demo_command()};
+  static const std::vector<Command> list{
+      quantize_model_command(), gemv_command(), gguf_info_command(), gguf_dequantize_command(),
+      gguf_logits_command(),    demo_command(), merge_command()};
   return list;
 }
 
@@ -77,7 +78,8 @@ std::string help_text() {
   out << "lowbit: low-bit quantization of LLM weight matrices\n\nUsage:\n"
       << "  lowbit quantize METHOD --in FILE --out FILE [options]\n";
   for (const Command& c : commands())
-    out << "  lowbit " << c.name << usage_options(c.options) << "\n";
+    out << "  lowbit " << c.name << usage_options(c.options)
+        << (c.operands.empty() ? "" : " " + c.operands) << "\n";
   out << "  lowbit --help | lowbit COMMAND --help | lowbit quantize METHOD --help\n\n"
       << "quantize: " << kQuantizeDescription << "\n\n";
   for (const Command& c : commands()) out << c.name << ":\n" << indent(c.description) << "\n\n";
@@ -126,13 +128,15 @@ Invocation parse_command_line(std::vector<std::string> args) {
     args.erase(args.begin());
     if (!args.empty() && args[0].rfind("--", 0) != 0) args.insert(args.begin(), "--in");
   }
+  if (name == "merge" && !args.empty() && args[0].rfind("--", 0) != 0)
+    args.insert(args.begin(), "--out");  // lowbit merge OUT SLICE...
   for (const Command& c : commands()) {
     if (c.name != name) continue;
     call.command = &c;
     if (wants_help(args))
-      call.help = command_help(c.name, c.description, c.options);
+      call.help = command_help(c.name, c.description, c.options, c.operands);
     else
-      call.options.emplace(args, c.options, c.name);
+      call.options.emplace(args, c.options, c.name, !c.operands.empty());
     return call;
   }
   throw UsageError("unknown command '" + name + "' (see lowbit --help)");

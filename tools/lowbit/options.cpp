@@ -61,6 +61,15 @@ ValueCheck one_of(const std::vector<std::string>& choices) {
   };
 }
 
+std::optional<std::pair<int, int>> parse_layer_slice(const std::string& value) {
+  const std::size_t colon = value.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  const std::optional<long> begin = parse_integer(value.substr(0, colon));
+  const std::optional<long> end = parse_integer(value.substr(colon + 1));
+  if (!begin || !end || *begin < 0 || *begin >= *end || *end > 1000000) return std::nullopt;
+  return std::pair<int, int>(static_cast<int>(*begin), static_cast<int>(*end));
+}
+
 namespace {
 
 // -1 (one group per row) or a positive group width.
@@ -145,6 +154,12 @@ const OptionTable& option_catalogue() {
             integer_in(1, 100000)),
       entry("calib-length", "N", "quantize-model: tokens per calibration sequence (at most)",
             integer_in(1, 1 << 20)),
+      entry("layers", "A:B",
+            "quantize-model: only decoder layers A..B-1 (Python's A:B), a slice for lowbit "
+            "merge; needs --calibration float",
+            [](const std::string& v) -> std::string {
+              return parse_layer_slice(v) ? "" : "A:B, integers with 0 <= A < B";
+            }),
       entry("calibration", "MODE",
             "quantize-model: sequential (on the quantized layers' outputs) or float",
             one_of({"sequential", "float"})),
@@ -211,16 +226,21 @@ std::string options_help(const OptionTable& table) {
 }
 
 std::string command_help(const std::string& command, const std::string& description,
-                         const OptionTable& table) {
-  return "Usage: lowbit " + command + usage_options(table) + "\n\n" + description +
-         "\n\nOptions:\n" + options_help(table) + "\nExit codes: 0 success, 1 failure, 2 misuse.\n";
+                         const OptionTable& table, const std::string& operands) {
+  return "Usage: lowbit " + command + usage_options(table) +
+         (operands.empty() ? "" : " " + operands) + "\n\n" + description + "\n\nOptions:\n" +
+         options_help(table) + "\nExit codes: 0 success, 1 failure, 2 misuse.\n";
 }
 
 Options::Options(const std::vector<std::string>& args, OptionTable table,
-                 const std::string& command)
+                 const std::string& command, bool operands)
     : table_(std::move(table)) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
+    if (operands && arg.rfind("--", 0) != 0) {
+      operands_.push_back(arg);
+      continue;
+    }
     if (arg.rfind("--", 0) != 0 || arg.size() == 2)
       throw UsageError(command + ": unexpected argument '" + arg + "'");
     const std::string name = arg.substr(2);

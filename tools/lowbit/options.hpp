@@ -6,8 +6,10 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lowbit::cli {
@@ -23,6 +25,9 @@ using ValueCheck = std::function<std::string(const std::string& value)>;
 ValueCheck integer_in(long low, long high);
 ValueCheck real_in(double low, double high, bool low_open = false, bool high_open = false);
 ValueCheck one_of(const std::vector<std::string>& choices);
+
+// "A:B", integers with 0 <= A < B: decoder layers A..B-1 (as Python's slice).
+std::optional<std::pair<int, int>> parse_layer_slice(const std::string& value);
 
 struct OptionSpec {
   std::string name;        // without the leading "--"
@@ -51,17 +56,19 @@ bool wants_help(const std::vector<std::string>& args);
 std::string usage_options(const OptionTable& table);
 // One line per option: "--name VALUE  help (default X)" or "(required)".
 std::string options_help(const OptionTable& table);
-// A command's --help: "Usage: lowbit <command> <usage_options>", the
-// description, and its options.
+// A command's --help: "Usage: lowbit <command> <usage_options> <operands>",
+// the description, and its options.
 std::string command_help(const std::string& command, const std::string& description,
-                         const OptionTable& table);
+                         const OptionTable& table, const std::string& operands = "");
 
 class Options {
  public:
   // Parses "--name value" and "--flag" arguments; only the table's options are
   // accepted, and every value given must pass its option's check (UsageError
   // naming the option otherwise), so misuse is refused before any work starts.
-  Options(const std::vector<std::string>& args, OptionTable table, const std::string& command);
+  // With `operands`, bare arguments are the command's operands (merge's SLICE...).
+  Options(const std::vector<std::string>& args, OptionTable table, const std::string& command,
+          bool operands = false);
 
   bool has(const std::string& name) const { return values_.count(name) != 0; }  // given
   bool defined(const std::string& name) const { return has(name) || !spec(name).fallback.empty(); }
@@ -75,11 +82,13 @@ class Options {
 
   // The options given, for the output metadata.
   const std::map<std::string, std::string>& given() const { return values_; }
+  const std::vector<std::string>& operands() const { return operands_; }
 
  private:
   const OptionSpec& spec(const std::string& name) const;
   OptionTable table_;
   std::map<std::string, std::string> values_;
+  std::vector<std::string> operands_;
 };
 
 // A command of the tool besides `quantize` (which has a table per method).
@@ -88,6 +97,7 @@ struct Command {
   std::string description;
   OptionTable options;
   std::function<int(const Options&)> run;
+  std::string operands = "";  // what its bare arguments are ("SLICE..."); "": none
 };
 
 }  // namespace lowbit::cli

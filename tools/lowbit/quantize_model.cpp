@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "interrupts.hpp"
+#include "merge.hpp"
 #include "methods.hpp"
 #include "options.hpp"
 
@@ -69,6 +70,7 @@ struct ModelJob {
   model::Propagation propagation = model::Propagation::quantized;
   int samples = 0, length = 0;
   std::uint64_t max_shard_bytes = 0;
+  std::optional<model::LayerRange> layers = std::nullopt;  // --layers: a slice for lowbit merge
 };
 
 // --format gguf: every linear in --type (default q4_K) by GPTQ or AWQ
@@ -130,6 +132,14 @@ ModelJob parse_job(const Options& o) {
                o.integer("calib-length")};
   if (job.length < 2) throw UsageError("quantize-model: option --calib-length must be >= 2");
   if (o.text("calibration") == "float") job.propagation = model::Propagation::float_model;
+  if (o.has("layers")) {
+    if (job.propagation != model::Propagation::float_model)
+      throw UsageError(
+          "quantize-model: option --layers needs --calibration float: sequential calibration "
+          "calibrates each layer on the quantized layers before it, which a slice does not run");
+    const std::pair<int, int> slice = *parse_layer_slice(o.text("layers"));
+    job.layers = model::LayerRange{slice.first, slice.second};
+  }
   if (job.format == "gguf") return parse_gguf_job(o, std::move(job));
   for (const char* name : {"type", "gguf-type"})
     if (o.has(name))
@@ -250,6 +260,18 @@ std::vector<model::Sequence> read_calibration(const ModelJob& job, const model::
   return sequences;
 }
 
+// The calibration file by content (FNV-1a), as slices from machines with
+// other paths to it must agree; "sampled" without one.
+std::string calibration_identity(const std::string& path) {
+  if (path.empty()) return "sampled by the float model";
+  const io::MappedBytes bytes = io::MappedBytes::map(path);
+  std::uint64_t hash = 14695981039346656037ull;
+  for (std::size_t i = 0; i < bytes.size(); ++i) hash = (hash ^ bytes.data()[i]) * 1099511628211ull;
+  char text[40];
+  std::snprintf(text, sizeof text, "fnv1a64:%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
 std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
                                                    const model::ModelSource& source) {
   if (!job.calib.empty()) return read_calibration(job, source.globals.config);
@@ -257,6 +279,29 @@ std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
   std::cerr << "quantize-model: no --calib given: calibrating on " << job.samples
             << " sequences of " << length << " tokens the float model samples itself\n";
   return model::sample_sequences(source, job.samples, length, 1.0f, 1);
+}
+
+// What a slice is, for lowbit merge: its layers and what every slice of the
+// checkpoint must share (the model, and every option that changes the output).
+SliceRecord slice_record(const ModelJob& job, const model::Model& globals) {
+  const model::Config& c = globals.config;
+  nlohmann::json fingerprint = {
+      {"model", model::hf_llama_config(c, globals.classifier.size() == 0)},
+      {"format", job.format},
+      {"method", job.spec.method},
+      {"bits", job.spec.bits},
+      {"group_size", job.spec.group_size},
+      {"act_order", job.spec.act_order},
+      {"sym", job.spec.grid.sym},
+      {"gguf_type", job.spec.ggml_type ? ggml_type_name(*job.spec.ggml_type) : ""},
+      {"max_shard_bytes", job.max_shard_bytes},
+      {"calibration", "float"},
+      {"calib_samples", job.samples},
+      {"calib_length", job.length},
+      {"calib", calibration_identity(job.calib)}};
+  if (std::filesystem::is_directory(job.model))
+    fingerprint["source_config"] = model::detail::read_json_object(job.model + "/config.json");
+  return {*job.layers, c.n_layers, fingerprint};
 }
 
 using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
@@ -271,8 +316,15 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
   model::SequentialQuantizer quantizer(
       c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
       job.propagation);
-  Progress progress(c.n_layers * static_cast<int>(model::linear_groups().size()));
-  for (int l = 0; l < c.n_layers; ++l) {
+  const model::LayerRange layers = job.layers.value_or(model::LayerRange{});
+  const int end = std::min(layers.end, c.n_layers);
+  Progress progress((end - layers.begin) * static_cast<int>(model::linear_groups().size()));
+  for (int l = 0; l < end; ++l) {
+    if (!layers.contains(l)) {  // a later slice's inputs: the float forward only
+      std::cerr << "layer " << l << ": the float forward only (before --layers)\n";
+      quantizer.skip_next(source.layer(l));
+      continue;
+    }
     const model::Layer quantized = quantizer.quantize_next(
         source.layer(l),
         [&](int layer, const std::string& names) {
@@ -296,9 +348,9 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   quant.damp_percent = DampingConfig{}.percdamp;  // what the methods use
   // Shards are written as they fill, into OUT.tmpPID, renamed to OUT at the end.
   io::StagedDirectory directory(job.out);
-  model::HfDirectoryWriter out(padded.globals,
-                               std::filesystem::is_directory(job.model) ? job.model : "", quant,
-                               job.max_shard_bytes, directory);
+  model::HfDirectoryWriter out(
+      padded.globals, std::filesystem::is_directory(job.model) ? job.model : "", quant,
+      job.max_shard_bytes, directory, job.layers.value_or(model::LayerRange{}));
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -309,6 +361,9 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
       },
       [&](int layer, const model::Layer& quantized) { out.add_layer_rest(layer, quantized); });
   out.finish();
+  if (job.layers)
+    directory.add(kSliceFile,
+                  slice_file_bytes(slice_record(job, padded.globals), out.tensor_groups()));
   {
     const HoldInterrupts hold;
     directory.commit();
@@ -330,10 +385,12 @@ void write_gguf(const ModelJob& job, const model::ModelSource& padded) {
   out.set("general.quantized_by", "lowbit quantize-model --method " + job.spec.method);
   // Every tensor is known before quantizing, so the header goes first and
   // each tensor into OUT.tmpPID as it comes: the output never sits in memory.
-  model::declare_gguf_tensors(out, padded.globals, type, padded.layer(0));
+  const model::LayerRange layers = job.layers.value_or(model::LayerRange{});
+  model::declare_gguf_tensors(out, padded.globals, type, padded.layer(0), layers);
+  if (job.layers) set_gguf_slice_keys(out, slice_record(job, padded.globals));
   io::StagedFile file(job.out);
   out.start(file);
-  model::add_gguf_globals(out, padded.globals, type);
+  if (layers.holds_globals()) model::add_gguf_globals(out, padded.globals, type);
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
@@ -360,6 +417,11 @@ int run_quantize_model(const Options& options) {
   // Zero hidden units (exact) up to a multiple of 64: whole groups, whole
   // ggml block-32 rows. (One copy of the embeddings, not two.)
   const model::ModelSource padded = model::pad_hidden(open_model(job.model), 64);
+  const int n_layers = padded.globals.config.n_layers;
+  if (job.layers && job.layers->end > n_layers)
+    throw UsageError("quantize-model: option --layers: " + options.text("layers") +
+                     " reaches past the model's " + std::to_string(n_layers) +
+                     " layers (A:B with B <= " + std::to_string(n_layers) + ")");
   if (job.format == "gguf")
     write_gguf(job, padded);
   else
@@ -394,13 +456,18 @@ Command quantize_model_command() {
           "outputs of the quantized layers before it,\n"
           "float on the float model's. The hidden dimension is padded with zero units to a\n"
           "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
-          "bit-plane linear.",
+          "bit-plane linear.\n"
+          "--layers A:B (Python's slice: layers A..B-1; needs --calibration float) writes a\n"
+          "slice of OUT: the float model still runs through the layers before A for their\n"
+          "inputs; only A..B-1 are quantized and written, with the embeddings, final norm and\n"
+          "lm_head in the slice that starts at 0. lowbit merge joins slices covering every\n"
+          "layer into what one run writes, byte for byte.",
           {required_option("model"), required_option("out"), option("method", "gptq"),
            option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
            option("act-order"), option("sym"), option("max-shard-size", "5GB"), option("calib"),
            option("calib-samples", "32"), option("calib-length", "64"),
-           option("calibration", "sequential"), option("type"), option("gguf-type"),
-           option("threads", "1")},
+           option("calibration", "sequential"), option("layers"), option("type"),
+           option("gguf-type"), option("threads", "1")},
           run_quantize_model};
 }
 

@@ -428,22 +428,23 @@ class SafetensorsWriter {
   // Raw little-endian bytes of a tensor (copied).
   void add_raw(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape,
                const void* data, std::size_t nbytes) {
-    lowbit::detail::require(!name.empty() && name != "__metadata__",
-                            "SafetensorsWriter: invalid tensor name '", name, "'");
-    lowbit::detail::require(entries_.count(name) == 0, "SafetensorsWriter: tensor '", name,
-                            "' added twice");
-    std::int64_t numel = 1;
-    for (std::int64_t d : shape) {
-      lowbit::detail::require(d >= 0, "SafetensorsWriter: tensor '", name, "' has a negative dim");
-      numel *= d;
-    }
-    lowbit::detail::require(static_cast<std::size_t>(numel) * dtype_size(dtype) == nbytes,
-                            "SafetensorsWriter: tensor '", name, "' holds ", nbytes,
-                            " bytes, its shape needs ", numel * dtype_size(dtype));
-    Entry e{dtype, std::move(shape), std::vector<unsigned char>(nbytes)};
-    if (nbytes) std::memcpy(e.bytes.data(), data, nbytes);
-    order_.push_back(name);
-    entries_.emplace(name, std::move(e));
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    add_entry(name, {dtype, std::move(shape), std::vector<unsigned char>(bytes, bytes + nbytes),
+                     nullptr, nbytes});
+  }
+
+  // The same, not copied: `data` must stay valid until the file is written
+  // (a merge streams mapped inputs into a shard this way).
+  void add_borrowed(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape,
+                    const unsigned char* data, std::size_t nbytes) {
+    add_entry(name, {dtype, std::move(shape), {}, data, nbytes});
+  }
+
+  // Moves the tensors of `other` (its metadata aside) after this one's.
+  void append(SafetensorsWriter&& other) {
+    for (const std::string& name : other.order_)
+      add_entry(name, std::move(other.entries_.at(name)));
+    other = SafetensorsWriter();
   }
 
   // Float values stored as F64, F32, F16 or BF16.
@@ -540,7 +541,7 @@ class SafetensorsWriter {
   const std::vector<std::string>& names() const { return order_; }
   std::uint64_t data_bytes() const {
     std::uint64_t total = 0;
-    for (const auto& entry : entries_) total += entry.second.bytes.size();
+    for (const auto& entry : entries_) total += entry.second.size;
     return total;
   }
 
@@ -557,8 +558,8 @@ class SafetensorsWriter {
       const Entry& e = entries_.at(name);
       header[name] = {{"dtype", dtype_name(e.dtype)},
                       {"shape", e.shape},
-                      {"data_offsets", {offset, offset + e.bytes.size()}}};
-      offset += e.bytes.size();
+                      {"data_offsets", {offset, offset + e.size}}};
+      offset += e.size;
     }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');
@@ -569,7 +570,7 @@ class SafetensorsWriter {
     write(reinterpret_cast<const unsigned char*>(text.data()), text.size());
     for (const std::string& name : order) {
       const Entry& e = entries_.at(name);
-      if (!e.bytes.empty()) write(e.bytes.data(), e.bytes.size());
+      if (e.size != 0) write(e.bytes(), e.size);
     }
   }
 
@@ -588,8 +589,28 @@ class SafetensorsWriter {
   struct Entry {
     Dtype dtype;
     std::vector<std::int64_t> shape;
-    std::vector<unsigned char> bytes;
+    std::vector<unsigned char> owned;  // a copy, or
+    const unsigned char* borrowed;     // the caller's bytes
+    std::size_t size;
+    const unsigned char* bytes() const { return borrowed ? borrowed : owned.data(); }
   };
+
+  void add_entry(const std::string& name, Entry e) {
+    lowbit::detail::require(!name.empty() && name != "__metadata__",
+                            "SafetensorsWriter: invalid tensor name '", name, "'");
+    lowbit::detail::require(entries_.count(name) == 0, "SafetensorsWriter: tensor '", name,
+                            "' added twice");
+    std::int64_t numel = 1;
+    for (std::int64_t d : e.shape) {
+      lowbit::detail::require(d >= 0, "SafetensorsWriter: tensor '", name, "' has a negative dim");
+      numel *= d;
+    }
+    lowbit::detail::require(static_cast<std::size_t>(numel) * dtype_size(e.dtype) == e.size,
+                            "SafetensorsWriter: tensor '", name, "' holds ", e.size,
+                            " bytes, its shape needs ", numel * dtype_size(e.dtype));
+    order_.push_back(name);
+    entries_.emplace(name, std::move(e));
+  }
 
   template <class T>
   static void store(unsigned char* p, T v) {

@@ -31,6 +31,7 @@
 // rope_freqs in F32.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -261,20 +262,22 @@ inline void add_gguf_layer_vectors(io::GgufWriter& out, const Config& c, int lay
 // add_gguf_layer_vectors adds them. `sample`: any layer of the model, whose
 // norm sizes and biases stand for every layer's. The order is the one
 // quantize-model wrote before it streamed, so its files are unchanged.
+// `layers`: only those layers, and the globals only with layer 0 (a slice).
 inline void declare_gguf_tensors(io::GgufWriter& out, const Model& globals, GgmlType type,
-                                 const Layer& sample) {
+                                 const Layer& sample, LayerRange layers = {}) {
   const Config& c = globals.config;
   const auto declare_vector = [&](const std::string& name, const VectorF& v) {
     out.declare_tensor(name, GgmlType::f32, {v.size()});
   };
-  detail::visit_gguf_globals(
-      globals,
-      [&](const std::string& name, const MatrixF& m) {
-        out.declare_tensor(name, ggml_type_for(type, m.cols()), {m.cols(), m.rows()});
-      },
-      declare_vector);
+  if (layers.holds_globals())
+    detail::visit_gguf_globals(
+        globals,
+        [&](const std::string& name, const MatrixF& m) {
+          out.declare_tensor(name, ggml_type_for(type, m.cols()), {m.cols(), m.rows()});
+        },
+        declare_vector);
   const std::array<Index, kLinearsPerLayer> rows = linear_rows(c), cols = linear_cols(c);
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = layers.begin; l < std::min(layers.end, c.n_layers); ++l) {
     for (const LinearGroup& group : linear_groups())
       for (LinearKind kind : group.kinds) {
         const std::size_t k = index(kind);

@@ -330,6 +330,8 @@ class HfTensors {
   }
   // The tensor's dtype and shape as its shard declares them.
   const io::TensorInfo& info(const std::string& name) const { return shard(name).info(name); }
+  // The shard that holds the tensor, for its stored bytes.
+  const io::SafetensorsReader& shard_of(const std::string& name) const { return shard(name); }
 
   // The quantized linear `linear` (its tensors in one shard), of `rows` x
   // `cols` weights, on the bit-plane kernel.

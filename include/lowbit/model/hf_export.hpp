@@ -199,6 +199,12 @@ Weights rotate_half_rows(const Weights& w, int heads) {
   return out;
 }
 
+// A JSON file as the directory holds it (two-space indents, a final newline).
+inline std::vector<unsigned char> hf_json_bytes(const nlohmann::json& json) {
+  const std::string text = json.dump(2) + "\n";
+  return {text.begin(), text.end()};
+}
+
 // "5GB", "500MB", "64KiB", "1000": a size in bytes as transformers'
 // max_shard_size reads it (KB/MB/GB powers of 1000, KiB/MiB/GiB of 1024).
 inline std::uint64_t parse_byte_size(const std::string& text) {
@@ -219,24 +225,87 @@ inline std::uint64_t parse_byte_size(const std::string& text) {
                        "GB, KiB, MiB or GiB)");
 }
 
+// The safetensors files of a model directory, filled one group of tensors
+// at a time (a linear's tensors stay together in one shard): a group that
+// would take the shard being filled past `max_shard_bytes` starts a new one
+// (a larger group gets its own). Only that shard is held, and only tensors
+// added by copy take memory; a full shard is written at once (as
+// model-part-K, named when the count is known). groups() is the order and
+// grouping given, which is all a merge of slices needs to reproduce the
+// shards (quantize-model --layers, lowbit merge).
+class HfShardWriter {
+ public:
+  HfShardWriter(std::uint64_t max_shard_bytes, io::StagedDirectory& out)
+      : max_shard_bytes_(max_shard_bytes), out_(out) {}
+
+  void add(io::SafetensorsWriter group) {
+    if (shard_.data_bytes() > 0 && shard_.data_bytes() + group.data_bytes() > max_shard_bytes_)
+      flush_shard();
+    groups_.push_back(group.names());
+    shard_.append(std::move(group));
+  }
+
+  const std::vector<std::vector<std::string>>& groups() const { return groups_; }
+
+  // Writes the last shard and names the shards: model.safetensors, or
+  // model-0000k-of-0000n.safetensors and model.safetensors.index.json.
+  void finish() {
+    flush_shard();
+    const std::size_t n = shard_tensors_.size();
+    if (n == 1) return out_.rename(part_name(0), "model.safetensors");
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (std::size_t s = 0; s < n; ++s) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n);
+      out_.rename(part_name(s), name);
+      for (const std::string& tensor : shard_tensors_[s]) weight_map[tensor] = name;
+    }
+    out_.add(
+        "model.safetensors.index.json",
+        hf_json_bytes({{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map}}));
+  }
+
+ private:
+  static std::string part_name(std::size_t k) { return "model-part-" + std::to_string(k); }
+
+  void flush_shard() {
+    if (shard_.names().empty()) return;
+    shard_.set_metadata("format", "pt");
+    out_.add(part_name(shard_tensors_.size()),
+             [&](const io::StagedDirectory::PieceWriter& write) { shard_.write_pieces(write); });
+    shard_tensors_.push_back(shard_.names());
+    total_bytes_ += shard_.data_bytes();
+    shard_ = io::SafetensorsWriter();
+  }
+
+  std::uint64_t max_shard_bytes_;
+  io::StagedDirectory& out_;
+  io::SafetensorsWriter shard_;                          // the shard being filled
+  std::vector<std::vector<std::string>> shard_tensors_;  // tensors of the shards written
+  std::uint64_t total_bytes_ = 0;                        // their data bytes
+  std::vector<std::vector<std::string>> groups_;         // every group added, in order
+};
+
 // A GPTQ, AWQ or BPDQ model directory, written into `out` as it is filled:
 // the globals at construction, then every quantized linear and the rest of
-// every layer, then finish(). Only the shard being filled is held in memory;
-// a full one is written at once (as model-part-K, named when the count is
-// known), so the output costs at most one shard of memory, not the model.
+// every layer, then finish(). The output costs at most one shard of memory,
+// not the model (HfShardWriter).
 class HfDirectoryWriter {
  public:
   // `m`: the model's globals and configuration (hidden width as quantized);
   // `hf_source`: the Hugging Face directory it came from, "" for llama2.c.
+  // A slice of the layers that does not start at layer 0 leaves out the
+  // globals (`layers`): they come first in the file, so the first slice holds them.
   HfDirectoryWriter(const Model& m, std::string hf_source, HfQuantization quant,
-                    std::uint64_t max_shard_bytes, io::StagedDirectory& out)
+                    std::uint64_t max_shard_bytes, io::StagedDirectory& out, LayerRange layers = {})
       : config_(m.config),
         tied_(m.classifier.size() == 0),
         source_(std::move(hf_source)),
         quant_(quant),
-        max_shard_bytes_(max_shard_bytes),
-        out_(out) {
+        out_(out),
+        shards_(max_shard_bytes, out) {
     if (!source_.empty()) source_tensors_ = std::make_unique<detail::HfTensors>(source_);
+    if (!layers.holds_globals()) return;
     add_float("model.embed_tokens.weight", m.token_embedding);
     add_float("model.norm.weight", m.final_norm);
     if (!tied_) add_float("lm_head.weight", m.classifier);
@@ -249,23 +318,22 @@ class HfDirectoryWriter {
     const std::string name = detail::hf_linear_name(layer, kind);
     if (quant_.format == "gptq") require_positive_zeros(name, w);
     const UniformWeights stored = hf_rows(w, kind);
-    if (quant_.format == "awq") {
-      const io::AwqTensors t = io::pack_awq(stored);
-      io::add_awq_tensors(shard_for(t.file_bytes()), name, t);
-    } else {
-      const io::GptqTensors t = io::pack_gptq(stored);
-      io::add_gptq_tensors(shard_for(t.file_bytes()), name, t);
-    }
+    io::SafetensorsWriter group;
+    if (quant_.format == "awq")
+      io::add_awq_tensors(group, name, io::pack_awq(stored));
+    else
+      io::add_gptq_tensors(group, name, io::pack_gptq(stored));
+    shards_.add(std::move(group));
   }
 
   // A BPDQ linear: planes and bf16 coefficients.
   void add_linear(int layer, LinearKind kind, const BitPlaneWeights& w) {
     lowbit::detail::require(quant_.format == "bpdq", "HfDirectoryWriter: a ", quant_.format,
                             " directory holds uniform weights, not bit planes");
-    const std::uint64_t bytes =
-        4 * std::uint64_t((w.cols() + 31) / 32 * w.planes * w.rows()) + 2 * w.coeffs.size();
-    io::add_bpdq_linear(shard_for(bytes), detail::hf_linear_name(layer, kind), hf_rows(w, kind),
+    io::SafetensorsWriter group;
+    io::add_bpdq_linear(group, detail::hf_linear_name(layer, kind), hf_rows(w, kind),
                         io::Dtype::BF16);
+    shards_.add(std::move(group));
   }
 
   // The norms and biases of `layer` (the quantized layer: its linears are not read).
@@ -282,8 +350,7 @@ class HfDirectoryWriter {
   // model-0000k-of-0000n.safetensors and their index), the configs and the
   // source's tokenizer files. The directory is then complete, for commit().
   void finish() {
-    flush_shard();
-    name_shards();
+    shards_.finish();
     nlohmann::json config = hf_llama_config(config_, tied_);
     if (!source_.empty()) {
       config = detail::read_json_object(source_ + "/config.json");
@@ -291,9 +358,9 @@ class HfDirectoryWriter {
     }
     if (quant_.format == "awq") config["torch_dtype"] = "float16";
     config["quantization_config"] = hf_quantization_config(quant_);
-    out_.add("config.json", json_bytes(config));
+    out_.add("config.json", hf_json_bytes(config));
     const auto [quantizer_file, quantizer_config] = hf_quantizer_config_file(quant_);
-    out_.add(quantizer_file, json_bytes(quantizer_config));
+    out_.add(quantizer_file, hf_json_bytes(quantizer_config));
     for (const char* name :
          {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
           "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"}) {
@@ -303,6 +370,9 @@ class HfDirectoryWriter {
       out_.add(name, std::vector<unsigned char>(bytes.data(), bytes.data() + bytes.size()));
     }
   }
+
+  // The tensors as written, in order and grouped as added.
+  const std::vector<std::vector<std::string>>& tensor_groups() const { return shards_.groups(); }
 
  private:
   // Rows in Hugging Face's order: q and k of a llama2.c model rotate halves.
@@ -323,45 +393,6 @@ class HfDirectoryWriter {
                                 "GPTQModel misread for 0; quantize with positive zero points");
   }
 
-  static std::vector<unsigned char> json_bytes(const nlohmann::json& json) {
-    const std::string text = json.dump(2) + "\n";
-    return {text.begin(), text.end()};
-  }
-
-  // The shard a tensor (or a linear's tensors) of `bytes` goes to: a new one
-  // when the current one would pass the limit (a larger tensor gets its own).
-  io::SafetensorsWriter& shard_for(std::uint64_t bytes) {
-    if (shard_.data_bytes() > 0 && shard_.data_bytes() + bytes > max_shard_bytes_) flush_shard();
-    return shard_;
-  }
-
-  static std::string part_name(std::size_t k) { return "model-part-" + std::to_string(k); }
-
-  void flush_shard() {
-    if (shard_.names().empty()) return;
-    shard_.set_metadata("format", "pt");
-    out_.add(part_name(shard_tensors_.size()),
-             [&](const io::StagedDirectory::PieceWriter& write) { shard_.write_pieces(write); });
-    shard_tensors_.push_back(shard_.names());
-    total_bytes_ += shard_.data_bytes();
-    shard_ = io::SafetensorsWriter();
-  }
-
-  void name_shards() {
-    const std::size_t n = shard_tensors_.size();
-    if (n == 1) return out_.rename(part_name(0), "model.safetensors");
-    nlohmann::json weight_map = nlohmann::json::object();
-    for (std::size_t s = 0; s < n; ++s) {
-      char name[64];
-      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n);
-      out_.rename(part_name(s), name);
-      for (const std::string& tensor : shard_tensors_[s]) weight_map[tensor] = name;
-    }
-    out_.add(
-        "model.safetensors.index.json",
-        json_bytes({{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map}}));
-  }
-
   // A tensor that is not quantized, in its source dtype (F16 for llama2.c and AWQ).
   template <class Derived>
   void add_float(const std::string& name, const Eigen::MatrixBase<Derived>& values) {
@@ -371,11 +402,12 @@ class HfDirectoryWriter {
     const MatrixF m = values;
     for (Index i = 0; i < m.size(); ++i)  // throws when F16 overflows
       io::detail::stored_value(m.data()[i], dtype, name);
-    io::SafetensorsWriter& out = shard_for(m.size() * io::dtype_size(dtype));
+    io::SafetensorsWriter group;
     if (values.cols() == 1)
-      out.add_vector(name, std::vector<float>(m.data(), m.data() + m.size()), dtype);
+      group.add_vector(name, std::vector<float>(m.data(), m.data() + m.size()), dtype);
     else
-      out.add_matrix(name, m, dtype);
+      group.add_matrix(name, m, dtype);
+    shards_.add(std::move(group));
   }
 
   Config config_;
@@ -383,11 +415,8 @@ class HfDirectoryWriter {
   std::string source_;
   std::unique_ptr<detail::HfTensors> source_tensors_;  // dtypes of the source's tensors
   HfQuantization quant_;
-  std::uint64_t max_shard_bytes_;
   io::StagedDirectory& out_;
-  io::SafetensorsWriter shard_;                          // the shard being filled
-  std::vector<std::vector<std::string>> shard_tensors_;  // tensors of the shards written
-  std::uint64_t total_bytes_ = 0;                        // their data bytes
+  HfShardWriter shards_;
 };
 
 }  // namespace lowbit::model

@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -157,6 +158,18 @@ inline Model load_all(const ModelSource& source) {
   for (int l = 0; l < m.config.n_layers; ++l) m.layers.push_back(source.layer(l));
   return m;
 }
+
+// Decoder layers begin..end-1 of a model (a slice, quantize-model --layers);
+// the default is every layer. Checkpoints store the tensors outside the
+// layers (embeddings, final norm, lm_head) before the layers', so the slice
+// that starts at layer 0 holds them and slices concatenate in layer order.
+struct LayerRange {
+  int begin = 0;
+  int end = std::numeric_limits<int>::max();
+
+  bool contains(int layer) const { return layer >= begin && layer < end; }
+  bool holds_globals() const { return begin == 0; }
+};
 
 // Linears that read the same input, and the RMSNorm before them: AWQ and
 // SmoothQuant search one channel scale per group, and SmoothQuant folds it

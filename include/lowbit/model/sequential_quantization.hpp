@@ -107,6 +107,21 @@ class SequentialQuantizer {
     return quantized;
   }
 
+  // Advances the states through `layer`, the float layer next_layer(),
+  // without calibrating or quantizing it: a slice of the layers that starts
+  // later (quantize-model --layers). Only under float propagation, where
+  // the states never depend on quantized layers.
+  void skip_next(const Layer& layer) {
+    lowbit::detail::require(propagation_ == Propagation::float_model,
+                            "SequentialQuantizer: skipping a layer needs float propagation (the "
+                            "next layers are calibrated on this one's quantized outputs)");
+    lowbit::detail::require(layer_ < config_.n_layers, "SequentialQuantizer: all ",
+                            config_.n_layers, " layers are done already");
+    validate_layer(config_, layer, "SequentialQuantizer: layer " + std::to_string(layer_));
+    run_layer_on_sequences(config_, rope_, layer, layer_, states_);
+    ++layer_;
+  }
+
   int next_layer() const { return layer_; }
   // Storage per weight over the linears quantized so far, metadata included.
   double bits_per_weight() const { return bits_ / weights_; }
