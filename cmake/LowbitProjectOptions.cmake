@@ -48,8 +48,8 @@ endif()
 target_link_libraries(lowbit_project_options INTERFACE lowbit::io)
 
 # Each source file of the tests and the tool parses GoogleTest, Eigen and the
-# headers it uses, and instantiates the same Eigen code; a unity build
+# headers it uses, and compiles the same inline library code; a unity build
 # compiles them in batches (one #include of each file), so every batch does
-# that once. Batches of 8 keep two cores busy and each compiler under 3 GB.
+# that once.
 set(CMAKE_UNITY_BUILD ${LOWBIT_UNITY_BUILD})
-set(CMAKE_UNITY_BUILD_BATCH_SIZE 8)
+set(CMAKE_UNITY_BUILD_BATCH_SIZE ${LOWBIT_UNITY_BATCH_SIZE})
