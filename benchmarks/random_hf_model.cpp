@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <lowbit/io/safetensors.hpp>
+#include <lowbit/model/hf_export.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,10 +19,7 @@ namespace {
 
 using lowbit::io::Dtype;
 using lowbit::io::SafetensorsWriter;
-
-struct Shape {
-  long layers = 22, hidden = 2048, intermediate = 5632, heads = 32, kv_heads = 4, vocab = 32000;
-};
+namespace model = lowbit::model;
 
 void add_random(SafetensorsWriter& out, std::mt19937& rng, const std::string& name, long rows,
                 long cols) {
@@ -42,9 +40,11 @@ std::string shard_name(long index, long count) {
   return name;
 }
 
-void write(const std::string& dir, const Shape& s) {
+// The tensors and config.json Hugging Face's LlamaForCausalLM has, named and
+// shaped by the model layer's own definitions (hf_linear_name, linear_rows).
+void write(const std::string& dir, const model::Config& c) {
   std::filesystem::create_directories(dir);
-  const long head_dim = s.hidden / s.heads, shards = s.layers + 1;
+  const long shards = c.n_layers + 1;
   nlohmann::json weight_map = nlohmann::json::object();
   std::mt19937 rng(1);
   auto finish = [&](SafetensorsWriter& out, long index) {
@@ -52,41 +52,26 @@ void write(const std::string& dir, const Shape& s) {
     for (const auto& name : out.names()) weight_map[name] = file;
     out.write(dir + "/" + file);
   };
-  for (long l = 0; l < s.layers; ++l) {
+  const auto rows = model::linear_rows(c), cols = model::linear_cols(c);
+  for (int l = 0; l < c.n_layers; ++l) {
     SafetensorsWriter out;
+    for (model::LinearKind kind : model::kAllLinears)
+      add_random(out, rng, model::detail::hf_linear_name(l, kind) + ".weight",
+                 rows[model::index(kind)], cols[model::index(kind)]);
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    add_random(out, rng, p + "self_attn.q_proj.weight", s.hidden, s.hidden);
-    add_random(out, rng, p + "self_attn.k_proj.weight", s.kv_heads * head_dim, s.hidden);
-    add_random(out, rng, p + "self_attn.v_proj.weight", s.kv_heads * head_dim, s.hidden);
-    add_random(out, rng, p + "self_attn.o_proj.weight", s.hidden, s.hidden);
-    add_random(out, rng, p + "mlp.gate_proj.weight", s.intermediate, s.hidden);
-    add_random(out, rng, p + "mlp.up_proj.weight", s.intermediate, s.hidden);
-    add_random(out, rng, p + "mlp.down_proj.weight", s.hidden, s.intermediate);
-    add_ones(out, p + "input_layernorm.weight", s.hidden);
-    add_ones(out, p + "post_attention_layernorm.weight", s.hidden);
+    add_ones(out, p + "input_layernorm.weight", c.dim);
+    add_ones(out, p + "post_attention_layernorm.weight", c.dim);
     finish(out, l + 1);
   }
   SafetensorsWriter out;
-  add_random(out, rng, "model.embed_tokens.weight", s.vocab, s.hidden);
-  add_random(out, rng, "lm_head.weight", s.vocab, s.hidden);
-  add_ones(out, "model.norm.weight", s.hidden);
+  add_random(out, rng, "model.embed_tokens.weight", c.vocab_size, c.dim);
+  add_random(out, rng, "lm_head.weight", c.vocab_size, c.dim);
+  add_ones(out, "model.norm.weight", c.dim);
   finish(out, shards);
   std::ofstream(dir + "/model.safetensors.index.json")
       << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}.dump(1);
-  const nlohmann::json config{{"architectures", {"LlamaForCausalLM"}},
-                              {"model_type", "llama"},
-                              {"hidden_size", s.hidden},
-                              {"intermediate_size", s.intermediate},
-                              {"num_hidden_layers", s.layers},
-                              {"num_attention_heads", s.heads},
-                              {"num_key_value_heads", s.kv_heads},
-                              {"vocab_size", s.vocab},
-                              {"max_position_embeddings", 2048},
-                              {"rms_norm_eps", 1e-5},
-                              {"rope_theta", 10000.0},
-                              {"hidden_act", "silu"},
-                              {"tie_word_embeddings", false},
-                              {"torch_dtype", "bfloat16"}};
+  nlohmann::json config = model::hf_llama_config(c, /*tied=*/false);
+  config["torch_dtype"] = "bfloat16";
   std::ofstream(dir + "/config.json") << config.dump(2);
 }
 
@@ -98,20 +83,21 @@ int main(int argc, char** argv) {
                  "usage: random_hf_model DIR [layers hidden intermediate heads kv_heads vocab]\n");
     return 2;
   }
-  Shape s;
+  model::Config c;  // TinyLlama-1.1B's shape unless given
+  c.n_layers = 22, c.dim = 2048, c.hidden_dim = 5632, c.n_heads = 32, c.n_kv_heads = 4;
+  c.vocab_size = 32000, c.seq_len = 2048;
   if (argc == 8) {
-    long* fields[] = {&s.layers, &s.hidden, &s.intermediate, &s.heads, &s.kv_heads, &s.vocab};
-    for (int i = 0; i < 6; ++i) *fields[i] = std::atol(argv[i + 2]);
+    int* fields[] = {&c.n_layers, &c.dim, &c.hidden_dim, &c.n_heads, &c.n_kv_heads, &c.vocab_size};
+    for (int i = 0; i < 6; ++i) *fields[i] = std::atoi(argv[i + 2]);
   }
-  if (s.layers < 1 || s.hidden < 1 || s.intermediate < 1 || s.heads < 1 || s.kv_heads < 1 ||
-      s.vocab < 1 || s.hidden % s.heads != 0 || s.heads % s.kv_heads != 0) {
-    std::fprintf(stderr,
-                 "random_hf_model: sizes must be positive, heads must divide hidden and "
-                 "kv_heads heads\n");
+  try {
+    model::validate_config(c, "random_hf_model");
+  } catch (const lowbit::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
     return 2;
   }
   try {
-    write(argv[1], s);
+    write(argv[1], c);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "random_hf_model: %s\n", e.what());
     return 1;
