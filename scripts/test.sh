@@ -3,11 +3,13 @@
 #   0. formatting: every C++ file as .clang-format says (clang-format 14);
 #   1. native build (-march=native): every test, the golden files (bundled, and
 #      ../shared/golden or $LOWBIT_GOLDEN_DIR when present), the tool, the
-#      package consumers; benchmarks are built;
+#      package consumers;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: every unit test;
-#   3. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
+#   and beside those two, at low priority (their log is printed at the end):
+#   3. the benchmarks and examples, built (-march=native);
+#   4. kernel builds: plain AVX2, scalar only, and aarch64 NEON under qemu
 #      (baseline ARMv8, and ARMv8.2 with the dot-product extension);
-#   4. every fuzzer (clang, libFuzzer: safetensors, GGUF, llama2.c, layer and
+#   5. every fuzzer (clang, libFuzzer: safetensors, GGUF, llama2.c, layer and
 #      checkpoint tensors, config.json, the command line) for a bounded time,
 #      LOWBIT_FUZZ_SECONDS each (10 by default).
 set -euo pipefail
@@ -51,69 +53,114 @@ build_and_test() {  # build_and_test DIR [cmake args...]
 step "formatting (.clang-format)"
 git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
 
-step "native build, every test"
-build_and_test build/ci-native -DLOWBIT_GOLDEN_DIR="$golden"
+# The kernel builds, the benchmarks and examples, and the fuzzers run beside
+# the two full builds, at low priority: they take the cores those leave idle
+# (one compiler left on a large batch, a link, the tail of the tests) and
+# finish on both cores after them. Their output is shown at the end, or
+# after the native step if one has failed by then.
+side_steps() {
+  side_step() { echo; echo "=== lowbit: $* (started at ${SECONDS} s)"; }
+
+  side_step "native benchmarks and examples (built)"
+  configure build/ci-programs -DCMAKE_BUILD_TYPE=Release -DLOWBIT_WERROR=ON \
+    -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_TOOLS=OFF
+  cmake --build build/ci-programs -j"$jobs"
+
+  if grep -q avx2 /proc/cpuinfo; then
+    side_step "plain AVX2 kernels"
+    build_and_test build/ci-avx2 -DLOWBIT_ARCH_FLAGS="-mavx2 -mfma -mf16c" \
+      -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+      -DLOWBIT_TEST_GLOB="$kernel_tests"
+  fi
+
+  side_step "scalar-only kernels"
+  build_and_test build/ci-scalar -DLOWBIT_FORCE_SCALAR=ON \
+    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+    -DLOWBIT_TEST_GLOB="$kernel_tests"
+
+  side_step "aarch64 NEON kernels under qemu"
+  build_and_test build/ci-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+    -DLOWBIT_TEST_GLOB="$kernel_tests"
+
+  side_step "aarch64 NEON dot-product kernels under qemu"
+  build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+    -DLOWBIT_ARCH_FLAGS="-march=armv8.2-a+dotprod" \
+    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
+    -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
+
+  if command -v clang++ >/dev/null; then
+    side_step "fuzzers (bounded)"
+    # -O1 -g1 as for the sanitizer step: the fuzzers compile in less time than
+    # they then run.
+    configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DLOWBIT_BUILD_FUZZERS=ON \
+      -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF \
+      -DLOWBIT_BUILD_TOOLS=OFF
+    cmake --build build/ci-fuzz -j"$jobs"
+    # One fuzzer per core at a time, each for the same time as run alone; a
+    # fuzzer's output is shown when it fails, its last line when it passes.
+    fuzz() {  # fuzz READER
+      local log=build/ci-fuzz/fuzz_$1.log
+      mkdir -p "build/ci-fuzz/corpus-$1"
+      if ! "build/ci-fuzz/tests/fuzz/fuzz_$1" -max_total_time="${LOWBIT_FUZZ_SECONDS:-10}" \
+        -rss_limit_mb=2048 -timeout=10 "build/ci-fuzz/corpus-$1" "tests/data/$1_hostile" >"$log" 2>&1; then
+        cat "$log"; echo "fuzz_$1 failed"; return 1
+      fi
+      echo "fuzz_$1: $(tail -n 1 "$log")"
+    }
+    local running=() reader pid
+    for reader in safetensors gguf llama2c layer_file hf_config cli; do
+      if ((${#running[@]} == jobs)); then wait "${running[0]}"; running=("${running[@]:1}"); fi
+      fuzz "$reader" &
+      running+=($!)
+    done
+    for pid in "${running[@]}"; do wait "$pid"; done
+  fi
+  side_step "done"
+}
+
+mkdir -p build
+side_log=build/ci-side-steps.log
+step "kernel builds, benchmarks, examples and fuzzers start beside the full builds (log: $side_log)"
+# Job control puts the side steps in a process group of their own, so that a
+# failure of either side stops the other.
+set -m
+(renice -n 10 -p "$BASHPID" >/dev/null; side_steps) >"$side_log" 2>&1 &
+side_pid=$!
+set +m
+trap 'kill -- -"$side_pid" 2>/dev/null || true' EXIT
+side_status=""  # the side steps' exit status once they have ended
+stop_if_side_steps_failed() {
+  if [ -z "$side_status" ] && ! kill -0 "$side_pid" 2>/dev/null; then
+    side_status=0
+    wait "$side_pid" || side_status=$?
+  fi
+  if [ -n "$side_status" ] && ((side_status != 0)); then
+    cat "$side_log"; echo "lowbit: a side step failed (log above: $side_log)"; exit 1
+  fi
+}
+
+step "native build (the tool, every test) and tests"
+build_and_test build/ci-native -DLOWBIT_GOLDEN_DIR="$golden" \
+  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF
+stop_if_side_steps_failed
 
 step "sanitizers (ASan, UBSan)"
 # Clang at -O1 -g1 (ASan's documentation advises -O1): the same checks compile
 # in 0.6x the CPU time and half the memory of g++ -O1 -g1, a quarter of g++
 # -O2 -g (README, "How long the test command takes"). The native step is g++.
-# The decoder example is left out: no test runs it (the tests include its
-# evaluation code), and it alone would take 150 CPU-seconds to compile here.
 build_and_test build/ci-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DLOWBIT_SANITIZE=ON \
   -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_GOLDEN_DIR="$golden"
 
-if grep -q avx2 /proc/cpuinfo; then
-  step "plain AVX2 kernels"
-  build_and_test build/ci-avx2 -DLOWBIT_ARCH_FLAGS="-mavx2 -mfma -mf16c" \
-    -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
-    -DLOWBIT_TEST_GLOB="$kernel_tests"
+step "the side steps finish"
+if [ -z "$side_status" ]; then
+  side_status=0
+  wait "$side_pid" || side_status=$?
 fi
-
-step "scalar-only kernels"
-build_and_test build/ci-scalar -DLOWBIT_FORCE_SCALAR=ON \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
-  -DLOWBIT_TEST_GLOB="$kernel_tests"
-
-step "aarch64 NEON kernels under qemu"
-build_and_test build/ci-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
-  -DLOWBIT_TEST_GLOB="$kernel_tests"
-
-step "aarch64 NEON dot-product kernels under qemu"
-build_and_test build/ci-aarch64-dotprod -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DLOWBIT_ARCH_FLAGS="-march=armv8.2-a+dotprod" \
-  -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_TOOLS=OFF \
-  -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
-
-if command -v clang++ >/dev/null; then
-  step "fuzzers (bounded)"
-  # -O1 -g1 as for the sanitizer step: the fuzzers compile in less time than
-  # they then run.
-  configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DLOWBIT_BUILD_FUZZERS=ON \
-    -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF \
-    -DLOWBIT_BUILD_TOOLS=OFF
-  cmake --build build/ci-fuzz -j"$jobs"
-  # One fuzzer per core at a time, each for the same time as run alone; a
-  # fuzzer's output is shown when it fails, its last line when it passes.
-  fuzz() {  # fuzz READER
-    local log=build/ci-fuzz/fuzz_$1.log
-    mkdir -p "build/ci-fuzz/corpus-$1"
-    if ! "build/ci-fuzz/tests/fuzz/fuzz_$1" -max_total_time="${LOWBIT_FUZZ_SECONDS:-10}" \
-      -rss_limit_mb=2048 -timeout=10 "build/ci-fuzz/corpus-$1" "tests/data/$1_hostile" >"$log" 2>&1; then
-      cat "$log"; echo "fuzz_$1 failed"; return 1
-    fi
-    echo "fuzz_$1: $(tail -n 1 "$log")"
-  }
-  running=()
-  for reader in safetensors gguf llama2c layer_file hf_config cli; do
-    if ((${#running[@]} == jobs)); then wait "${running[0]}"; running=("${running[@]:1}"); fi
-    fuzz "$reader" &
-    running+=($!)
-  done
-  for pid in "${running[@]}"; do wait "$pid"; done
-fi
+trap - EXIT
+stop_if_side_steps_failed
+cat "$side_log"
 
 step "all tests passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
