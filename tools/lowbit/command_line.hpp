@@ -1,7 +1,7 @@
 // The command line of the lowbit tool, parsed and checked before any file is
 // touched: which command (or quantization method) runs with which options,
-// or which help text to print. main.cpp runs what this returns; the CLI fuzzer
-// (tests/fuzz/fuzz_cli.cpp) calls it alone.
+// or which help text to print. run_tool (tool.hpp) runs what this returns;
+// the CLI fuzzer (tests/fuzz/fuzz_cli.cpp) calls it alone.
 #pragma once
 
 #include <optional>
