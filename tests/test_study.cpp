@@ -44,23 +44,21 @@ StudyRow study_row(const Model& padded, const std::string& method, int bits,
   return {q.bits_per_weight, m};
 }
 
-StudyRow study_row(const Model& padded, const std::string& method, int bits) {
-  return study_row(padded, method, bits, study_sequences(padded));
-}
-
 // The ordering every quantization study must reproduce, and thresholds set
 // from the measured figures with margin (tiny models are very sensitive: a
 // 64-wide model loses more per bit than a 4096-wide one).
 TEST_F(Study, stories260k_methods_rank_as_expected) {
   REQUIRE_STORIES260K(loaded);
   const Model m = pad_hidden(*loaded, 64);
-  const StudyRow rtn2 = study_row(m, "rtn", 2), rtn4 = study_row(m, "rtn", 4);
-  const StudyRow awq4 = study_row(m, "awq", 4), gptq4 = study_row(m, "gptq", 4);
-  const StudyRow gptq2 = study_row(m, "gptq", 2), bpdq2 = study_row(m, "bpdq", 2);
-  const StudyRow tacq4 = study_row(m, "tacq-gradient-free", 4);
-  const StudyRow absmax = study_row(m, "absmax-w8a8", 8);
-  const StudyRow smooth = study_row(m, "smoothquant-w8a8", 8);
-  const StudyRow llama4 = study_row(m, "llama.cpp", 4), gptq_gguf4 = study_row(m, "gptq-gguf", 4);
+  const StudySequences s = study_sequences(m);
+  const StudyRow rtn2 = study_row(m, "rtn", 2, s), rtn4 = study_row(m, "rtn", 4, s);
+  const StudyRow awq4 = study_row(m, "awq", 4, s), gptq4 = study_row(m, "gptq", 4, s);
+  const StudyRow gptq2 = study_row(m, "gptq", 2, s), bpdq2 = study_row(m, "bpdq", 2, s);
+  const StudyRow tacq4 = study_row(m, "tacq-gradient-free", 4, s);
+  const StudyRow absmax = study_row(m, "absmax-w8a8", 8, s);
+  const StudyRow smooth = study_row(m, "smoothquant-w8a8", 8, s);
+  const StudyRow llama4 = study_row(m, "llama.cpp", 4, s);
+  const StudyRow gptq_gguf4 = study_row(m, "gptq-gguf", 4, s);
   EXPECT_LT(rtn4.metrics.kl, rtn2.metrics.kl / 2);
   EXPECT_LT(awq4.metrics.kl, rtn4.metrics.kl);
   EXPECT_LT(gptq4.metrics.kl, 0.9 * rtn4.metrics.kl);
