@@ -6,6 +6,7 @@
 // *stories260k*, skipped when the file is absent); the loss against the
 // forward pass's logits; the accumulation of |dL/dW| per sample; bad input.
 #include <lowbit/model/quantized_linear.hpp>
+#include <lowbit/model/sequential_quantization.hpp>
 #include <lowbit/model/task_gradients.hpp>
 #include <lowbit/quant/rtn.hpp>
 #include <map>
@@ -215,6 +216,56 @@ TEST_F(TaskGradientsTest, RejectBadSamplesNamingWhatIsWrong) {
   Model short_model = m;
   short_model.layers.pop_back();
   taskgrad_expect_error(short_model, {{{1, 2, 3}, {}}}, "the model has 1 layers");
+}
+
+// Whole-model TACQ takes G from the task: layer 0's wq (whose input is the
+// float model's under sequential calibration) is quantize_tacq on that
+// layer's Hessian and the task's G; another task gives another result.
+TEST_F(TaskGradientsTest, WholeModelTacqUsesTheTaskGradients) {
+  // 64 x 64 query weights: 0.35% of them is 14 kept weights.
+  const Model m = test::tiny_model(10, Config{64, 96, 2, 4, 2, 23, 12});
+  const std::vector<Sequence> calibration = sample_sequences(m, 3, 10, 1.0f, 1);
+  const std::vector<TaskSample> task = next_token_task(sample_sequences(m, 2, 10, 1.0f, 5));
+  const QuantSpec spec{"tacq", 2, 16, false};
+  auto first_wq = [&](const std::vector<TaskSample>& t) {
+    MatrixF q;
+    quantize_model_for_task(
+        m, calibration, spec, t, {}, [&](int l, LinearKind kind, const QuantizedLinear& r) {
+          if (l != 0 || kind != LinearKind::wq) return;
+          const MatrixF identity = MatrixF::Identity(m.config.dim, m.config.dim);
+          MatrixF y(m.config.dim, m.config.q_dim());
+          r.linear->apply(identity, y);
+          q = y.transpose();  // the dequantized weights, out x in
+        });
+    return q;
+  };
+  Calibration inputs(m.config.dim);
+  for (const Sequence& s : calibration) {
+    MatrixF state = embed(m, s);
+    run_layer_on_sequence(m.config, m.rope, m.layers[0], 0, state,
+                          [&](int, LinearKind kind, const MatrixF& x) {
+                            if (kind == LinearKind::wq) inputs.add(x);
+                          });
+  }
+  TacqConfig config;
+  config.gptq.bits = 2;
+  config.gptq.group_size = 16;
+  const MatrixF expected = quantize_tacq(test::weight(m, 0, LinearKind::wq), inputs.hessian(),
+                                         task_gradients(m, task).sum(0, LinearKind::wq), config)
+                               .dequantize();
+  const MatrixF got = first_wq(task);
+  // Up to the kernel's fp16 coefficients (relative rounding 2^-11).
+  EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-3f * expected.cwiseAbs().maxCoeff());
+  EXPECT_GT((first_wq(next_token_task(calibration)) - got).cwiseAbs().maxCoeff(), 1e-3f);
+
+  SequentialQuantizer without_gradients(m.config, embed_sequences(m, calibration), spec);
+  try {
+    without_gradients.quantize_next(m.layers[0]);
+    ADD_FAILURE() << "tacq ran without task gradients";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs the task gradients"), std::string::npos)
+        << e.what();
+  }
 }
 
 // The real model: every linear of every layer, the largest entry and five
