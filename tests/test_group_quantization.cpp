@@ -218,7 +218,7 @@ TEST_F(GroupQuantization, GgmlMethodsAreLlamaCppsTypes) {
 
 TEST_F(GroupQuantization, MethodNamesAndUnknownMethods) {
   const std::vector<std::string> names = method_names();
-  EXPECT_EQ(names.size(), 10u);
+  EXPECT_EQ(names.size(), 11u);
   for (const std::string& m : checkpoint_methods())
     EXPECT_NE(std::find(names.begin(), names.end(), m), names.end()) << m;
   EXPECT_FALSE(is_w8a8("gptq"));

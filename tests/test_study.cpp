@@ -55,6 +55,7 @@ TEST_F(Study, stories260k_methods_rank_as_expected) {
   const StudyRow awq4 = study_row(m, "awq", 4, s), gptq4 = study_row(m, "gptq", 4, s);
   const StudyRow gptq2 = study_row(m, "gptq", 2, s), bpdq2 = study_row(m, "bpdq", 2, s);
   const StudyRow tacq4 = study_row(m, "tacq-gradient-free", 4, s);
+  const StudyRow task_tacq2 = study_row(m, "tacq", 2, s), task_tacq4 = study_row(m, "tacq", 4, s);
   const StudyRow absmax = study_row(m, "absmax-w8a8", 8, s);
   const StudyRow smooth = study_row(m, "smoothquant-w8a8", 8, s);
   const StudyRow llama4 = study_row(m, "llama.cpp", 4, s);
@@ -65,6 +66,9 @@ TEST_F(Study, stories260k_methods_rank_as_expected) {
   EXPECT_LT(gptq2.metrics.kl, rtn2.metrics.kl);
   EXPECT_LT(bpdq2.metrics.kl, 0.9 * gptq2.metrics.kl);
   EXPECT_LT(tacq4.metrics.kl, rtn4.metrics.kl);
+  // TACQ with task gradients (the calibration sequences as its task).
+  EXPECT_LT(task_tacq4.metrics.kl, gptq4.metrics.kl);
+  EXPECT_LT(task_tacq2.metrics.kl, gptq2.metrics.kl);
   EXPECT_NEAR(bpdq2.bits_per_weight, 2 + 3 * 16.0 / 32, 1e-9);
   EXPECT_GT(absmax.metrics.top1, 0.75);
   EXPECT_GT(smooth.metrics.top1, 0.75);

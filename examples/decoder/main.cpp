@@ -6,6 +6,7 @@
 //       GGUF file's quantized linears on the kernels;
 //   lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]
 //                  [--types T1,T2,...] [--group-size G] [--tsv FILE]
+//                  [--task-temperature T] [--eval-temperature T]
 //       the end-to-end quantization study: every method at every bit width it
 //       supports, one table (and the same rows as TSV for plots).
 //
@@ -50,6 +51,8 @@ struct Options {
   std::vector<lowbit::GgmlType> types;  // for the ggml methods, instead of bits
   int group_size = 32;
   std::string tsv;
+  float task_temperature = -1;  // TACQ's task: < 0 the calibration sequences
+  float eval_temperature = 1;
 };
 
 void generate(const lowbit::model::Model& model, const Options& o) {
@@ -80,7 +83,10 @@ lowbit::model::Model load_model(const std::string& path, bool study) {
 
 // GPTQ runs with act-order (desc_act), its better setting.
 // Calibration: 32 sequences of 64 tokens sampled at temperature 1 (seed 1);
-// evaluation: 32 other sequences of 128 tokens (seed 2). The hidden dimension
+// evaluation: 32 other sequences of 128 tokens (seed 2, --eval-temperature).
+// TACQ's task gradients: next-token loss on the calibration sequences, or with
+// --task-temperature on 32 sequences of 64 tokens sampled at that temperature
+// (seed 3), so the task can differ from the evaluation text. The hidden dimension
 // is padded to a multiple of 64 so every group size up to 64 divides it.
 // The ggml methods run at each --types entry when given, else at each --bits
 // (the K-quant of that width).
@@ -89,7 +95,9 @@ void study(const lowbit::model::Model& loaded, const Options& o) {
   using namespace lowbit::model;
   const Model model = pad_hidden(loaded, 64);
   const std::vector<Sequence> calibration = sample_sequences(model, 32, 64, 1.0f, 1);
-  const std::vector<Sequence> heldout = sample_sequences(model, 32, 128, 1.0f, 2);
+  const std::vector<Sequence> heldout = sample_sequences(model, 32, 128, o.eval_temperature, 2);
+  const std::vector<Sequence> task =
+      o.task_temperature < 0 ? calibration : sample_sequences(model, 32, 64, o.task_temperature, 3);
   const std::vector<MatrixF> reference = sequence_logits(model, heldout);
   std::ofstream tsv;
   if (!o.tsv.empty()) {
@@ -114,7 +122,8 @@ void study(const lowbit::model::Model& loaded, const Options& o) {
       "|--------------------|------|--------|----------|--------|-----------|----------|\n");
   row("float", "32", 32.0, compare(reference, reference, heldout), tokens_per_second(model, 256));
   const auto run = [&](const QuantSpec& spec, const std::string& label) {
-    const QuantizedModel q = quantize_model(model, calibration, spec);
+    const QuantizedModel q =
+        quantize_model_for_task(model, calibration, spec, next_token_task(task));
     row(spec.method, label, q.bits_per_weight,
         compare(reference, sequence_logits(q.model, heldout), heldout),
         tokens_per_second(q.model, 256));
@@ -137,7 +146,8 @@ int main(int argc, char** argv) {
       "usage: lowbit_decoder MODEL [--tokens N] [--temperature T] [--seed S]\n"
       "       (MODEL: a llama2.c file, a Hugging Face directory or a LLaMA .gguf)\n"
       "       lowbit_decoder MODEL --study [--methods M1,M2,...] [--bits B1,B2,...]\n"
-      "                      [--types q4_0,q8_0,...] [--group-size G] [--tsv FILE]\n";
+      "                      [--types q4_0,q8_0,...] [--group-size G] [--tsv FILE]\n"
+      "                      [--task-temperature T] [--eval-temperature T]\n";
   Options o;
   try {
     for (int i = 1; i < argc; ++i) {
@@ -165,6 +175,10 @@ int main(int argc, char** argv) {
         }
       } else if (arg == "--group-size" && has_value)
         o.group_size = std::stoi(argv[++i]);
+      else if (arg == "--task-temperature" && has_value)
+        o.task_temperature = std::stof(argv[++i]);
+      else if (arg == "--eval-temperature" && has_value)
+        o.eval_temperature = std::stof(argv[++i]);
       else if (arg == "--tsv" && has_value)
         o.tsv = argv[++i];
       else if (arg == "--help" || arg == "-h")

@@ -39,32 +39,47 @@ struct KvCache {
   int length = 0;
 };
 
-// Row-wise RMSNorm: w * x / sqrt(mean(x^2) + eps).
-inline MatrixF rms_norm(const MatrixF& x, const VectorF& weight, float eps) {
-  MatrixF out(x.rows(), x.cols());
+// Row-wise RMSNorm: w * x / sqrt(mean(x^2) + eps). Templated on the scalar so
+// that the backward pass (task_gradients.hpp) can replay it in double.
+template <class Scalar>
+MatrixT<Scalar> rms_norm(const MatrixT<Scalar>& x, const VectorF& weight, float eps) {
+  const VectorT<Scalar> w = weight.cast<Scalar>();
+  MatrixT<Scalar> out(x.rows(), x.cols());
   for (Index t = 0; t < x.rows(); ++t) {
-    const float inv_rms = 1.0f / std::sqrt(x.row(t).squaredNorm() / float(x.cols()) + eps);
-    out.row(t) = x.row(t).cwiseProduct(weight.transpose()) * inv_rms;
+    const Scalar inv_rms =
+        Scalar(1) / std::sqrt(x.row(t).squaredNorm() / Scalar(x.cols()) + Scalar(eps));
+    out.row(t) = x.row(t).cwiseProduct(w.transpose()) * inv_rms;
   }
   return out;
 }
 
+// The attention weights of one query head over the first `visible` cached
+// keys of its key/value head (columns kv_col..kv_col+head_size-1): the
+// softmax of the scaled dot products.
+template <class Scalar>
+VectorT<Scalar> attention_weights(const MatrixT<Scalar>& keys, Index kv_col, Index visible,
+                                  const Eigen::Ref<const VectorT<Scalar>>& query) {
+  const Index hs = query.size();
+  const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(hs));
+  VectorT<Scalar> scores = keys.block(0, kv_col, visible, hs) * query * scale;
+  scores = (scores.array() - scores.maxCoeff()).exp();  // softmax, shifted for range
+  return scores / scores.sum();
+}
+
 // Causal grouped-query attention of the queries of positions [start, start+T)
 // over the cached keys and values of positions [0, start+T).
-inline MatrixF attention(const Config& c, const MatrixF& q, const MatrixF& keys,
-                         const MatrixF& values, int start) {
+template <class Scalar>
+MatrixT<Scalar> attention(const Config& c, const MatrixT<Scalar>& q, const MatrixT<Scalar>& keys,
+                          const MatrixT<Scalar>& values, int start) {
   const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  MatrixF out(q.rows(), q.cols());
+  MatrixT<Scalar> out(q.rows(), q.cols());
   for (Index t = 0; t < q.rows(); ++t) {
     const Index visible = start + t + 1;
     for (int h = 0; h < c.n_heads; ++h) {
       const Index kv_col = Index(h / group) * hs;  // the key/value head this query head shares
-      VectorF scores =
-          keys.block(0, kv_col, visible, hs) * q.row(t).segment(h * hs, hs).transpose() * scale;
-      scores = (scores.array() - scores.maxCoeff()).exp();  // softmax, shifted for range
-      scores /= scores.sum();
-      out.row(t).segment(h * hs, hs) = scores.transpose() * values.block(0, kv_col, visible, hs);
+      const VectorT<Scalar> p = attention_weights<Scalar>(keys, kv_col, visible,
+                                                          q.row(t).segment(h * hs, hs).transpose());
+      out.row(t).segment(h * hs, hs) = p.transpose() * values.block(0, kv_col, visible, hs);
     }
   }
   return out;
@@ -121,8 +136,10 @@ inline MatrixF embed(const Model& m, const std::vector<int>& tokens) {
 }
 
 // Final RMSNorm and the classifier: tokens x vocab.
-inline MatrixF logits(const Model& m, const MatrixF& x) {
-  return rms_norm(x, m.final_norm, m.config.norm_eps) * m.output_weights().transpose();
+template <class Scalar>
+MatrixT<Scalar> logits(const Model& m, const MatrixT<Scalar>& x) {
+  return rms_norm(x, m.final_norm, m.config.norm_eps) *
+         m.output_weights().cast<Scalar>().transpose();
 }
 
 // Appends `tokens` to the cached sequence and returns their logits

@@ -123,6 +123,9 @@ struct GroupInputs {
   // that produces x (wv for wo when every head has its own values, w3 for w2),
   // as AutoAWQ's scale_fc_fc; empty when no such linear can take it.
   InputScaleFold fold_into_producer = {};
+  // TACQ: the task gradients' magnitudes G of each linear (out x in), in the
+  // order of `weights`; empty when none were computed.
+  std::vector<const MatrixF*> gradients = {};
 };
 
 // The K-quant of `bits` (8: Q8_0).
@@ -267,16 +270,20 @@ inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
   return out;
 }
 
-// TACQ without gradients (task gradients need a backward pass): the
-// activation-energy proxy G = diag(H) stands in for |gradient|, so this is
-// not the paper's method. 0.35% of each matrix stays in fp16.
-inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
+// TACQ as published: G from the task gradients (task_gradients.hpp).
+// 0.35% of each matrix stays in fp16.
+inline std::vector<QuantizedLinear> tacq(const GroupInputs& in) {
+  lowbit::detail::require(in.gradients.size() == in.weights.size(),
+                          "tacq: needs the task gradients of every linear (task_gradients.hpp); "
+                          "tacq-gradient-free runs on an activation-energy proxy instead");
   const MatrixD h = in.activations.statistics().hessian();
   TacqConfig config;
   config.gptq = gptq_config(in.spec);
   std::vector<QuantizedLinear> out;
-  for (const MatrixF* w : in.weights) {
-    const TacqResult r = quantize_tacq_without_gradients(*w, h, config);
+  for (std::size_t i = 0; i < in.weights.size(); ++i) {
+    const TacqResult r = in.gradients[i] != nullptr
+                             ? quantize_tacq(*in.weights[i], h, *in.gradients[i], config)
+                             : quantize_tacq_without_gradients(*in.weights[i], h, config);
     out.push_back({std::make_shared<BitPlaneLinear>(pack_bitplanes(r.weights, r.outliers)),
                    r.report.bits_per_weight,
                    {},
@@ -284,6 +291,14 @@ inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
                    {}});
   }
   return out;
+}
+
+// TACQ without gradients: the activation-energy proxy G = diag(H) stands in
+// for |gradient|, so this is not the paper's method.
+inline std::vector<QuantizedLinear> tacq_gradient_free(const GroupInputs& in) {
+  GroupInputs proxy = in;
+  proxy.gradients.assign(in.weights.size(), nullptr);
+  return tacq(proxy);
 }
 
 // AutoAWQ's recipe for LLaMA-family layers: one scale search per group, 1/s
@@ -368,6 +383,7 @@ inline const std::vector<MethodEntry>& methods() {
       {"rtn", rtn, false, false, ActivationUse::nothing},
       {"gptq", gptq, false, false, ActivationUse::statistics},
       {"bpdq", bpdq, false, false, ActivationUse::statistics},
+      {"tacq", tacq, false, false, ActivationUse::statistics},
       {"tacq-gradient-free", tacq_gradient_free, false, false, ActivationUse::statistics},
       {"awq", awq, false, false, ActivationUse::tokens},
       {"absmax-w8a8", absmax_w8a8, true, false, ActivationUse::nothing},

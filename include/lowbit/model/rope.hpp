@@ -80,9 +80,12 @@ inline RopeTables rope_tables(int positions, int head_size, float theta,
   return rope;
 }
 
-// Rotates every pair of every head of token t (a row of x) by position
-// start + t, pairs as rope.style says. The caller keeps positions within the tables.
-inline void apply_rope(const RopeTables& rope, MatrixF& x, int start) {
+namespace detail {
+
+// Rotates every pair of every head of token t by `direction` (+1 or -1) times
+// the angle of position start + t.
+template <class Scalar>
+void rotate_pairs(const RopeTables& rope, MatrixT<Scalar>& x, int start, int direction) {
   const int head_size = rope.head_size(), half = head_size / 2;
   const bool interleaved = rope.style == RopeStyle::interleaved;
   for (Index t = 0; t < x.rows(); ++t)
@@ -90,11 +93,27 @@ inline void apply_rope(const RopeTables& rope, MatrixF& x, int start) {
       for (int i = 0; i < half; ++i) {
         const Index j0 = head + (interleaved ? 2 * i : i);
         const Index j1 = j0 + (interleaved ? 1 : half);
-        const float c = rope.cos(start + t, i), s = rope.sin(start + t, i);
-        const float x0 = x(t, j0), x1 = x(t, j1);
+        const Scalar c = rope.cos(start + t, i), s = Scalar(direction) * rope.sin(start + t, i);
+        const Scalar x0 = x(t, j0), x1 = x(t, j1);
         x(t, j0) = x0 * c - x1 * s;
         x(t, j1) = x0 * s + x1 * c;
       }
+}
+
+}  // namespace detail
+
+// Rotates every pair of every head of token t (a row of x) by position
+// start + t, pairs as rope.style says. The caller keeps positions within the tables.
+template <class Scalar>
+void apply_rope(const RopeTables& rope, MatrixT<Scalar>& x, int start) {
+  detail::rotate_pairs(rope, x, start, 1);
+}
+
+// The transpose (= inverse) of apply_rope: what a backward pass applies to
+// the gradient of the rotated rows.
+template <class Scalar>
+void apply_rope_transposed(const RopeTables& rope, MatrixT<Scalar>& x, int start) {
+  detail::rotate_pairs(rope, x, start, -1);
 }
 
 }  // namespace lowbit::model

@@ -29,6 +29,7 @@
 #include "lowbit/model/group_quantization.hpp"
 #include "lowbit/model/llama.hpp"
 #include "lowbit/model/sequences.hpp"
+#include "lowbit/model/task_gradients.hpp"
 
 namespace lowbit::model {
 
@@ -73,6 +74,8 @@ class SequentialQuantizer {
       if (progress) progress(l, group_names(group));
       GroupInputs in{{}, activations[g], group.norm ? &(quantized.*group.norm) : nullptr, spec_};
       for (LinearKind k : group.kinds) in.weights.push_back(&float_weight(layer, k));
+      if (gradients_ != nullptr)
+        for (LinearKind k : group.kinds) in.gradients.push_back(&gradients_->sum(l, k));
       if (const std::optional<LinearKind> producer = producer_of(group))
         in.fold_into_producer = [&, p = index(*producer)](const VectorF& s) {
           divide_output_rows(results[p], s);
@@ -121,6 +124,9 @@ class SequentialQuantizer {
     run_layer_on_sequences(config_, rope_, layer, layer_, states_);
     ++layer_;
   }
+
+  // TACQ's task gradients of the float model (alive while the quantizer is).
+  void use_task_gradients(const TaskGradients* gradients) { gradients_ = gradients; }
 
   int next_layer() const { return layer_; }
   // Storage per weight over the linears quantized so far, metadata included.
@@ -188,6 +194,7 @@ class SequentialQuantizer {
   Propagation propagation_;
   int layer_ = 0;
   double bits_ = 0, weights_ = 0;
+  const TaskGradients* gradients_ = nullptr;
 };
 
 struct QuantizedModel {
@@ -196,15 +203,31 @@ struct QuantizedModel {
 };
 
 // Every linear of the float model `m`, quantized sequentially on the
-// calibration sequences.
-inline QuantizedModel quantize_model(const Model& m, const std::vector<Sequence>& calibration,
-                                     const QuantSpec& spec, const QuantProgress& progress = {},
-                                     const QuantDone& done = {}) {
+// calibration sequences; TACQ's task gradients from `task` (all of the float
+// model's linears' G are held while the layers are quantized).
+inline QuantizedModel quantize_model_for_task(const Model& m,
+                                              const std::vector<Sequence>& calibration,
+                                              const QuantSpec& spec,
+                                              const std::vector<TaskSample>& task,
+                                              const QuantProgress& progress = {},
+                                              const QuantDone& done = {}) {
   SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), spec);
+  std::optional<TaskGradients> gradients;
+  if (spec.method == "tacq") gradients = task_gradients(m, task);
+  if (gradients) quantizer.use_task_gradients(&*gradients);
   QuantizedModel q{m, 0.0};
   for (Layer& layer : q.model.layers) layer = quantizer.quantize_next(layer, progress, done);
   q.bits_per_weight = quantizer.bits_per_weight();
   return q;
+}
+
+// The same with the calibration sequences as TACQ's task (next-token loss on
+// every position).
+inline QuantizedModel quantize_model(const Model& m, const std::vector<Sequence>& calibration,
+                                     const QuantSpec& spec, const QuantProgress& progress = {},
+                                     const QuantDone& done = {}) {
+  return quantize_model_for_task(m, calibration, spec, next_token_task(calibration), progress,
+                                 done);
 }
 
 }  // namespace lowbit::model
