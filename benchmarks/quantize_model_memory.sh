@@ -19,13 +19,14 @@ args=${QUANTIZE_ARGS:---method gptq --bits 4 --group-size 128}
 mkdir -p "$work"
 cd "$work"
 [ -f model/config.json ] || "$build/benchmarks/random_hf_model" model
+vocab=$(grep -o '"vocab_size": *[0-9]*' model/config.json | grep -o '[0-9]*$')
 echo "model: $(du -shL model | cut -f1) on disk; quantize-model $args"
 for run in "${runs[@]}"; do
   sequences=${run%x*}
   length=${run#*x}
   # Random token ids (the model is random too), one sequence per line.
-  awk -v s="$sequences" -v n="$length" 'BEGIN { srand(1); for (i = 0; i < s; i++) {
-    line = ""; for (j = 0; j < n; j++) line = line int(rand() * 32000) " "; print line } }' \
+  awk -v s="$sequences" -v n="$length" -v v="$vocab" 'BEGIN { srand(1); for (i = 0; i < s; i++) {
+    line = ""; for (j = 0; j < n; j++) line = line int(rand() * v) " "; print line } }' \
     >"calib-$run.txt"
   rm -rf "out-$run"
   # shellcheck disable=SC2086

@@ -26,6 +26,22 @@ TEST(Calibration, StreamingEqualsOneBatch) {
   }
 }
 
+// take_hessian makes H in the accumulator's storage: the same H bit for bit,
+// once; the other statistics stay.
+TEST(Calibration, TakeHessianMovesTheSameHOut) {
+  const MatrixF x = test::random_activations(90, 70, 42);
+  Calibration c(70);
+  c.add(x);
+  const MatrixD copy = c.hessian();
+  const VectorD max_abs = c.max_abs();
+  EXPECT_EQ(c.take_hessian(), copy);
+  EXPECT_EQ(c.max_abs(), max_abs);
+  EXPECT_EQ(c.tokens(), 90);
+  test::expect_error_containing([&] { c.hessian(); }, "H was taken");
+  test::expect_error_containing([&] { c.take_hessian(); }, "H was taken");
+  test::expect_error_containing([&] { c.add(x); }, "H was taken");
+}
+
 TEST(Calibration, RejectsMisuse) {
   EXPECT_THROW(Calibration(0), Error);
   Calibration c(4);

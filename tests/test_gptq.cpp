@@ -534,6 +534,28 @@ TEST(Gptq, CalibrationOverloadAndProgress) {
   EXPECT_GT(got.report.seconds, 0.0);
 }
 
+// The moving entry (H's storage becomes the prologue's and the factor's)
+// gives the same result bit for bit, act-order's in-place reordering included.
+TEST(Gptq, ConsumingTheHessianGivesTheSameResult) {
+  const Index in = 160;
+  const MatrixF w = test::random_weights(24, in, 393);
+  const MatrixD h = correlated_hessian(in, 394);
+  for (bool act_order : {false, true}) {
+    GptqConfig config;
+    config.group_size = 32;
+    config.act_order = act_order;
+    const GptqResult copied = quantize_gptq(w, h, config);
+    MatrixD moved = h;
+    const GptqResult consumed = quantize_gptq_consuming_hessian(w, std::move(moved), config);
+    EXPECT_EQ(moved.size(), 0);
+    EXPECT_EQ(consumed.weights.codes, copied.weights.codes) << act_order;
+    EXPECT_EQ(consumed.weights.scale, copied.weights.scale) << act_order;
+    EXPECT_EQ(consumed.weights.g_idx, copied.weights.g_idx) << act_order;
+    EXPECT_EQ(consumed.report.loss, copied.report.loss) << act_order;
+    EXPECT_EQ(consumed.report.hessian.column_order, copied.report.hessian.column_order);
+  }
+}
+
 TEST(Gptq, RejectsBadInput) {
   const MatrixF w = test::random_weights(4, 64, 401);
   const MatrixD h = correlated_hessian(64, 402);

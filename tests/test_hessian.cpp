@@ -1,8 +1,10 @@
 // core/hessian.hpp: the damped inverse-Hessian factor against the reference
 // Hinv stored in the golden GPTQ and BPDQ files, its defining property, the
 // damping escalation, and the prologue GPTQ and BPDQ share.
+#include <algorithm>
 #include <lowbit/core/column_order.hpp>
 #include <lowbit/core/hessian.hpp>
+#include <random>
 
 #include "test_support.hpp"
 
@@ -179,6 +181,48 @@ TEST(Hessian, AnIrreparableHGivesUpAfterBoundedTries) {
   DampingConfig bad;
   bad.increment = 1e-9;  // a billion steps: refused, not run
   test::expect_error_containing([&] { inverse_hessian_factor(h, bad); }, "increment");
+}
+
+// Every attempt factorizes in H's own storage and the retry restores H from
+// the triangle the factorization leaves alone: on a matrix wide enough for
+// several tiles and the recursive inverse, the escalated factor is the one a
+// single factorization at the winning damping gives, and H's upper triangle is
+// the one read (its lower one may differ in the last bits).
+TEST(Hessian, RetriesStartFromTheUntouchedUpperTriangle) {
+  const Index n = 200;
+  MatrixD h = random_hessian(n, 86);
+  h.diagonal() *= 0.5;  // indefinite until damped
+  const InverseHessian escalated = inverse_hessian_factor(h);
+  EXPECT_GT(escalated.failed_factorizations, 0);
+  EXPECT_GT(escalated.percdamp, 0.01);
+  DampingConfig winning;
+  winning.percdamp = escalated.percdamp;
+  winning.increment = 0;
+  const InverseHessian direct = inverse_hessian_factor(h, winning);
+  EXPECT_EQ(direct.failed_factorizations, 0);
+  EXPECT_EQ(escalated.factor, direct.factor);
+  MatrixD damped = h;
+  damped.diagonal().array() += escalated.percdamp * h.diagonal().mean();
+  EXPECT_LE((escalated.factor.transpose() * escalated.factor * damped - MatrixD::Identity(n, n))
+                .cwiseAbs()
+                .maxCoeff(),
+            1e-8);
+
+  MatrixD lower_perturbed = h;
+  for (Index i = 1; i < n; ++i) lower_perturbed.row(i).head(i) *= 1 + 1e-12;
+  EXPECT_EQ(inverse_hessian_factor(lower_perturbed).factor, escalated.factor);
+}
+
+// The prologue reorders H in place: the same entries as permute_symmetric.
+TEST(ColumnOrder, PermuteSymmetricInPlace) {
+  const MatrixD h = random_hessian(150, 87);
+  Permutation perm(150);
+  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(88));  // cycles of many lengths
+  MatrixD in_place = h;
+  detail::permute_symmetric_in_place(in_place, perm);
+  EXPECT_EQ(in_place, permute_symmetric(h, perm));
+  for (Index i = 0; i < 150; ++i) EXPECT_EQ(in_place(i, 7), h(perm[std::size_t(i)], perm[7])) << i;
 }
 
 TEST(Hessian, NegativeDiagonalIsRescuedByAFloor) {

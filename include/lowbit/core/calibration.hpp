@@ -6,8 +6,12 @@
 //     out x in, float like the weights).
 #pragma once
 
-#include <cstdint>
+#define LOWBIT_PUBLIC_HEADER
 
+#include <cstdint>
+#include <utility>
+
+#include "lowbit/core/detail/symmetric.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
 
@@ -26,6 +30,7 @@ class Calibration {
   // Adds a batch of activations (tokens x in_features). Accumulates in double.
   template <class Derived>
   void add(const Eigen::MatrixBase<Derived>& batch) {
+    require_hessian_kept("add");
     detail::require(batch.cols() == in_features_, "Calibration::add: batch has ", batch.cols(),
                     " columns, expected in_features = ", in_features_);
     detail::require_finite(batch, "Calibration::add: batch");
@@ -43,8 +48,20 @@ class Calibration {
   // 2/N * sum X^T X (in_features x in_features, symmetric).
   MatrixD hessian() const {
     require_tokens("hessian");
+    require_hessian_kept("hessian");
     MatrixD h = xtx_.selfadjointView<Eigen::Lower>();
     return h * (2.0 / static_cast<double>(tokens_));
+  }
+
+  // The same H, made in the accumulator's own storage and moved out: no
+  // second in x in matrix (for the widest layers of a large model). H can be
+  // taken once; max_abs, mean_abs and tokens stay.
+  MatrixD take_hessian() {
+    require_tokens("take_hessian");
+    require_hessian_kept("take_hessian");
+    detail::mirror_triangle(xtx_, true);
+    xtx_ *= 2.0 / static_cast<double>(tokens_);
+    return std::move(xtx_);
   }
 
   VectorD max_abs() const {
@@ -60,6 +77,9 @@ class Calibration {
  private:
   void require_tokens(const char* what) const {
     detail::require(tokens_ > 0, "Calibration::", what, ": no activations were added yet");
+  }
+  void require_hessian_kept(const char* what) const {
+    detail::require(xtx_.size() != 0, "Calibration::", what, ": H was taken (take_hessian)");
   }
 
   Index in_features_;

@@ -126,4 +126,31 @@ inline MatrixD permute_symmetric(const MatrixDRef& h, const Permutation& perm) {
   return out;
 }
 
+namespace detail {
+
+// permute_symmetric in place, for the orders the Hessian prologue computes
+// (a valid permutation of h's size): rows moved along the permutation's
+// cycles with one row of scratch, then each row gathered.
+inline void permute_symmetric_in_place(MatrixD& h, const Permutation& perm) {
+  const auto at = [&](Index i) { return static_cast<Index>(perm[static_cast<std::size_t>(i)]); };
+  std::vector<bool> placed(perm.size(), false);
+  Eigen::RowVectorXd row(h.cols());
+  for (Index start = 0; start < h.rows(); ++start) {
+    if (placed[static_cast<std::size_t>(start)]) continue;
+    row = h.row(start);
+    Index i = start;
+    for (; at(i) != start; i = at(i)) {
+      h.row(i) = h.row(at(i));
+      placed[static_cast<std::size_t>(i)] = true;
+    }
+    h.row(i) = row;
+    placed[static_cast<std::size_t>(i)] = true;
+  }
+  for (Index i = 0; i < h.rows(); ++i) {
+    row = h.row(i);
+    for (Index j = 0; j < h.cols(); ++j) h(i, j) = row(at(j));
+  }
+}
+
+}  // namespace detail
 }  // namespace lowbit

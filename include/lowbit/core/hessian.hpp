@@ -15,6 +15,7 @@
 
 #include "lowbit/core/column_order.hpp"
 #include "lowbit/core/detail/parallel.hpp"
+#include "lowbit/core/detail/symmetric.hpp"
 #include "lowbit/core/error.hpp"
 #include "lowbit/core/types.hpp"
 
@@ -46,8 +47,9 @@ struct HessianReport {
 
 namespace detail {
 
-// In place: `l` (lower triangular with a positive diagonal and a zero strict
-// upper triangle) becomes its inverse. Recursively,
+// In place: the lower triangle of `l` (a lower triangular matrix with a
+// positive diagonal) becomes its inverse's; the strict upper triangle is
+// neither read nor written. Recursively,
 // [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]: the work becomes
 // triangular matrix products, n^3/3 flops instead of the n^3 of solving
 // against the identity, run over fixed chunks of B in parallel.
@@ -56,7 +58,7 @@ inline void invert_lower_triangular(Eigen::Ref<MatrixD> l) {
   if (n <= 64) {
     MatrixD inverse = MatrixD::Identity(n, n);
     l.triangularView<Eigen::Lower>().solveInPlace(inverse);
-    l = inverse;
+    l.triangularView<Eigen::Lower>() = inverse;
     return;
   }
   const Index half = n / 2, rest = n - half;
@@ -76,22 +78,21 @@ inline void invert_lower_triangular(Eigen::Ref<MatrixD> l) {
   });
 }
 
-// Upper Cholesky factor of d^-1, d being h with its diagonal replaced by
-// `diagonal`, from one Cholesky of the reversed matrix: with J the reversal,
-// J d J = L L^T gives d^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper
-// triangular with a positive diagonal, hence the factor. (d is built in
-// `factor` itself: no third in x in matrix.) Returns false when d is not
+// One factorization attempt on `m`, which holds J h J (J the reversal) in
+// its strict upper triangle: its lower triangle becomes L^-1, from the
+// Cholesky factor L of J d J = L L^T, d being h with its diagonal replaced
+// by `diagonal`. Only the lower triangle is written, so a failed attempt is
+// retried from the untouched upper one. Returns false when d is not
 // numerically positive definite.
-inline bool inverse_upper_factor(const MatrixDRef& h, const VectorD& diagonal, MatrixD& factor) {
-  const Index n = h.rows();
-  factor = h.reverse();
-  factor.diagonal() = diagonal.reverse();
-  const Eigen::LLT<Eigen::Ref<MatrixD>> llt(factor);  // in place: L in the lower triangle
+inline bool inverse_lower_factor_attempt(Eigen::Ref<MatrixD> m, const VectorD& diagonal) {
+  mirror_triangle(m, false);
+  m.diagonal() = diagonal.reverse();
+  const Eigen::LLT<Eigen::Ref<MatrixD>> llt(m);  // in place: L in the lower triangle
   if (llt.info() != Eigen::Success) return false;
-  for (Index i = 0; i + 1 < n; ++i) factor.row(i).tail(n - 1 - i).setZero();
-  invert_lower_triangular(factor);
-  factor.reverseInPlace();
-  return factor.allFinite() && (factor.diagonal().array() > 0).all();
+  invert_lower_triangular(m);
+  for (Index i = 0; i < m.rows(); ++i)
+    if (!m.row(i).head(i + 1).allFinite() || !(m(i, i) > 0)) return false;
+  return true;
 }
 
 }  // namespace detail
@@ -114,36 +115,39 @@ inline Index damping_steps(const DampingConfig& config) {
   return steps;
 }
 
-}  // namespace detail
-
-// Damps H and returns the upper factor of its inverse. The damping that
-// succeeds is the first of GPTQModel's schedule (percdamp, raised by
+// Damps H and makes h the upper factor of its inverse, in h's own storage
+// (inverse_hessian_factor below: the result's factor stays empty). The damping
+// that succeeds is the first of GPTQModel's schedule (percdamp, raised by
 // `increment` while below 1) that factorizes H, but it is found by bisection:
 // damping only adds to the diagonal, so once a step succeeds every later one
 // does. The first step is tried, then the last, then the boundary between
 // them: at most 2 + log2(steps) factorizations instead of one per step. If
 // even the last step fails, the diagonal is floored (GPTQModel's recovery,
 // 1e-6 * max|diag| * 10^k) and the search repeats; when nothing recovers a
-// factorization, lowbit::Error says how many were tried.
-inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
-                                             const DampingConfig& config = {}) {
-  detail::require(h.rows() > 0 && h.rows() == h.cols(),
-                  "inverse_hessian_factor: H must be square and non-empty, got ", h.rows(), " x ",
-                  h.cols());
-  detail::require_finite(h, "inverse_hessian_factor: H");
-  detail::require(config.percdamp > 0 && config.percdamp < 1,
-                  "DampingConfig::percdamp: expected a fraction in (0, 1), got ", config.percdamp);
-  detail::require(config.increment == 0 || (config.increment >= 1e-6 && config.increment < 1),
-                  "DampingConfig::increment: expected 0 or a step in [1e-6, 1), got ",
-                  config.increment);
-  detail::require(config.floor_attempts >= 0 && config.floor_attempts <= 12,
-                  "DampingConfig::floor_attempts: expected 0..12, got ", config.floor_attempts);
+// factorization, lowbit::Error says how many were tried. Every attempt starts
+// from h's upper triangle and its saved diagonal, so H need not be symmetric
+// to the last bit: its upper triangle is the one read.
+inline InverseHessian inverse_hessian_factor_in_place(MatrixD& h, const DampingConfig& config) {
+  require(h.rows() > 0 && h.rows() == h.cols(),
+          "inverse_hessian_factor: H must be square and non-empty, got ", h.rows(), " x ",
+          h.cols());
+  require_finite(h, "inverse_hessian_factor: H");
+  require(config.percdamp > 0 && config.percdamp < 1,
+          "DampingConfig::percdamp: expected a fraction in (0, 1), got ", config.percdamp);
+  require(config.increment == 0 || (config.increment >= 1e-6 && config.increment < 1),
+          "DampingConfig::increment: expected 0 or a step in [1e-6, 1), got ", config.increment);
+  require(config.floor_attempts >= 0 && config.floor_attempts <= 12,
+          "DampingConfig::floor_attempts: expected 0..12, got ", config.floor_attempts);
 
   const VectorD original_diag = h.diagonal();
   double floor_base = original_diag.cwiseAbs().maxCoeff();
   if (!(floor_base > 0)) floor_base = 1;
   floor_base *= 1e-6;
-  const Index steps = detail::damping_steps(config);
+  const Index steps = damping_steps(config);
+  // J h J (J the reversal), whose upper triangle now keeps H's upper one for
+  // every attempt (see inverse_lower_factor_attempt).
+  h.reverseInPlace();
+  mirror_triangle(h, true);
 
   InverseHessian result;
   int tried = 0;
@@ -152,12 +156,12 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
     const VectorD diag =
         attempt == 0 ? original_diag : (original_diag.array() + floor).max(floor).matrix().eval();
     const double mean = diag.mean();
-    Index last = -1;  // the step result.factor was last computed for
+    Index last = -1;  // the step h's lower triangle was last computed for
     const auto factorizes = [&](Index step) {
       ++tried;
       last = step;
-      const VectorD damped = diag.array() + detail::damping_step(config, step) * mean;
-      if (detail::inverse_upper_factor(h, damped, result.factor)) return true;
+      const VectorD damped = diag.array() + damping_step(config, step) * mean;
+      if (inverse_lower_factor_attempt(h, damped)) return true;
       ++result.failed_factorizations;
       return false;
     };
@@ -175,17 +179,32 @@ inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
       else
         bad = mid;
     }
-    if (last != good) factorizes(good);  // U of the winning step
-    result.percdamp = detail::damping_step(config, good);
+    if (last != good) factorizes(good);  // L^-1 of the winning step
+    // U = J L^-1 J: upper triangular with a positive diagonal, U^T U = d^-1.
+    for (Index i = 0; i + 1 < h.rows(); ++i) h.row(i).tail(h.rows() - 1 - i).setZero();
+    h.reverseInPlace();
+    result.percdamp = damping_step(config, good);
     result.diagonal_floor = floor;
     return result;
   }
-  detail::fail("inverse_hessian_factor: H (", h.rows(), " x ", h.cols(),
-               ") is not positive definite even with damping ",
-               detail::damping_step(config, steps - 1),
-               " of its mean diagonal and diagonal floors up to ",
-               floor_base * std::pow(10.0, config.floor_attempts - 1), " (", tried,
-               " factorizations tried)");
+  fail("inverse_hessian_factor: H (", h.rows(), " x ", h.cols(),
+       ") is not positive definite even with damping ", damping_step(config, steps - 1),
+       " of its mean diagonal and diagonal floors up to ",
+       floor_base * std::pow(10.0, config.floor_attempts - 1), " (", tried,
+       " factorizations tried)");
+}
+
+}  // namespace detail
+
+// Damps H and returns the upper factor U of its inverse,
+// U^T U = (H + damp * mean(diag H) * I)^-1, with the damping found as
+// detail::inverse_hessian_factor_in_place describes (on a copy of H).
+inline InverseHessian inverse_hessian_factor(const MatrixDRef& h,
+                                             const DampingConfig& config = {}) {
+  MatrixD factor = h;
+  InverseHessian result = detail::inverse_hessian_factor_in_place(factor, config);
+  result.factor = std::move(factor);
+  return result;
 }
 
 namespace detail {
@@ -223,6 +242,8 @@ struct HessianPrologue {
 //      the original order);
 //   3. U, the upper factor of the damped inverse of H in that order, computed
 //      in double and rounded to float.
+// All three in h's own storage: pass H by std::move when it is not needed
+// afterwards, and the only other in x in matrix is U in float.
 template <class Order>
 HessianPrologue hessian_prologue(MatrixD h, MatrixF& w, const DampingConfig& damping,
                                  Order&& order) {
@@ -235,9 +256,9 @@ HessianPrologue hessian_prologue(MatrixD h, MatrixF& w, const DampingConfig& dam
     w.col(d).setZero();
   }
   report.column_order = order(std::as_const(h));
-  if (!report.column_order.empty()) h = permute_symmetric(h, report.column_order);
-  const InverseHessian inverse = inverse_hessian_factor(h, damping);
-  prologue.factor = inverse.factor.cast<float>();
+  if (!report.column_order.empty()) permute_symmetric_in_place(h, report.column_order);
+  const InverseHessian inverse = inverse_hessian_factor_in_place(h, damping);  // h becomes U
+  prologue.factor = h.cast<float>();
   report.percdamp = inverse.percdamp;
   report.diagonal_floor = inverse.diagonal_floor;
   report.failed_factorizations = inverse.failed_factorizations;

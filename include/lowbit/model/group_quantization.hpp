@@ -99,6 +99,14 @@ class GroupActivations {
     lowbit::detail::require(statistics_.has_value(), "GroupActivations: no statistics were kept");
     return *statistics_;
   }
+  // H made in the statistics' own storage and moved out (Calibration::
+  // take_hessian): the method quantizing the group is its last reader, and a
+  // copy of a wide layer's H is what peak memory would be made of. Const
+  // because methods see the activations through GroupInputs' const view.
+  MatrixD take_hessian() const {
+    lowbit::detail::require(statistics_.has_value(), "GroupActivations: no statistics were kept");
+    return statistics_->take_hessian();
+  }
   // Every token added (tokens x in).
   const MatrixF& tokens() const {
     lowbit::detail::require(tokens_.rows() > 0 && kept_ == tokens_.rows(),
@@ -108,7 +116,7 @@ class GroupActivations {
 
  private:
   Index in_features_;
-  std::optional<Calibration> statistics_;
+  mutable std::optional<Calibration> statistics_;  // mutable: take_hessian
   MatrixF tokens_;
   Index kept_ = 0;
 };
@@ -215,12 +223,19 @@ inline GptqConfig gptq_config(const QuantSpec& spec) {
   return config;
 }
 
-// One Hessian for the linears sharing an input, each quantized on it.
+// One Hessian for the linears sharing an input, each quantized on it; the
+// last one takes H itself (down_proj's, the widest, is never copied).
 inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
-  const MatrixD h = in.activations.statistics().hessian();
+  MatrixD h = in.activations.take_hessian();
   std::vector<QuantizedLinear> out;
-  for (const MatrixF* w : in.weights)
-    out.push_back(bitplane_linear(quantize_gptq(*w, h, gptq_config(in.spec)).weights));
+  for (std::size_t i = 0; i < in.weights.size(); ++i) {
+    const MatrixF& w = *in.weights[i];
+    out.push_back(bitplane_linear(
+        (i + 1 < in.weights.size()
+             ? quantize_gptq(w, h, gptq_config(in.spec))
+             : quantize_gptq_consuming_hessian(w, std::move(h), gptq_config(in.spec)))
+            .weights));
+  }
   return out;
 }
 
@@ -240,7 +255,7 @@ inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
 
 // GPTQ into the same type (quant/gptq_ggml.hpp).
 inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
-  const MatrixD h = in.activations.statistics().hessian();
+  const MatrixD h = in.activations.take_hessian();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
     GptqGgmlConfig config;
@@ -256,7 +271,7 @@ inline std::vector<QuantizedLinear> gptq_ggml(const GroupInputs& in) {
 // BPDQ with `bits` planes (the reference's defaults otherwise: GAR, 10
 // refinement rounds, damping 0.05).
 inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
-  const MatrixD h = in.activations.statistics().hessian();
+  const MatrixD h = in.activations.take_hessian();
   BpdqConfig config;
   config.planes = in.spec.bits;
   config.group_size = in.spec.group_size;

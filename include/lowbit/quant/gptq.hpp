@@ -356,13 +356,13 @@ inline void restore_original_order(UniformWeights& q, CodeMatrix codes,
 
 }  // namespace detail
 
-// GPTQ of `weights` (out x in) with the Hessian proxy `hessian` (in x in,
-// symmetric; H = 2/N sum X^T X or any positive multiple: only the loss scales
-// with it). `outlier_mask` (out x in, nonzero = keep in full precision) is
-// optional.
-inline GptqResult quantize_gptq(const MatrixFRef& weights, const MatrixDRef& hessian,
-                                const GptqConfig& config = {},
-                                const CodeMatrix& outlier_mask = CodeMatrix()) {
+// quantize_gptq below, taking H by move: its storage becomes the Hessian
+// prologue's and then the inverse factor's, so no other in x in double matrix
+// is allocated (whole-model quantization, where a wide layer's H is the
+// largest allocation). The results are the same bit for bit.
+inline GptqResult quantize_gptq_consuming_hessian(const MatrixFRef& weights, MatrixD&& hessian,
+                                                  const GptqConfig& config = {},
+                                                  const CodeMatrix& outlier_mask = CodeMatrix()) {
   const detail::Stopwatch stopwatch;
   const Index group_size = detail::validate_gptq(weights, hessian, config, outlier_mask);
   GptqResult result;
@@ -377,7 +377,7 @@ inline GptqResult quantize_gptq(const MatrixFRef& weights, const MatrixDRef& hes
   if (!grouped)  // one grid per row, on the original rows (dead columns not yet zeroed)
     detail::store_group_grid(q, 0, 0, detail::find_group_grid(w, outlier_mask, config));
   detail::HessianPrologue prologue =
-      detail::hessian_prologue(hessian, w, config.damping, [&](const MatrixD& h) {
+      detail::hessian_prologue(std::move(hessian), w, config.damping, [&](const MatrixD& h) {
         return config.act_order ? act_order_permutation(h) : Permutation();
       });
   if (grouped && config.static_groups) detail::find_static_group_grids(q, w, outlier_mask, config);
@@ -394,13 +394,23 @@ inline GptqResult quantize_gptq(const MatrixFRef& weights, const MatrixDRef& hes
   return result;
 }
 
+// GPTQ of `weights` (out x in) with the Hessian proxy `hessian` (in x in,
+// symmetric; H = 2/N sum X^T X or any positive multiple: only the loss scales
+// with it). `outlier_mask` (out x in, nonzero = keep in full precision) is
+// optional.
+inline GptqResult quantize_gptq(const MatrixFRef& weights, const MatrixDRef& hessian,
+                                const GptqConfig& config = {},
+                                const CodeMatrix& outlier_mask = CodeMatrix()) {
+  return quantize_gptq_consuming_hessian(weights, MatrixD(hessian), config, outlier_mask);
+}
+
 // The same with the statistics of a Calibration (its H = 2/N sum X^T X).
 inline GptqResult quantize_gptq(const MatrixFRef& weights, const Calibration& calibration,
                                 const GptqConfig& config = {},
                                 const CodeMatrix& outlier_mask = CodeMatrix()) {
   detail::require(calibration.in_features() == weights.cols(), "quantize_gptq: calibration has ",
                   calibration.in_features(), " input features, weights have ", weights.cols());
-  return quantize_gptq(weights, calibration.hessian(), config, outlier_mask);
+  return quantize_gptq_consuming_hessian(weights, calibration.hessian(), config, outlier_mask);
 }
 
 }  // namespace lowbit
