@@ -2,7 +2,8 @@
 // removes the temporary files of outputs it was writing (io::StagedFile), so
 // an interrupted run leaves no debris and exits 130 (SIGINT) or 143 (SIGTERM).
 // While outputs are being renamed into place the signal waits, so a set of
-// outputs appears whole or not at all.
+// outputs appears whole or not at all (one that comes after they are in place
+// still exits 130 or 143, and leaves them).
 #pragma once
 
 namespace lowbit::cli {
