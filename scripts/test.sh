@@ -56,12 +56,15 @@ git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
 # The kernel builds, the benchmarks and examples, and the fuzzers run beside
 # the two full builds, at low priority: they take the cores those leave idle
 # (one compiler left on a large batch, a link, the tail of the tests) and
-# finish on both cores after them. The steps that are mostly one long compile
-# come first, the benchmarks (many files, both cores busy) and the fuzzers'
-# runs last. Their output is shown at the end, or after the native step if one
-# has failed by then.
+# finish on both cores after them. Their output is shown at the end, or
+# after the native step if one has failed by then.
 side_steps() {
   side_step() { echo; echo "=== lowbit: $* (started at ${SECONDS} s)"; }
+
+  side_step "native benchmarks and examples (built)"
+  configure build/ci-programs -DCMAKE_BUILD_TYPE=Release -DLOWBIT_WERROR=ON \
+    -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_TOOLS=OFF
+  cmake --build build/ci-programs -j"$jobs"
 
   if grep -q avx2 /proc/cpuinfo; then
     side_step "plain AVX2 kernels"
@@ -87,7 +90,7 @@ side_steps() {
     -DLOWBIT_TEST_GLOB="test_*gemm*.cpp"
 
   if command -v clang++ >/dev/null; then
-    side_step "fuzzers built"
+    side_step "fuzzers (bounded)"
     # -O1 -g1 as for the sanitizer step: the fuzzers compile in less time than
     # they then run.
     configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -95,15 +98,6 @@ side_steps() {
       -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF \
       -DLOWBIT_BUILD_TOOLS=OFF
     cmake --build build/ci-fuzz -j"$jobs"
-  fi
-
-  side_step "native benchmarks and examples (built)"
-  configure build/ci-programs -DCMAKE_BUILD_TYPE=Release -DLOWBIT_WERROR=ON \
-    -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_TOOLS=OFF
-  cmake --build build/ci-programs -j"$jobs"
-
-  if command -v clang++ >/dev/null; then
-    side_step "fuzzers run (bounded)"
     # One fuzzer per core at a time, each for the same time as run alone; a
     # fuzzer's output is shown when it fails, its last line when it passes.
     fuzz() {  # fuzz READER
