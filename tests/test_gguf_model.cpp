@@ -71,8 +71,7 @@ TEST(GgufModel, HalfRopeModelWithBiasesRunsTheSameAfterTheRoundTrip) {
       const MatrixF& w = test::weight(m, l, kind);
       const MatrixF x = MatrixF::Random(32, w.cols());
       const QuantSpec spec{"llama.cpp", 4, 32, false, GgmlType::q4_0};
-      const std::vector<QuantizedLinear> q =
-          quantize_group({{&w}, GroupActivations(x), nullptr, spec});
+      const std::vector<QuantizedLinear> q = test::quantize_group_on({&w}, x, nullptr, spec);
       add_gguf_linear(out, m.config, l, kind, q[0]);
     }
     add_gguf_layer_vectors(out, m.config, l, layer);
