@@ -131,11 +131,14 @@ side_pid=$!
 set +m
 trap 'kill -- -"$side_pid" 2>/dev/null || true' EXIT
 side_status=""  # the side steps' exit status once they have ended
-stop_if_side_steps_failed() {
-  if [ -z "$side_status" ] && ! kill -0 "$side_pid" 2>/dev/null; then
+wait_for_side_steps() {
+  if [ -z "$side_status" ]; then
     side_status=0
     wait "$side_pid" || side_status=$?
   fi
+}
+stop_if_side_steps_failed() {
+  if ! kill -0 "$side_pid" 2>/dev/null; then wait_for_side_steps; fi
   if [ -n "$side_status" ] && ((side_status != 0)); then
     cat "$side_log"; echo "lowbit: a side step failed (log above: $side_log)"; exit 1
   fi
@@ -155,10 +158,7 @@ build_and_test build/ci-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE
   -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_GOLDEN_DIR="$golden"
 
 step "the side steps finish"
-if [ -z "$side_status" ]; then
-  side_status=0
-  wait "$side_pid" || side_status=$?
-fi
+wait_for_side_steps
 trap - EXIT
 stop_if_side_steps_failed
 cat "$side_log"

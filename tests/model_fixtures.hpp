@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fstream>
+#include <lowbit/model/group_quantization.hpp>
 #include <lowbit/model/llama.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <optional>
@@ -106,5 +107,14 @@ inline std::optional<Model> stories260k() {
   if (!variable)                                                                        \
   GTEST_SKIP() << "stories260K.bin not found: set LOWBIT_MODELS_DIR to the directory "  \
                   "holding it (see shared/models/README.md)"
+
+// quantize_group on the tokens x every linear of the group reads (a method may
+// take H out of the activations, so each call gets its own).
+inline std::vector<model::QuantizedLinear> quantize_group_on(std::vector<const MatrixF*> weights,
+                                                             const MatrixF& x, VectorF* norm,
+                                                             const model::QuantSpec& spec) {
+  model::GroupActivations activations(x);
+  return model::quantize_group({std::move(weights), activations, norm, spec});
+}
 
 }  // namespace lowbit::test

@@ -10,7 +10,7 @@
 #include <iostream>
 #include <lowbit/core/calibration.hpp>
 
-#include "test_support.hpp"
+#include "model_fixtures.hpp"
 
 namespace lowbit {
 namespace {
@@ -65,8 +65,7 @@ TEST(AwqGgml, GroupSharesScalesAndFoldsThemIntoTheNorm) {
 
   VectorF norm = VectorF::Constant(256, 2.0f);
   const model::QuantSpec spec{"awq-gguf", 4, 32, false, GgmlType::q4_k};
-  const std::vector<model::QuantizedLinear> q =
-      model::quantize_group({{&w1, &w2}, model::GroupActivations(x), &norm, spec});
+  const std::vector<model::QuantizedLinear> q = test::quantize_group_on({&w1, &w2}, x, &norm, spec);
   ASSERT_EQ(q.size(), 2u);
   for (Index j = 0; j < 256; ++j) EXPECT_FLOAT_EQ(norm(j), 2.0f / r.scales(j));
   for (std::size_t i = 0; i < 2; ++i) {
@@ -75,7 +74,7 @@ TEST(AwqGgml, GroupSharesScalesAndFoldsThemIntoTheNorm) {
   }
   // Without a norm before them (wo, w2) the group takes llama.cpp's quantizer.
   const std::vector<model::QuantizedLinear> plain =
-      model::quantize_group({{&w1}, model::GroupActivations(x), nullptr, spec});
+      test::quantize_group_on({&w1}, x, nullptr, spec);
   Calibration calibration(256);
   calibration.add(x);
   const VectorF diag = calibration.hessian().diagonal().cast<float>();

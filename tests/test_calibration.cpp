@@ -34,11 +34,13 @@ TEST(Calibration, TakeHessianMovesTheSameHOut) {
   c.add(x);
   const MatrixD copy = c.hessian();
   const VectorD max_abs = c.max_abs();
+  EXPECT_EQ(c.hessian_diagonal(), VectorD(copy.diagonal()));
   EXPECT_EQ(c.take_hessian(), copy);
   EXPECT_EQ(c.max_abs(), max_abs);
   EXPECT_EQ(c.tokens(), 90);
   test::expect_error_containing([&] { c.hessian(); }, "H was taken");
   test::expect_error_containing([&] { c.take_hessian(); }, "H was taken");
+  test::expect_error_containing([&] { c.hessian_diagonal(); }, "H was taken");
   test::expect_error_containing([&] { c.add(x); }, "H was taken");
 }
 

@@ -152,35 +152,13 @@ TEST_F(Cli, OutputsThatAreNotRegularFilesAreWrittenThroughOrRefused) {
 // SIGINT or SIGTERM at any moment of a run (reading, quantizing, writing) ends it with
 // 128 + the signal unless it had finished, and leaves no temporary or partial file.
 TEST_F(Cli, AnInterruptedRunLeavesNothingBehind) {
-  const std::string in = dir.file("in.safetensors");
   io::SafetensorsWriter big;
   big.add_matrix("W", test::random_weights(3072, 4096, 5));
-  big.write(in);
-  const std::string out = dir.file("out.safetensors");
-  int interrupted = 0;
-  for (int delay_ms = 100; delay_ms <= 1500; delay_ms += 100)
-    for (const char* signal : {"INT", "TERM"}) {
-      std::filesystem::remove(out);
-      const test::CommandResult r = test::run_command(
-          *test::cli_path() + " quantize rtn --bits 4 --group-size 128 --in " + in + " --out " +
-          out + " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + signal +
-          " $pid; wait $pid");
-      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
-      const std::vector<std::string> left = files_in(dir.file(""));
-      if (r.exit_code == 0) {  // finished before the signal
-        EXPECT_EQ(left, (std::vector<std::string>{"in.safetensors", "out.safetensors"}));
-        continue;
-      }
-      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
-      // A signal after the output was renamed into place (whole) leaves it.
-      if (left == std::vector<std::string>{"in.safetensors", "out.safetensors"}) {
-        EXPECT_TRUE(io::SafetensorsReader(out).contains("Q"));
-        continue;
-      }
-      ++interrupted;
-      EXPECT_EQ(left, std::vector<std::string>{"in.safetensors"});
-    }
-  EXPECT_GT(interrupted, 0);
+  big.write(dir.file("in.safetensors"));
+  test::expect_interrupted_runs_leave_nothing(
+      dir, "quantize rtn --bits 4 --group-size 128 --in " + dir.file("in.safetensors"),
+      "in.safetensors", "out.safetensors",
+      [&] { EXPECT_TRUE(io::SafetensorsReader(dir.file("out.safetensors")).contains("Q")); });
 }
 
 TEST_F(Cli, BadFilesAndBadValuesFailWithCodeOne) {

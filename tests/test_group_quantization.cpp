@@ -36,8 +36,7 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
     SCOPED_TRACE(method);
     const QuantSpec spec{method, 3, 32, method == "gptq"};
     VectorF norm = VectorF::Ones(64);
-    const std::vector<QuantizedLinear> out =
-        quantize_group({{&w1, &w2}, GroupActivations(x), &norm, spec});
+    const std::vector<QuantizedLinear> out = test::quantize_group_on({&w1, &w2}, x, &norm, spec);
     ASSERT_EQ(out.size(), 2u);
     GptqConfig gptq;
     gptq.bits = 3;
@@ -102,7 +101,7 @@ TEST_F(GroupQuantization, AwqFoldsIntoTheProducerOrKeepsNoScales) {
   const AwqResult<float> searched = quantize_awq(w1, x, config);
   ASSERT_NE(searched.scales, VectorF::Ones(64));
   VectorF folded;
-  const GroupActivations activations(x);
+  GroupActivations activations(x);
   GroupInputs in{{&w1}, activations, nullptr, spec};
   in.fold_into_producer = [&](const VectorF& s) { folded = s; };
   const std::vector<QuantizedLinear> out = quantize_group(in);
@@ -112,14 +111,12 @@ TEST_F(GroupQuantization, AwqFoldsIntoTheProducerOrKeepsNoScales) {
   config.scale_grid = 1;
   const AwqResult<float> clip_only = quantize_awq(w1, x, config);
   EXPECT_EQ(clip_only.scales, VectorF::Ones(64));
-  const std::vector<QuantizedLinear> plain =
-      quantize_group({{&w1}, GroupActivations(x), nullptr, spec});
+  const std::vector<QuantizedLinear> plain = test::quantize_group_on({&w1}, x, nullptr, spec);
   EXPECT_EQ(plain[0].uniform->dequantize(), clip_only.weights[0].dequantize());
   expect_computes(plain[0], x, clip_only.weights[0].dequantize(), "no scales");
 
   // The producer takes 1/s on its output rows through its scales alone.
-  QuantizedLinear producer =
-      quantize_group({{&w2}, GroupActivations(x), nullptr, {"rtn", 4, 32}})[0];
+  QuantizedLinear producer = test::quantize_group_on({&w2}, x, nullptr, {"rtn", 4, 32})[0];
   const UniformWeights before = *producer.uniform;
   const VectorF s = VectorF::LinSpaced(40, 0.5f, 2.0f);
   divide_output_rows(producer, s);
@@ -134,7 +131,7 @@ TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
     EXPECT_TRUE(is_w8a8(method));
     VectorF norm = VectorF::LinSpaced(64, 0.5f, 1.5f);
     const std::vector<QuantizedLinear> out =
-        quantize_group({{&w1, &w2}, GroupActivations(x), &norm, {method, 8, 32}});
+        test::quantize_group_on({&w1, &w2}, x, &norm, {method, 8, 32});
     ASSERT_EQ(out.size(), 2u);
     // SmoothQuant's linears read x / s, which the norm now produces.
     VectorF s = VectorF::Ones(64);
@@ -160,7 +157,7 @@ TEST_F(GroupQuantization, W8A8MethodsAndSmoothQuantsNorm) {
   }
   // Without a norm before the group SmoothQuant is plain W8A8.
   const std::vector<QuantizedLinear> plain =
-      quantize_group({{&w1}, GroupActivations(x), nullptr, {"smoothquant-w8a8", 8, 32}});
+      test::quantize_group_on({&w1}, x, nullptr, {"smoothquant-w8a8", 8, 32});
   MatrixF y(x.rows(), 24);
   plain[0].linear->apply(x, y);
   EXPECT_LT((y - x * w1.transpose()).norm() / (x * w1.transpose()).norm(), 2e-2);
@@ -192,9 +189,9 @@ TEST_F(GroupQuantization, GgmlMethodsAreLlamaCppsTypes) {
     SCOPED_TRACE(bits);
     const GgmlType type = type_for(bits, 64);
     const std::vector<QuantizedLinear> llama =
-        quantize_group({{&w1, &w2}, GroupActivations(x), nullptr, {"llama.cpp", bits, 32}});
+        test::quantize_group_on({&w1, &w2}, x, nullptr, {"llama.cpp", bits, 32});
     const std::vector<QuantizedLinear> ours =
-        quantize_group({{&w1, &w2}, GroupActivations(x), nullptr, {"gptq-gguf", bits, 32}});
+        test::quantize_group_on({&w1, &w2}, x, nullptr, {"gptq-gguf", bits, 32});
     ASSERT_EQ(llama.size(), 2u);
     ASSERT_EQ(ours.size(), 2u);
     for (std::size_t i = 0; i < 2; ++i) {
@@ -223,7 +220,7 @@ TEST_F(GroupQuantization, MethodNamesAndUnknownMethods) {
     EXPECT_NE(std::find(names.begin(), names.end(), m), names.end()) << m;
   EXPECT_FALSE(is_w8a8("gptq"));
   try {
-    quantize_group({{&w1}, GroupActivations(x), nullptr, {"no-such-method", 4, 32}});
+    test::quantize_group_on({&w1}, x, nullptr, {"no-such-method", 4, 32});
     ADD_FAILURE() << "an unknown method quantized";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("unknown quantization method 'no-such-method' (known: "

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace lowbit::test {
@@ -242,41 +244,59 @@ class ToolTest : public ::testing::Test {
   TempDir dir;
 };
 
-// Runs `lowbit ARGS --out dir/OUT` in the background and sends it SIGINT and
-// SIGTERM after each delay (first_ms, first_ms + step_ms, ... up to last_ms):
-// an interrupted run exits with 128 + the signal and leaves only `input` in
-// `dir`; a run that finished first leaves OUT beside it. A signal that comes
+// Runs `lowbit ARGS --out dir/OUT` once to its end, timing it (T), then again
+// in the background, sending SIGINT or SIGTERM at fractions of T from 10% to
+// 98%: the signals land while the input is read, while the work runs and while
+// the output is written, on a fast machine or a slow (sanitized, loaded) one
+// alike. An interrupted run exits with 128 + the signal and leaves only
+// `input` in `dir`; a run that finished first leaves OUT beside it. A signal
 // after OUT was renamed into place (whole) but before the process ended also
-// exits 128 + the signal and leaves OUT: never anything else. Expects at
-// least one run to be interrupted before its output was in place.
-inline void expect_interrupted_runs_leave_nothing(const TempDir& dir, const std::string& args,
-                                                  const std::string& input, const std::string& out,
-                                                  int first_ms, int last_ms, int step_ms) {
+// exits 128 + the signal and leaves OUT, which `check_whole` then reads (as
+// after the first run): never anything else. Expects at least one run to be
+// interrupted before its output was in place.
+inline void expect_interrupted_runs_leave_nothing(
+    const TempDir& dir, const std::string& args, const std::string& input, const std::string& out,
+    const std::function<void()>& check_whole = [] {}) {
+  const std::string command = *cli_path() + " " + args + " --out " + dir.file(out);
+  std::vector<std::string> both{input, out};
+  std::sort(both.begin(), both.end());
+  const auto files_left = [&] {
+    std::vector<std::string> left;
+    for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
+      left.push_back(e.path().filename().string());
+    std::sort(left.begin(), left.end());
+    return left;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  const CommandResult whole = run_command(command);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  ASSERT_EQ(files_left(), both);
+  check_whole();
   int interrupted = 0;
-  for (int delay_ms = first_ms; delay_ms <= last_ms; delay_ms += step_ms)
-    for (const char* signal : {"INT", "TERM"}) {
-      std::filesystem::remove_all(dir.file(out));
-      const CommandResult r =
-          run_command(*cli_path() + " " + args + " --out " + dir.file(out) + " & pid=$!; sleep " +
-                      std::to_string(delay_ms / 1000.0) + "; kill -" + signal + " $pid; wait $pid");
-      SCOPED_TRACE(testing::Message() << "SIG" << signal << " after " << delay_ms << " ms");
-      std::vector<std::string> left;
-      for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
-        left.push_back(e.path().filename().string());
-      std::sort(left.begin(), left.end());
-      if (r.exit_code == 0) {  // finished before the signal
-        std::vector<std::string> both{input, out};
-        std::sort(both.begin(), both.end());
-        EXPECT_EQ(left, both);
-        continue;
-      }
-      EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
-      std::vector<std::string> both{input, out};
-      std::sort(both.begin(), both.end());
-      if (left == both) continue;  // the signal came after the output was in place
-      ++interrupted;
-      EXPECT_EQ(left, std::vector<std::string>{input});
+  const std::pair<double, const char*> moments[] = {{0.1, "INT"},   {0.4, "TERM"}, {0.7, "INT"},
+                                                    {0.85, "TERM"}, {0.93, "INT"}, {0.98, "TERM"}};
+  for (const auto& [fraction, signal] : moments) {
+    std::filesystem::remove_all(dir.file(out));
+    const CommandResult r =
+        run_command(command + " & pid=$!; sleep " + std::to_string(fraction * seconds) +
+                    "; kill -" + signal + " $pid; wait $pid");
+    SCOPED_TRACE(testing::Message()
+                 << "SIG" << signal << " after " << fraction << " x " << seconds << " s");
+    const std::vector<std::string> left = files_left();
+    if (r.exit_code == 0) {  // finished before the signal
+      EXPECT_EQ(left, both);
+      continue;
     }
+    EXPECT_EQ(r.exit_code, std::string(signal) == "INT" ? 130 : 143) << r.output;
+    if (left == both) {  // the signal came after the output was in place
+      check_whole();
+      continue;
+    }
+    ++interrupted;
+    EXPECT_EQ(left, std::vector<std::string>{input});
+  }
   EXPECT_GT(interrupted, 0);
 }
 

@@ -1,9 +1,10 @@
-// libFuzzer: any command line (the input's lines are the arguments) is either
+// fuzz_cli (fuzz_main.cpp): any command line (the input's lines are the arguments) is either
 // parsed, every option reading back, or refused with UsageError or
 // lowbit::Error, before any file is touched (fuzz_cli_target.hpp).
 #include "fuzz_cli_target.hpp"
+#include "fuzz_main.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int lowbit::fuzz::fuzz_cli(const std::uint8_t* data, std::size_t size) {
   try {
     lowbit::fuzz::parse_command_line(data, size);
   } catch (const lowbit::cli::UsageError&) {

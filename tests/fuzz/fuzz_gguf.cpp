@@ -1,8 +1,9 @@
-// libFuzzer: any byte string either parses as a GGUF whose values and
+// fuzz_gguf (fuzz_main.cpp): any byte string either parses as a GGUF whose values and
 // tensors read back completely, or is rejected with lowbit::Error.
 #include <lowbit/io/gguf.hpp>
+#include "fuzz_main.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int lowbit::fuzz::fuzz_gguf(const std::uint8_t* data, std::size_t size) {
   try {
     const auto reader = lowbit::io::GgufReader::from_bytes({data, data + size});
     for (const std::string& key : reader.keys()) {

@@ -1,12 +1,13 @@
-// libFuzzer: any byte string either parses into tensors that read back
+// fuzz_safetensors (fuzz_main.cpp): any byte string either parses into tensors that read back
 // completely, or is rejected with lowbit::Error. Nothing else is allowed. The
 // same holds for the checkpoint readers on every linear the file seems to hold.
 #include <lowbit/io/awq_format.hpp>
 #include <lowbit/io/bpdq_format.hpp>
 #include <lowbit/io/gptq_format.hpp>
 #include <lowbit/io/safetensors.hpp>
+#include "fuzz_main.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int lowbit::fuzz::fuzz_safetensors(const std::uint8_t* data, std::size_t size) {
   try {
     const auto reader = lowbit::io::SafetensorsReader::from_bytes({data, data + size});
     for (const std::string& name : reader.names()) {

@@ -53,6 +53,13 @@ class Calibration {
     return h * (2.0 / static_cast<double>(tokens_));
   }
 
+  // H's diagonal alone (no in x in matrix), equal to hessian().diagonal().
+  VectorD hessian_diagonal() const {
+    require_tokens("hessian_diagonal");
+    require_hessian_kept("hessian_diagonal");
+    return xtx_.diagonal() * (2.0 / static_cast<double>(tokens_));
+  }
+
   // The same H, made in the accumulator's own storage and moved out: no
   // second in x in matrix (for the widest layers of a large model). H can be
   // taken once; max_abs, mean_abs and tokens stay.

@@ -101,9 +101,8 @@ class GroupActivations {
   }
   // H made in the statistics' own storage and moved out (Calibration::
   // take_hessian): the method quantizing the group is its last reader, and a
-  // copy of a wide layer's H is what peak memory would be made of. Const
-  // because methods see the activations through GroupInputs' const view.
-  MatrixD take_hessian() const {
+  // copy of a wide layer's H is what peak memory would be made of.
+  MatrixD take_hessian() {
     lowbit::detail::require(statistics_.has_value(), "GroupActivations: no statistics were kept");
     return statistics_->take_hessian();
   }
@@ -116,7 +115,7 @@ class GroupActivations {
 
  private:
   Index in_features_;
-  mutable std::optional<Calibration> statistics_;  // mutable: take_hessian
+  std::optional<Calibration> statistics_;
   MatrixF tokens_;
   Index kept_ = 0;
 };
@@ -124,7 +123,7 @@ class GroupActivations {
 // The inputs of one group of linears during calibration.
 struct GroupInputs {
   std::vector<const MatrixF*> weights;  // float, out x in
-  const GroupActivations& activations;  // what the linears read
+  GroupActivations& activations;        // what the linears read; the method may take H
   VectorF* norm;                        // the preceding RMSNorm weight, or nullptr
   const QuantSpec& spec;
   // Without a norm: divides the output rows of the already quantized linear
@@ -242,7 +241,7 @@ inline std::vector<QuantizedLinear> gptq(const GroupInputs& in) {
 // llama.cpp's quantizer with diag(H) as its importance matrix (llama-imatrix's
 // statistic up to scale), into the spec's type (ggml_type_for).
 inline std::vector<QuantizedLinear> llama_cpp(const GroupInputs& in) {
-  const VectorF importance = in.activations.statistics().hessian().diagonal().cast<float>();
+  const VectorF importance = in.activations.statistics().hessian_diagonal().cast<float>();
   std::vector<QuantizedLinear> out;
   for (const MatrixF* w : in.weights) {
     const GgmlType type = ggml_type_for(in.spec, w->cols());
@@ -291,7 +290,7 @@ inline std::vector<QuantizedLinear> tacq(const GroupInputs& in) {
   lowbit::detail::require(in.gradients.size() == in.weights.size(),
                           "tacq: needs the task gradients of every linear (task_gradients.hpp); "
                           "tacq-gradient-free runs on an activation-energy proxy instead");
-  const MatrixD h = in.activations.statistics().hessian();
+  const MatrixD h = in.activations.take_hessian();
   TacqConfig config;
   config.gptq = gptq_config(in.spec);
   std::vector<QuantizedLinear> out;
@@ -456,6 +455,8 @@ inline void divide_output_rows(QuantizedLinear& q, const VectorF& s) {
 
 // Quantizes the group's linears with spec.method, in the order of
 // in.weights; may update *in.norm (SmoothQuant folds its scales into it).
+// Methods that factorize H take it out of in.activations (take_hessian), so
+// one GroupActivations feeds one call.
 inline std::vector<QuantizedLinear> quantize_group(const GroupInputs& in) {
   return detail::method(in.spec.method).quantize(in);
 }
