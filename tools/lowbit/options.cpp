@@ -147,9 +147,8 @@ const OptionTable& option_catalogue() {
             "quantize-model: checkpoint format, gptq, awq, bpdq, gguf or dequantized",
             one_of({"gptq", "awq", "bpdq", "gguf", "dequantized"})),
       entry("max-shard-size", "SIZE",
-            "quantize-model, gptq, awq and bpdq: largest safetensors shard, bytes or with KB, MB, "
-            "GB, "
-            "KiB, MiB, GiB"),
+            "quantize-model, gptq, awq, bpdq and dequantized: largest safetensors shard, bytes or "
+            "with KB, MB, GB, KiB, MiB, GiB"),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),

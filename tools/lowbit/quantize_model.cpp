@@ -604,7 +604,7 @@ Command quantize_model_command() {
       "default the calibration sequences, next-token loss) and tacq-gradient-free (an\n"
       "activation proxy for the gradients) need --format dequantized: no engine's format holds\n"
       "their 16-bit kept weights. tacq holds the whole float model (F32) and G, 4 bytes per\n"
-      "linear weight, while the gradients run, then G and one layer.\n"
+      "linear weight, while the gradients run, then G beside one layer at a time.\n"
       "--layers A:B (Python's slice: layers A..B-1; needs --calibration float) writes a\n"
       "slice of OUT: the float model still runs through the layers before A for their\n"
       "inputs; only A..B-1 are quantized and written, with the embeddings, final norm and\n"
