@@ -277,7 +277,7 @@ TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
            {"quantize-model" + model + " --method bpdq --format gptq", "use --format bpdq"},
            {"quantize-model" + model + " --format bpdq --act-order", "g_idx"},
            {"quantize-model" + model + " --format onnx",
-            "option --format: expected gptq, awq, bpdq or gguf"},
+            "option --format: expected gptq, awq, bpdq, gguf or dequantized"},
            {"quantize-model" + model + " --calib-samples 0", "option --calib-samples: expected"},
            {"quantize-model" + model + " --calib-length 1", "--calib-length must be >= 2"},
            {"quantize-model" + model + " --calibration dynamic",

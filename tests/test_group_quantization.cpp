@@ -77,11 +77,15 @@ TEST_F(GroupQuantization, UniformAndBitPlaneMethodsAreTheQuantizers) {
       expect_computes(out[i], x * s.cwiseInverse().asDiagonal(), expected,
                       "linear " + std::to_string(i));
       EXPECT_EQ(out[i].planes.has_value(), method != "tacq-gradient-free");
-      EXPECT_EQ(out[i].uniform.has_value(), method != "tacq-gradient-free" && method != "bpdq");
+      EXPECT_EQ(out[i].uniform.has_value(), method != "bpdq");
+      EXPECT_EQ(out[i].outliers.has_value(), method == "tacq-gradient-free");
+      EXPECT_EQ(effective_weight(out[i]), expected);
       if (out[i].planes) {
         EXPECT_EQ(out[i].planes->dequantize(), expected);
       }
-      if (out[i].uniform) {
+      if (out[i].outliers) {  // TACQ: the grid's codes under the kept weights
+        EXPECT_EQ(out[i].outliers->nnz(), tacq_outlier_count(w.rows(), w.cols(), 0.0035));
+      } else if (out[i].uniform) {
         EXPECT_EQ(out[i].uniform->dequantize(), expected);
         EXPECT_EQ(out[i].bits_per_weight, bits_per_weight(*out[i].uniform));
       } else if (out[i].planes) {

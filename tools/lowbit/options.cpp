@@ -140,16 +140,21 @@ const OptionTable& option_catalogue() {
       entry("size", "NAME", "demo: layer size, small or large", one_of({"small", "large"})),
       entry("model", "PATH",
             "quantize-model: llama2.c checkpoint file or Hugging Face model directory"),
-      entry("method", "NAME", "quantize-model: rtn, gptq, awq or bpdq"),
-      entry("format", "NAME", "quantize-model: checkpoint format, gptq, awq, bpdq or gguf",
-            one_of({"gptq", "awq", "bpdq", "gguf"})),
+      entry("method", "NAME",
+            "quantize-model: rtn, gptq, awq or bpdq; with --format dequantized also tacq "
+            "(task gradients) or tacq-gradient-free (activation proxy)"),
+      entry("format", "NAME",
+            "quantize-model: checkpoint format, gptq, awq, bpdq, gguf or dequantized",
+            one_of({"gptq", "awq", "bpdq", "gguf", "dequantized"})),
       entry("max-shard-size", "SIZE",
-            "quantize-model, gptq, awq and bpdq: largest safetensors shard, bytes or with KB, MB, "
-            "GB, "
-            "KiB, MiB, GiB"),
+            "quantize-model, gptq, awq, bpdq and dequantized: largest safetensors shard, bytes or "
+            "with KB, MB, GB, KiB, MiB, GiB"),
       entry("calib", "FILE",
             "quantize-model: calibration token ids, safetensors input_ids (I32/I64 "
             "[sequences, length]) or text (one sequence of ids per line)"),
+      entry("task", "FILE",
+            "quantize-model --method tacq: task token ids as --calib takes them; safetensors "
+            "may add labels (same shape, -100 = not in the loss, else equal to input_ids)"),
       entry("calib-samples", "N", "quantize-model: calibration sequences (the first N of --calib)",
             integer_in(1, 100000)),
       entry("calib-length", "N", "quantize-model: tokens per calibration sequence (at most)",

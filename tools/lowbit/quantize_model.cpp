@@ -17,6 +17,7 @@
 #include <lowbit/model/hf_export.hpp>
 #include <lowbit/model/llama2c.hpp>
 #include <lowbit/model/sequential_quantization.hpp>
+#include <lowbit/model/task_gradients.hpp>
 #include <sstream>
 
 #include "interrupts.hpp"
@@ -66,6 +67,7 @@ class Progress {
 // The command line, checked before the model is loaded.
 struct ModelJob {
   std::string model, out, format, calib;
+  std::string task;  // --task: TACQ's task sequences (default: the calibration's)
   model::QuantSpec spec;
   model::Propagation propagation = model::Propagation::quantized;
   int samples = 0, length = 0;
@@ -104,7 +106,7 @@ ModelJob parse_gguf_job(const Options& o, ModelJob job) {
   return job;
 }
 
-// The gptq and awq formats write a new directory (or fill an empty one; not
+// The directory formats write a new directory (or fill an empty one; not
 // through a symbolic link, which the final rename would replace).
 void check_directory_output(const ModelJob& job, const Options& o) {
   namespace fs = std::filesystem;
@@ -121,11 +123,46 @@ void check_directory_output(const ModelJob& job, const Options& o) {
   }
 }
 
+bool is_tacq(const std::string& method) {
+  return method == "tacq" || method == "tacq-gradient-free";
+}
+
+// --method tacq and tacq-gradient-free: only --format dequantized holds the
+// kept fp16 weights (an engine loading a GPTQ checkpoint with extra tensors
+// would drop them silently); TACQ's options as `lowbit quantize tacq` names them.
+void parse_tacq_options(const Options& o, ModelJob& job) {
+  if (!is_tacq(job.spec.method)) {
+    for (const char* name : {"task", "fraction", "outlier-dtype", "saliency-from"})
+      if (o.has(name))
+        throw UsageError(std::string("quantize-model: option --") + name +
+                         " applies to --method tacq" +
+                         (std::string(name) == "task" ? "" : " and tacq-gradient-free") +
+                         " only, not '" + job.spec.method + "'");
+    return;
+  }
+  if (job.format != "dequantized")
+    throw UsageError("quantize-model: --method " + job.spec.method +
+                     " needs --format dequantized: TACQ keeps some weights in 16 bits beside the "
+                     "grid, which the " +
+                     job.format + " format cannot hold (its loaders would drop them)");
+  if (o.has("task") && job.spec.method != "tacq")
+    throw UsageError(
+        "quantize-model: option --task applies to --method tacq only (tacq-gradient-free "
+        "uses no task gradients)");
+  job.task = o.has("task") ? o.text("task") : "";
+  job.spec.tacq_fraction = o.real("fraction");
+  job.spec.outlier_precision =
+      o.text("outlier-dtype") == "f32" ? OutlierPrecision::f32 : OutlierPrecision::f16;
+  job.spec.saliency_reference =
+      o.text("saliency-from") == "rtn" ? SaliencyReference::rtn : SaliencyReference::gptq;
+}
+
 ModelJob parse_job(const Options& o) {
   ModelJob job{o.text("model"),
                o.text("out"),
                o.text("format"),
                o.has("calib") ? o.text("calib") : "",
+               "",
                {o.text("method"), o.integer("bits"), o.integer("group-size"), o.flag("act-order")},
                model::Propagation::quantized,
                o.integer("calib-samples"),
@@ -140,6 +177,7 @@ ModelJob parse_job(const Options& o) {
     const std::pair<int, int> slice = *parse_layer_slice(o.text("layers"));
     job.layers = model::LayerRange{slice.first, slice.second};
   }
+  parse_tacq_options(o, job);
   if (job.format == "gguf") return parse_gguf_job(o, std::move(job));
   for (const char* name : {"type", "gguf-type"})
     if (o.has(name))
@@ -159,11 +197,13 @@ ModelJob parse_job(const Options& o) {
         "(e.g. 128), got " +
         std::to_string(job.spec.group_size));
   const std::vector<std::string>& methods = model::checkpoint_methods();
-  if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end()) {
+  if (std::find(methods.begin(), methods.end(), job.spec.method) == methods.end() &&
+      !is_tacq(job.spec.method)) {
     std::string known;
     for (const std::string& m : methods) known += (known.empty() ? "" : ", ") + m;
     throw UsageError("quantize-model: --method '" + job.spec.method +
-                     "' has no plain checkpoint form; use one of: " + known);
+                     "' has no plain checkpoint form; use one of: " + known +
+                     " (and tacq, tacq-gradient-free with --format dequantized)");
   }
   if (job.format != "bpdq" && job.spec.method == "bpdq")
     throw UsageError(
@@ -182,7 +222,7 @@ ModelJob parse_job(const Options& o) {
         "quantize-model: option --group-size: the bpdq format takes 32, 64, 128 or "
         "256, got " +
         std::to_string(g));
-  if (job.format != "gptq" && job.spec.act_order)
+  if (job.format != "gptq" && job.format != "dequantized" && job.spec.act_order)
     throw UsageError("quantize-model: --act-order groups need a g_idx, which the " + job.format +
                      " format cannot hold");
   if (job.spec.method == "bpdq" && o.flag("sym"))
@@ -231,33 +271,91 @@ std::vector<model::Sequence> read_token_text(const std::string& path) {
   return sequences;
 }
 
-// The calibration sequences of --calib: safetensors input_ids (I32 or I64,
-// [sequences, length]) or text; the first --calib-samples sequences, each cut
-// to --calib-length tokens, every id within the vocabulary.
+bool is_safetensors(const std::string& path) {
+  return path.size() >= 12 && path.substr(path.size() - 12) == ".safetensors";
+}
+
+// The rows of a safetensors token tensor (I32 or I64, [sequences, length]).
+std::vector<model::Sequence> read_token_rows(const io::SafetensorsReader& file,
+                                             const std::string& path, const std::string& name) {
+  const io::TensorInfo& ids = file.require_rank(name, 2);
+  detail::require(ids.dtype == io::Dtype::I32 || ids.dtype == io::Dtype::I64, path, ": tensor '",
+                  name, "' must be I32 or I64, has ", io::dtype_name(ids.dtype));
+  const std::vector<std::int32_t> flat = file.ints(name);
+  std::vector<model::Sequence> rows;
+  for (std::int64_t s = 0; s < ids.shape[0]; ++s)
+    rows.emplace_back(flat.begin() + s * ids.shape[1], flat.begin() + (s + 1) * ids.shape[1]);
+  return rows;
+}
+
+// Token ids as --calib and --task take them: safetensors input_ids or text;
+// at least one sequence.
+std::vector<model::Sequence> read_token_ids(const std::string& path) {
+  std::vector<model::Sequence> sequences =
+      is_safetensors(path) ? read_token_rows(io::SafetensorsReader(path), path, "input_ids")
+                           : read_token_text(path);
+  detail::require(!sequences.empty(), path, ": holds no token sequences");
+  return sequences;
+}
+
+void check_vocabulary(const std::string& path, const std::vector<model::Sequence>& sequences,
+                      const model::Config& c) {
+  for (std::size_t s = 0; s < sequences.size(); ++s)
+    for (int id : sequences[s])
+      detail::require(id >= 0 && id < c.vocab_size, path, ": sequence ", s, " holds token ", id,
+                      ", outside the vocabulary of ", c.vocab_size);
+}
+
+// The calibration sequences of --calib: the first --calib-samples sequences,
+// each cut to --calib-length tokens, every id within the vocabulary.
 std::vector<model::Sequence> read_calibration(const ModelJob& job, const model::Config& c) {
-  std::vector<model::Sequence> sequences;
-  if (job.calib.size() >= 12 && job.calib.substr(job.calib.size() - 12) == ".safetensors") {
-    const io::SafetensorsReader file(job.calib);
-    const io::TensorInfo& ids = file.require_rank("input_ids", 2);
-    detail::require(ids.dtype == io::Dtype::I32 || ids.dtype == io::Dtype::I64, job.calib,
-                    ": tensor 'input_ids' must be I32 or I64, has ", io::dtype_name(ids.dtype));
-    const std::vector<std::int32_t> flat = file.ints("input_ids");
-    for (std::int64_t s = 0; s < ids.shape[0]; ++s)
-      sequences.emplace_back(flat.begin() + s * ids.shape[1],
-                             flat.begin() + (s + 1) * ids.shape[1]);
-  } else {
-    sequences = read_token_text(job.calib);
-  }
-  detail::require(!sequences.empty(), job.calib, ": holds no token sequences");
+  std::vector<model::Sequence> sequences = read_token_ids(job.calib);
   if (static_cast<int>(sequences.size()) > job.samples) sequences.resize(std::size_t(job.samples));
   const int length = std::min(job.length, c.seq_len);
-  for (std::size_t s = 0; s < sequences.size(); ++s) {
-    if (static_cast<int>(sequences[s].size()) > length) sequences[s].resize(std::size_t(length));
-    for (int id : sequences[s])
-      detail::require(id >= 0 && id < c.vocab_size, job.calib, ": sequence ", s, " holds token ",
-                      id, ", outside the vocabulary of ", c.vocab_size);
-  }
+  for (model::Sequence& sequence : sequences)
+    if (static_cast<int>(sequence.size()) > length) sequence.resize(std::size_t(length));
+  check_vocabulary(job.calib, sequences, c);
   return sequences;
+}
+
+// TACQ's task of --task, whole sequences (each within the model's context).
+// A safetensors `labels` tensor follows Hugging Face's convention: -100 is
+// a position the loss skips, any other value must be the token there; it
+// becomes TaskSample::mask (position t counts the prediction of token t).
+std::vector<model::TaskSample> read_task(const std::string& path, const model::Config& c) {
+  const std::vector<model::Sequence> sequences = read_token_ids(path);
+  check_vocabulary(path, sequences, c);
+  std::vector<model::Sequence> labels;
+  if (is_safetensors(path)) {
+    const io::SafetensorsReader file(path);
+    if (file.contains("labels")) {
+      detail::require(file.info("labels").shape == file.info("input_ids").shape, path,
+                      ": tensor 'labels' must have the shape of 'input_ids'");
+      labels = read_token_rows(file, path, "labels");
+    }
+  }
+  std::vector<model::TaskSample> task;
+  for (std::size_t s = 0; s < sequences.size(); ++s) {
+    const model::Sequence& tokens = sequences[s];
+    detail::require(tokens.size() >= 2 && tokens.size() <= std::size_t(c.seq_len), path,
+                    ": sequence ", s, " has ", tokens.size(), " tokens; TACQ's task takes 2 to ",
+                    c.seq_len, " (the model's context)");
+    model::TaskSample sample{tokens, {}};
+    if (!labels.empty()) {
+      bool counted = false;
+      for (std::size_t t = 0; t < tokens.size(); ++t) {
+        const int label = labels[s][t];
+        detail::require(label == -100 || label == tokens[t], path, ": labels[", s, "][", t, "] is ",
+                        label, ": expected -100 (not in the loss) or the token there, ", tokens[t]);
+        sample.mask.push_back(label != -100);
+        counted = counted || (t > 0 && label != -100);
+      }
+      detail::require(counted, path, ": sequence ", s,
+                      " has no label after its first token (all -100): it counts no prediction");
+    }
+    task.push_back(std::move(sample));
+  }
+  return task;
 }
 
 // The calibration file by content (FNV-1a), as slices from machines with
@@ -299,12 +397,36 @@ SliceRecord slice_record(const ModelJob& job, const model::Model& globals) {
       {"calib_samples", job.samples},
       {"calib_length", job.length},
       {"calib", calibration_identity(job.calib)}};
+  if (is_tacq(job.spec.method))
+    fingerprint["tacq"] = {
+        {"fraction", job.spec.tacq_fraction},
+        {"outlier_dtype", job.spec.outlier_precision == OutlierPrecision::f16 ? "f16" : "f32"},
+        {"saliency_from", job.spec.saliency_reference == SaliencyReference::gptq ? "gptq" : "rtn"},
+        {"task", job.task.empty() ? "the calibration sequences" : calibration_identity(job.task)}};
   if (std::filesystem::is_directory(job.model))
     fingerprint["source_config"] = model::detail::read_json_object(job.model + "/config.json");
   return {*job.layers, c.n_layers, fingerprint};
 }
 
 using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
+
+// TACQ's G over `task`: the backward pass of each sample runs through every
+// layer, so the whole float model is loaded for it (in F32) and dropped
+// after; G (4 bytes per linear weight) stays while the layers are quantized.
+model::TaskGradients tacq_task_gradients(const model::ModelSource& source,
+                                         const std::vector<model::TaskSample>& task,
+                                         const std::string& from) {
+  std::cerr << "quantize-model: task gradients of the float model over " << task.size()
+            << " sequences (" << from << ")\n";
+  const model::Model float_model = model::load_all(source);
+  const model::TaskGradients g =
+      model::task_gradients(float_model, task, [](std::size_t done, std::size_t total) {
+        if (done == total || done % 8 == 0)
+          std::cerr << "task gradients: " << done << "/" << total << " sequences\n";
+      });
+  std::cerr << "task gradients: mean loss " << g.loss << "\n";
+  return g;
+}
 
 // Quantizes the model one layer at a time, each read from the checkpoint
 // when its turn comes and dropped after: `linear_done` receives every linear
@@ -313,9 +435,19 @@ using LayerDone = std::function<void(int layer, const model::Layer& quantized)>;
 double quantize_layers(const model::ModelSource& source, const ModelJob& job,
                        const model::QuantDone& linear_done, const LayerDone& layer_done) {
   const model::Config& c = source.globals.config;
-  model::SequentialQuantizer quantizer(
-      c, model::embed_sequences(source.globals, calibration_sequences(job, source)), job.spec,
-      job.propagation);
+  // --task before the calibration and the slow part, so its errors come first.
+  const std::vector<model::TaskSample> task =
+      job.task.empty() ? std::vector<model::TaskSample>{} : read_task(job.task, c);
+  const std::vector<model::Sequence> calibration = calibration_sequences(job, source);
+  model::SequentialQuantizer quantizer(c, model::embed_sequences(source.globals, calibration),
+                                       job.spec, job.propagation);
+  std::optional<model::TaskGradients> gradients;
+  if (job.spec.method == "tacq") {
+    gradients = job.task.empty() ? tacq_task_gradients(source, model::next_token_task(calibration),
+                                                       "the calibration's, next-token loss")
+                                 : tacq_task_gradients(source, task, job.task);
+    quantizer.use_task_gradients(&*gradients);
+  }
   const model::LayerRange layers = job.layers.value_or(model::LayerRange{});
   const int end = std::min(layers.end, c.n_layers);
   Progress progress((end - layers.begin) * static_cast<int>(model::linear_groups().size()));
@@ -337,7 +469,8 @@ double quantize_layers(const model::ModelSource& source, const ModelJob& job,
   return quantizer.bits_per_weight();
 }
 
-// --format gptq, awq or bpdq: a Hugging Face model directory (lowbit/model/hf_export.hpp).
+// --format gptq, awq, bpdq or dequantized: a Hugging Face model directory
+// (lowbit/model/hf_export.hpp).
 void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   model::HfQuantization quant;
   quant.format = job.format;
@@ -354,7 +487,9 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
   const double bits_per_weight = quantize_layers(
       padded, job,
       [&](int layer, model::LinearKind kind, const model::QuantizedLinear& r) {
-        if (job.format == "bpdq")
+        if (job.format == "dequantized")
+          out.add_linear(layer, kind, model::effective_weight(r));
+        else if (job.format == "bpdq")
           out.add_linear(layer, kind, *r.planes);
         else
           out.add_linear(layer, kind, *r.uniform);
@@ -369,7 +504,9 @@ void write_hf_directory(const ModelJob& job, const model::ModelSource& padded) {
     directory.commit();
   }
   std::cerr << "wrote " << job.out << "/ (" << bits_per_weight
-            << " bits per weight over the linears)\n";
+            << " bits per weight over the linears"
+            << (job.format == "dequantized" ? " as quantized; stored dequantized, in float" : "")
+            << ")\n";
 }
 
 // --format gguf (model/gguf_model.hpp): one file llama.cpp loads.
@@ -432,43 +569,69 @@ int run_quantize_model(const Options& options) {
 }  // namespace
 
 Command quantize_model_command() {
-  return {"quantize-model",
-          "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
-          "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
-          "quantized layer by layer, each layer read when its turn comes. --format gptq writes\n"
-          "the Hugging Face GPTQ (v1) model directory OUT that transformers, vLLM and GPTQModel\n"
-          "load: config.json with quantization_config, quantize_config.json, safetensors\n"
-          "shards of at most --max-shard-size, the source's tokenizer files; other tensors in\n"
-          "the source's dtype (F16 from llama2.c); every zero point >= 1, as v1 readers need.\n"
-          "--format awq writes the same directory with AutoAWQ's GEMM layout (4 bits; vLLM,\n"
-          "transformers and AutoAWQ load it), quant_config.json, other tensors in F16; with\n"
-          "--method awq the scales are folded into the norms, v_proj (when every head has its\n"
-          "own values) and up_proj, as AutoAWQ's checkpoints hold them.\n"
-          "--format bpdq writes the same directory in BPDQ's layout (planes B, coefficients c in\n"
-          "bf16; 1..4 planes, group size 32..256) that BPDQ's GPTQModel loads.\n"
-          "--format gguf writes a GGUF file\n"
-          "llama.cpp loads, with a model directory's tokenizer (tokenizer.model or\n"
-          "tokenizer.json), every matrix in --type (or --gguf-type; default q4_K) with\n"
-          "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
-          "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
-          "llama.cpp's quantizer. Calibration: the token ids of --calib, else sequences the\n"
-          "float model samples itself; --calibration sequential calibrates each layer on the\n"
-          "outputs of the quantized layers before it,\n"
-          "float on the float model's. The hidden dimension is padded with zero units to a\n"
-          "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
-          "bit-plane linear.\n"
-          "--layers A:B (Python's slice: layers A..B-1; needs --calibration float) writes a\n"
-          "slice of OUT: the float model still runs through the layers before A for their\n"
-          "inputs; only A..B-1 are quantized and written, with the embeddings, final norm and\n"
-          "lm_head in the slice that starts at 0. lowbit merge joins slices covering every\n"
-          "layer into what one run writes, byte for byte.",
-          {required_option("model"), required_option("out"), option("method", "gptq"),
-           option("bits", "4"), option("group-size", "32"), option("format", "gptq"),
-           option("act-order"), option("sym"), option("max-shard-size", "5GB"), option("calib"),
-           option("calib-samples", "32"), option("calib-length", "64"),
-           option("calibration", "sequential"), option("layers"), option("type"),
-           option("gguf-type"), option("threads", "1")},
-          run_quantize_model};
+  return {
+      "quantize-model",
+      "every linear of a llama2.c checkpoint (a file) or a Hugging Face model directory\n"
+      "(LLaMA, Mistral, Qwen2; safetensors, sharded or not, in F32, F16 or BF16)\n"
+      "quantized layer by layer, each layer read when its turn comes. --format gptq writes\n"
+      "the Hugging Face GPTQ (v1) model directory OUT that transformers, vLLM and GPTQModel\n"
+      "load: config.json with quantization_config, quantize_config.json, safetensors\n"
+      "shards of at most --max-shard-size, the source's tokenizer files; other tensors in\n"
+      "the source's dtype (F16 from llama2.c); every zero point >= 1, as v1 readers need.\n"
+      "--format awq writes the same directory with AutoAWQ's GEMM layout (4 bits; vLLM,\n"
+      "transformers and AutoAWQ load it), quant_config.json, other tensors in F16; with\n"
+      "--method awq the scales are folded into the norms, v_proj (when every head has its\n"
+      "own values) and up_proj, as AutoAWQ's checkpoints hold them.\n"
+      "--format bpdq writes the same directory in BPDQ's layout (planes B, coefficients c in\n"
+      "bf16; 1..4 planes, group size 32..256) that BPDQ's GPTQModel loads.\n"
+      "--format gguf writes a GGUF file\n"
+      "llama.cpp loads, with a model directory's tokenizer (tokenizer.model or\n"
+      "tokenizer.json), every matrix in --type (or --gguf-type; default q4_K) with\n"
+      "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
+      "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
+      "llama.cpp's quantizer. Calibration: the token ids of --calib, else sequences the\n"
+      "float model samples itself; --calibration sequential calibrates each layer on the\n"
+      "outputs of the quantized layers before it,\n"
+      "float on the float model's. The hidden dimension is padded with zero units to a\n"
+      "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
+      "bit-plane linear.\n"
+      "--format dequantized writes the directory of the source model (its config.json,\n"
+      "tokenizer files, tensor names, shards; no quantization_config) with every linear's\n"
+      "effective weights, scale x (q - zero) plus TACQ's kept weights, in the source's\n"
+      "dtype (F32 for llama2.c): any float loader runs the quantized model; no storage saved.\n"
+      "--method tacq (TACQ with the task gradients of the float model; --task FILE: token ids\n"
+      "as --calib takes them, safetensors with optional labels, -100 = not in the loss;\n"
+      "default the calibration sequences, next-token loss) and tacq-gradient-free (an\n"
+      "activation proxy for the gradients) need --format dequantized: no engine's format holds\n"
+      "their 16-bit kept weights. tacq holds the whole float model (F32) and G, 4 bytes per\n"
+      "linear weight, while the gradients run, then G beside one layer at a time.\n"
+      "--layers A:B (Python's slice: layers A..B-1; needs --calibration float) writes a\n"
+      "slice of OUT: the float model still runs through the layers before A for their\n"
+      "inputs; only A..B-1 are quantized and written, with the embeddings, final norm and\n"
+      "lm_head in the slice that starts at 0. lowbit merge joins slices covering every\n"
+      "layer into what one run writes, byte for byte.",
+      {required_option("model"),
+       required_option("out"),
+       option("method", "gptq"),
+       option("bits", "4"),
+       option("group-size", "32"),
+       option("format", "gptq"),
+       option("act-order"),
+       option("sym"),
+       option("max-shard-size", "5GB"),
+       option("calib"),
+       option("calib-samples", "32"),
+       option("calib-length", "64"),
+       option("calibration", "sequential"),
+       option("layers"),
+       option("type"),
+       option("gguf-type"),
+       option("task"),
+       option("fraction", "0.0035"),
+       option("outlier-dtype", "f16"),
+       option("saliency-from", "gptq"),
+       option("threads", "1")},
+      run_quantize_model};
 }
 
 }  // namespace lowbit::cli

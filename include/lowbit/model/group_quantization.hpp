@@ -39,19 +39,42 @@ struct QuantSpec {
   bool act_order = false;  // GPTQ: desc_act (groups then need a g_idx)
   std::optional<GgmlType> ggml_type = std::nullopt;
   GridConfig grid = {};  // RTN, GPTQ, TACQ: the uniform grid's options (sym, positive_zero...)
+  // TACQ (its GPTQ part from the fields above): the fraction kept in 16 bits,
+  // their storage, and Q(W) in the saliency.
+  double tacq_fraction = TacqConfig{}.fraction;
+  OutlierPrecision outlier_precision = OutlierPrecision::f16;
+  SaliencyReference saliency_reference = SaliencyReference::gptq;
 };
 
 // A quantized linear: the layer the forward pass runs, its storage cost, and
 // the representation a checkpoint stores (uniform codes for the GPTQ format,
 // bit planes for the BPDQ format, ggml blocks for GGUF; all absent for W8A8,
-// and for llama.cpp's F16 fallback, whose linear is a FloatLinear of fp16 values).
+// and for llama.cpp's F16 fallback, whose linear is a FloatLinear of fp16
+// values). TACQ: uniform codes plus the kept weights in `outliers`, which no
+// engine's format holds (only the dequantized one, effective_weight).
 struct QuantizedLinear {
   std::shared_ptr<const Linear> linear;
   double bits_per_weight = 0;
   std::optional<UniformWeights> uniform;
   std::optional<BitPlaneWeights> planes;
   std::optional<GgmlWeights> ggml;
+  std::optional<SparseOutliers> outliers = std::nullopt;
 };
+
+// The dense weights (out x in) the linear multiplies by: scale x (q - zero)
+// of the uniform grid with TACQ's kept weights written in, else the bit
+// planes', else the ggml blocks' dequantization. W8A8 has none that stand
+// alone (its activations are quantized too).
+inline MatrixF effective_weight(const QuantizedLinear& q) {
+  if (q.uniform) {
+    MatrixF w = q.uniform->dequantize();
+    if (q.outliers) q.outliers->overwrite(w);
+    return w;
+  }
+  if (q.planes) return q.planes->dequantize();
+  if (q.ggml) return q.ggml->dequantize();
+  lowbit::detail::fail("effective_weight: the linear holds no uniform, bit-plane or ggml weights");
+}
 
 // Per-channel input scales s folded upstream, so that the group reads x / s.
 using InputScaleFold = std::function<void(const VectorF& s)>;
@@ -285,7 +308,7 @@ inline std::vector<QuantizedLinear> bpdq(const GroupInputs& in) {
 }
 
 // TACQ as published: G from the task gradients (task_gradients.hpp).
-// 0.35% of each matrix stays in fp16.
+// 0.35% of each matrix stays in fp16 by default (QuantSpec).
 inline std::vector<QuantizedLinear> tacq(const GroupInputs& in) {
   lowbit::detail::require(in.gradients.size() == in.weights.size(),
                           "tacq: needs the task gradients of every linear (task_gradients.hpp); "
@@ -293,6 +316,9 @@ inline std::vector<QuantizedLinear> tacq(const GroupInputs& in) {
   const MatrixD h = in.activations.take_hessian();
   TacqConfig config;
   config.gptq = gptq_config(in.spec);
+  config.fraction = in.spec.tacq_fraction;
+  config.precision = in.spec.outlier_precision;
+  config.reference = in.spec.saliency_reference;
   std::vector<QuantizedLinear> out;
   for (std::size_t i = 0; i < in.weights.size(); ++i) {
     const TacqResult r = in.gradients[i] != nullptr
@@ -300,9 +326,10 @@ inline std::vector<QuantizedLinear> tacq(const GroupInputs& in) {
                              : quantize_tacq_without_gradients(*in.weights[i], h, config);
     out.push_back({std::make_shared<BitPlaneLinear>(pack_bitplanes(r.weights, r.outliers)),
                    r.report.bits_per_weight,
+                   r.weights,
                    {},
                    {},
-                   {}});
+                   r.outliers});
   }
   return out;
 }

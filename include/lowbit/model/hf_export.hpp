@@ -1,6 +1,6 @@
 // Hugging Face GPTQ, AWQ and BPDQ model directories that transformers, vLLM,
-// GPTQModel, AutoAWQ and BPDQ's GPTQModel load unchanged, from a model
-// quantized layer by layer:
+// GPTQModel, AutoAWQ and BPDQ's GPTQModel load unchanged, and dequantized
+// ones (a plain float model), from a model quantized layer by layer:
 //   config.json            the source's (every field kept; intermediate_size is
 //                          the padded width, pad_hidden) or, for a llama2.c
 //                          model, a LlamaForCausalLM config; plus
@@ -12,6 +12,11 @@
 //                          model.safetensors.index.json past the shard size;
 //                          metadata {"format": "pt"} (transformers requires it)
 //   tokenizer and generation files of a Hugging Face source, copied.
+// "dequantized": no quantization_config and no quantizer file; every linear
+// holds its effective weights (effective_weight: the grid dequantized, with
+// TACQ's kept weights) in the source's dtype (F32 for llama2.c), so any
+// float reader loads it. It saves no storage: it is how results that no
+// engine's format holds (TACQ's sparse fp16 part) are evaluated elsewhere.
 // Linears are GPTQ v1 ("checkpoint_format": "gptq", io/gptq_format.hpp), AWQ
 // GEMM (io/awq_format.hpp) or BPDQ's planes and bf16 coefficients
 // (io/bpdq_format.hpp) under Hugging Face names. Every other tensor
@@ -65,7 +70,7 @@ namespace lowbit::model {
 // "bpdq" (bits: the planes, written as meta.bpdq.msbits; "bits" there is
 // the 8-bit initial grid).
 struct HfQuantization {
-  std::string format = "gptq";  // "gptq" (v1), "awq" (GEMM) or "bpdq"
+  std::string format = "gptq";  // "gptq" (v1), "awq" (GEMM), "bpdq" or "dequantized"
   int bits = 4;
   int group_size = 128;  // -1: one group per row
   bool desc_act = false;
@@ -168,20 +173,24 @@ inline nlohmann::json hf_llama_config(const Config& c, bool tied) {
 
 namespace detail {
 
-inline void copy_row_parameters(UniformWeights& to, Index r, const UniformWeights& from, Index s) {
+inline void copy_row(UniformWeights& to, Index r, const UniformWeights& from, Index s) {
+  to.codes.row(r) = from.codes.row(s);
   to.scale.col(r) = from.scale.col(s);
   to.zero.col(r) = from.zero.col(s);
 }
-inline void copy_row_parameters(BitPlaneWeights& to, Index r, const BitPlaneWeights& from,
-                                Index s) {
+inline void copy_row(BitPlaneWeights& to, Index r, const BitPlaneWeights& from, Index s) {
+  to.codes.row(r) = from.codes.row(s);
   to.coeffs.col(r) = from.coeffs.col(s);
+}
+inline void copy_row(MatrixF& to, Index r, const MatrixF& from, Index s) {
+  to.row(r) = from.row(s);
 }
 
 }  // namespace detail
 
 // The output rows of `w` (heads of equal, even size) from interleaved to
 // rotate-half order, as the converter's permute moves weight rows: codes and
-// each row's parameters (UniformWeights or BitPlaneWeights).
+// each row's parameters (UniformWeights or BitPlaneWeights), or dense rows.
 template <class Weights>
 Weights rotate_half_rows(const Weights& w, int heads) {
   const Index head = heads > 0 ? w.rows() / heads : 0, half = head / 2;
@@ -193,8 +202,7 @@ Weights rotate_half_rows(const Weights& w, int heads) {
     for (Index i = 0; i < half; ++i)
       for (Index j = 0; j < 2; ++j) {
         const Index to = h * head + j * half + i, from = h * head + 2 * i + j;
-        out.codes.row(to) = w.codes.row(from);
-        detail::copy_row_parameters(out, to, w, from);
+        detail::copy_row(out, to, w, from);
       }
   return out;
 }
@@ -286,7 +294,7 @@ class HfShardWriter {
   std::vector<std::vector<std::string>> groups_;         // every group added, in order
 };
 
-// A GPTQ, AWQ or BPDQ model directory, written into `out` as it is filled:
+// A GPTQ, AWQ, BPDQ or dequantized model directory, written into `out` as it is filled:
 // the globals at construction, then every quantized linear and the rest of
 // every layer, then finish(). The output costs at most one shard of memory,
 // not the model (HfShardWriter).
@@ -336,6 +344,14 @@ class HfDirectoryWriter {
     shards_.add(std::move(group));
   }
 
+  // A dequantized linear: its effective weights (out x in), stored as the
+  // source stores the float linear.
+  void add_linear(int layer, LinearKind kind, const MatrixF& effective) {
+    lowbit::detail::require(quant_.format == "dequantized", "HfDirectoryWriter: a ", quant_.format,
+                            " directory holds packed linears, not dense weights");
+    add_float(detail::hf_linear_name(layer, kind) + ".weight", hf_rows(effective, kind));
+  }
+
   // The norms and biases of `layer` (the quantized layer: its linears are not read).
   void add_layer_rest(int l, const Layer& layer) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
@@ -357,10 +373,14 @@ class HfDirectoryWriter {
       config["intermediate_size"] = config_.hidden_dim;  // padded (zero units)
     }
     if (quant_.format == "awq") config["torch_dtype"] = "float16";
-    config["quantization_config"] = hf_quantization_config(quant_);
+    if (quant_.format == "dequantized") {
+      if (source_.empty()) config["torch_dtype"] = "float32";
+    } else {
+      config["quantization_config"] = hf_quantization_config(quant_);
+      const auto [quantizer_file, quantizer_config] = hf_quantizer_config_file(quant_);
+      out_.add(quantizer_file, hf_json_bytes(quantizer_config));
+    }
     out_.add("config.json", hf_json_bytes(config));
-    const auto [quantizer_file, quantizer_config] = hf_quantizer_config_file(quant_);
-    out_.add(quantizer_file, hf_json_bytes(quantizer_config));
     for (const char* name :
          {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
           "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"}) {
@@ -393,12 +413,11 @@ class HfDirectoryWriter {
                                 "GPTQModel misread for 0; quantize with positive zero points");
   }
 
-  // A tensor that is not quantized, in its source dtype (F16 for llama2.c and AWQ).
+  // A float tensor in its source dtype (AWQ: F16; llama2.c: F32 dequantized, else F16).
   template <class Derived>
   void add_float(const std::string& name, const Eigen::MatrixBase<Derived>& values) {
-    const io::Dtype dtype = source_tensors_ && quant_.format != "awq"
-                                ? source_tensors_->info(name).dtype
-                                : io::Dtype::F16;
+    io::Dtype dtype = quant_.format == "dequantized" ? io::Dtype::F32 : io::Dtype::F16;
+    if (source_tensors_ && quant_.format != "awq") dtype = source_tensors_->info(name).dtype;
     const MatrixF m = values;
     for (Index i = 0; i < m.size(); ++i)  // throws when F16 overflows
       io::detail::stored_value(m.data()[i], dtype, name);
