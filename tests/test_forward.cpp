@@ -3,6 +3,7 @@
 // bases and classifiers), KV-cache decoding against recomputation, the
 // observer, and one layer at a time; then the same on the real stories260K
 // (tests named *stories260k*, skipped when the file is absent).
+#include <algorithm>
 #include <complex>
 #include <lowbit/core/calibration.hpp>
 #include <lowbit/model/forward.hpp>
@@ -250,6 +251,52 @@ TEST_F(Forward, RunLayerRejectsPositionsBeyondTheContext) {
     EXPECT_NE(std::string(e.what()).find("positions 9..12 exceed the context of 12 tokens"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// The matrix of `m` behind a MappedRows that counts the rows each read asks for.
+MappedRows forward_counted_rows(const MatrixF& matrix, std::vector<Index>& reads) {
+  return {matrix.rows(), matrix.cols(), [matrix, &reads](Index first, Index count) {
+            reads.push_back(count);
+            return MatrixF(matrix.middleRows(first, count));
+          }};
+}
+
+// Embeddings and output weights read by rows (a loader's mapped file) give the
+// logits of the model holding them: bit for bit decoding one token at a time
+// (how sequences are sampled: a matrix-vector product by blocks of
+// kMappedRowsPerBlock rows rounds as the whole does), within rounding for a
+// prompt (the matrix product blocks its sums by the sizes); no read asks for
+// more than a block.
+TEST_F(Forward, MappedEmbeddingsGiveTheSameLogitsBitForBit) {
+  Config config{64, 96, 1, 4, 2, 2 * int(kMappedRowsPerBlock) + 452, 16};
+  for (bool tied : {true, false}) {
+    Model held = test::tiny_model(21, config);
+    if (!tied) held.classifier = test::tiny_model(22, config).token_embedding;
+    std::vector<Index> reads;
+    Model mapped = held;
+    mapped.mapped_embedding = forward_counted_rows(held.token_embedding, reads);
+    mapped.token_embedding.resize(0, 0);
+    if (!tied) {
+      mapped.mapped_classifier = forward_counted_rows(held.classifier, reads);
+      mapped.classifier.resize(0, 0);
+    }
+    EXPECT_EQ(mapped.tied(), tied);
+    const std::vector<int> prompt{1, 2000, 9, 2499, 0, 1500};
+    KvCache a(config), b(config);
+    const MatrixF prompt_logits = forward(mapped, a, prompt);
+    EXPECT_LT((prompt_logits - forward(held, b, prompt)).cwiseAbs().maxCoeff(),
+              1e-5f * prompt_logits.cwiseAbs().maxCoeff())
+        << "tied " << tied;
+    for (int token : {7, 2100, 1024}) {
+      const MatrixF step = forward(mapped, a, {token});
+      EXPECT_TRUE(step == forward(held, b, {token})) << "tied " << tied << ", token " << token;
+    }
+    EXPECT_LE(*std::max_element(reads.begin(), reads.end()), kMappedRowsPerBlock);
+    EXPECT_EQ(
+        load_all({mapped, [&](int l) { return held.layers[std::size_t(l)]; }}).token_embedding,
+        held.token_embedding);
+    test::expect_error_containing([&] { (void)mapped.output_weights(); }, "mapped checkpoint");
   }
 }
 

@@ -384,7 +384,7 @@ std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
 SliceRecord slice_record(const ModelJob& job, const model::Model& globals) {
   const model::Config& c = globals.config;
   nlohmann::json fingerprint = {
-      {"model", model::hf_llama_config(c, globals.classifier.size() == 0)},
+      {"model", model::hf_llama_config(c, globals.tied())},
       {"format", job.format},
       {"method", job.spec.method},
       {"bits", job.spec.bits},

@@ -196,10 +196,23 @@ class SafetensorsReader {
     const std::size_t offset = static_cast<std::size_t>(data_ - bytes_);
     file_.release(offset + t.begin, offset + t.end);
   }
+  // Only the bytes of elements first..first+count-1 (as floats(name, first, count) read).
+  void release(const std::string& name, std::size_t first, std::size_t count) const {
+    const TensorInfo& t = info(name);
+    const std::size_t begin =
+        static_cast<std::size_t>(data_ - bytes_) + t.begin + first * dtype_size(t.dtype);
+    file_.release(begin, std::min(begin + count * dtype_size(t.dtype),
+                                  static_cast<std::size_t>(data_ - bytes_) + t.end));
+  }
 
   // Any float dtype, converted to float (F64 rounds), flattened row-major.
   std::vector<float> floats(const std::string& name) const { return convert<float>(name); }
   std::vector<double> doubles(const std::string& name) const { return convert<double>(name); }
+  // Elements first..first+count-1 of the flattened tensor only (rows of a
+  // large matrix read when needed).
+  std::vector<float> floats(const std::string& name, std::size_t first, std::size_t count) const {
+    return convert<float>(name, first, count);
+  }
 
   // Any integer or bool dtype, converted to int32 (I64 values must fit).
   std::vector<std::int32_t> ints(const std::string& name) const {
@@ -269,13 +282,18 @@ class SafetensorsReader {
   }
 
   template <class Out>
-  std::vector<Out> convert(const std::string& name) const {
+  std::vector<Out> convert(const std::string& name, std::size_t first = 0,
+                           std::size_t count = SIZE_MAX) const {
     const TensorInfo& t = info(name);
     lowbit::detail::require(is_float_dtype(t.dtype), source_, ": tensor '", name,
                             "' must have a float dtype (F64, F32, F16, BF16), has ",
                             dtype_name(t.dtype));
-    std::vector<Out> out(static_cast<std::size_t>(t.numel()));
-    const unsigned char* p = data_ + t.begin;
+    const std::size_t numel = static_cast<std::size_t>(t.numel());
+    if (count == SIZE_MAX) count = numel - std::min(first, numel);
+    lowbit::detail::require(first <= numel && count <= numel - first, source_, ": tensor '", name,
+                            "': elements ", first, "..", first + count, " are outside its ", numel);
+    std::vector<Out> out(count);
+    const unsigned char* p = data_ + t.begin + first * dtype_size(t.dtype);
     for (std::size_t i = 0; i < out.size(); ++i) {
       switch (t.dtype) {
         case Dtype::F64:
@@ -433,6 +451,13 @@ class SafetensorsWriter {
                      nullptr, nbytes});
   }
 
+  // The same, moved in (bytes built for this tensor alone).
+  void add_raw(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape,
+               std::vector<unsigned char>&& bytes) {
+    const std::size_t nbytes = bytes.size();
+    add_entry(name, {dtype, std::move(shape), std::move(bytes), nullptr, nbytes});
+  }
+
   // The same, not copied: `data` must stay valid until the file is written
   // (a merge streams mapped inputs into a shard this way).
   void add_borrowed(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape,
@@ -454,8 +479,15 @@ class SafetensorsWriter {
     lowbit::detail::require(is_float_dtype(dtype), "SafetensorsWriter: tensor '", name,
                             "': ", dtype_name(dtype), " is not a float dtype");
     std::vector<unsigned char> bytes(count * dtype_size(dtype));
+    store_floats(values, count, dtype, bytes.data());
+    add_raw(name, dtype, std::move(shape), std::move(bytes));
+  }
+
+  // `count` values as a float dtype stores them, into count * dtype_size bytes at `out`.
+  template <class T>
+  static void store_floats(const T* values, std::size_t count, Dtype dtype, unsigned char* out) {
     for (std::size_t i = 0; i < count; ++i) {
-      unsigned char* p = bytes.data() + i * dtype_size(dtype);
+      unsigned char* p = out + i * dtype_size(dtype);
       const double v = static_cast<double>(values[i]);
       if (dtype == Dtype::F64)
         store(p, v);
@@ -466,7 +498,6 @@ class SafetensorsWriter {
       else
         store(p, float_to_bf16(static_cast<float>(v)));
     }
-    add_raw(name, dtype, std::move(shape), bytes.data(), bytes.size());
   }
 
   // Integer values stored as I64, I32, I16, I8, U8 or BOOL (range-checked).

@@ -130,16 +130,30 @@ inline MatrixF embed(const Model& m, const std::vector<int>& tokens) {
   for (std::size_t t = 0; t < tokens.size(); ++t) {
     lowbit::detail::require(tokens[t] >= 0 && tokens[t] < m.config.vocab_size, "embed: token ",
                             tokens[t], " is outside the vocabulary of ", m.config.vocab_size);
-    x.row(static_cast<Index>(t)) = m.token_embedding.row(tokens[t]);
+    if (m.mapped_embedding.rows != 0)
+      x.row(static_cast<Index>(t)) = embedding_rows(m, tokens[t], 1);
+    else
+      x.row(static_cast<Index>(t)) = m.token_embedding.row(tokens[t]);
   }
   return x;
 }
 
-// Final RMSNorm and the classifier: tokens x vocab.
+// Final RMSNorm and the classifier: tokens x vocab. Mapped output weights
+// are read a block of rows at a time, those logits' columns: for one token
+// the same bits as the whole product (a matrix-vector product rounds each
+// row alike), for several within rounding.
 template <class Scalar>
 MatrixT<Scalar> logits(const Model& m, const MatrixT<Scalar>& x) {
-  return rms_norm(x, m.final_norm, m.config.norm_eps) *
-         m.output_weights().cast<Scalar>().transpose();
+  const MatrixT<Scalar> normed = rms_norm(x, m.final_norm, m.config.norm_eps);
+  if (m.mapped_embedding.rows == 0 && m.mapped_classifier.rows == 0)
+    return normed * m.output_weights().cast<Scalar>().transpose();
+  const Index vocab = m.config.vocab_size;
+  MatrixT<Scalar> out(x.rows(), vocab);
+  for (Index first = 0; first < vocab; first += kMappedRowsPerBlock) {
+    const Index count = std::min(kMappedRowsPerBlock, vocab - first);
+    out.middleCols(first, count) = normed * output_rows(m, first, count).cast<Scalar>().transpose();
+  }
+  return out;
 }
 
 // Appends `tokens` to the cached sequence and returns their logits

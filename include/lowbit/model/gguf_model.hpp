@@ -35,6 +35,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,15 +140,37 @@ inline void add_vector(io::GgufWriter& out, const std::string& name, const Vecto
                  static_cast<std::size_t>(v.size()) * sizeof(float));
 }
 
-// A float matrix (embeddings) in `type` by llama.cpp's quantizer without an
-// importance matrix (llama-quantize has none for them), with the fallback.
-inline void add_quantized_matrix(io::GgufWriter& out, const std::string& name, const MatrixF& m,
-                                 GgmlType type) {
-  const GgmlType stored = ggml_type_for(type, m.cols());
-  if (stored == GgmlType::f16)
-    out.add_matrix(name, m, GgmlType::f16);
-  else
-    add_blocks(out, name, quantize_ggml(m, {stored, {}}).weights, {});
+// The embeddings or output weights of `m` (vocab x dim; `rows` reads them,
+// held or mapped) in `type` by llama.cpp's quantizer without an importance
+// matrix (llama-quantize has none for them), with the fallback; a block of
+// rows at a time (the quantizer's rows are independent), so only the
+// quantized bytes are held whole.
+inline void add_quantized_matrix(io::GgufWriter& out, const std::string& name, const Model& m,
+                                 MatrixF (*rows)(const Model&, Index, Index), GgmlType type) {
+  const Index vocab = m.config.vocab_size, dim = m.config.dim;
+  const GgmlType stored = ggml_type_for(type, dim);
+  const std::size_t row_bytes = ggml_row_bytes(stored, dim);
+  std::vector<std::uint8_t> bytes(std::size_t(vocab) * row_bytes);
+  for (Index first = 0; first < vocab; first += kMappedRowsPerBlock) {
+    const MatrixF block = rows(m, first, std::min(kMappedRowsPerBlock, vocab - first));
+    std::uint8_t* at = bytes.data() + std::size_t(first) * row_bytes;
+    if (stored == GgmlType::f16) {  // as GgufWriter::add_matrix stores it
+      for (Index i = 0; i < block.size(); ++i) {
+        const std::uint16_t h = float_to_half(block.data()[i]);
+        std::memcpy(at + std::size_t(i) * sizeof h, &h, sizeof h);
+      }
+    } else {
+      try {
+        const std::vector<std::uint8_t> part =
+            io::pack_ggml_blocks(quantize_ggml(block, {stored, {}}).weights);
+        std::copy(part.begin(), part.end(), at);
+      } catch (const Error& e) {  // its rows count from the block's first
+        lowbit::detail::fail(name, ", rows ", first, "..", first + block.rows() - 1, ": ",
+                             e.what());
+      }
+    }
+  }
+  out.add_tensor(name, stored, {dim, vocab}, bytes.data(), bytes.size());
 }
 
 // The llama3 rope scaling as llama.cpp's rope_freqs: each rotated pair's
@@ -163,11 +186,12 @@ inline VectorF llama3_rope_factors(const Config& c) {
 }
 
 // token_embd, output (unless tied), output_norm and rope_freqs (llama3), in
-// file order: matrix(name, m) for the embeddings, vector(name, v) for the rest.
+// file order: matrix(name, rows) for the embeddings (rows: embedding_rows or
+// output_rows), vector(name, v) for the rest.
 template <class OnMatrix, class OnVector>
 void visit_gguf_globals(const Model& globals, const OnMatrix& matrix, const OnVector& vector) {
-  matrix("token_embd.weight", globals.token_embedding);
-  if (globals.classifier.size() != 0) matrix("output.weight", globals.classifier);
+  matrix("token_embd.weight", embedding_rows);
+  if (!globals.tied()) matrix("output.weight", output_rows);
   vector("output_norm.weight", globals.final_norm);
   if (globals.config.rope_scaling.type == RopeScaling::Type::llama3)
     vector("rope_freqs.weight", llama3_rope_factors(globals.config));
@@ -227,8 +251,8 @@ inline void add_gguf_no_tokenizer(io::GgufWriter& out) { out.set("tokenizer.ggml
 inline void add_gguf_globals(io::GgufWriter& out, const Model& globals, GgmlType type) {
   detail::visit_gguf_globals(
       globals,
-      [&](const std::string& name, const MatrixF& m) {
-        detail::add_quantized_matrix(out, name, m, type);
+      [&](const std::string& name, MatrixF (*rows)(const Model&, Index, Index)) {
+        detail::add_quantized_matrix(out, name, globals, rows, type);
       },
       [&](const std::string& name, const VectorF& v) { detail::add_vector(out, name, v); });
 }
@@ -272,8 +296,8 @@ inline void declare_gguf_tensors(io::GgufWriter& out, const Model& globals, Ggml
   if (layers.holds_globals())
     detail::visit_gguf_globals(
         globals,
-        [&](const std::string& name, const MatrixF& m) {
-          out.declare_tensor(name, ggml_type_for(type, m.cols()), {m.cols(), m.rows()});
+        [&](const std::string& name, MatrixF (*)(const Model&, Index, Index)) {
+          out.declare_tensor(name, ggml_type_for(type, c.dim), {c.dim, c.vocab_size});
         },
         declare_vector);
   const std::array<Index, kLinearsPerLayer> rows = linear_rows(c), cols = linear_cols(c);

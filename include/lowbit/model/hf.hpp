@@ -302,6 +302,17 @@ class HfTensors {
   // A float tensor of exactly `shape`, checked finite; `what` says what the
   // configuration expects it to be.
   std::vector<float> read(const std::string& name, const std::vector<std::int64_t>& shape) const {
+    const io::SafetensorsReader& file = checked(name, shape);
+    std::vector<float> values = file.floats(name);
+    file.release(name);  // converted: the mapped bytes need not stay resident
+    for (float v : values)
+      lowbit::detail::require(std::isfinite(v), file.source(), ": tensor '", name,
+                              "' has non-finite values");
+    return values;
+  }
+  // The shard holding a float tensor of exactly `shape`.
+  const io::SafetensorsReader& checked(const std::string& name,
+                                       const std::vector<std::int64_t>& shape) const {
     const io::SafetensorsReader& file = shard(name);
     const io::TensorInfo& t = file.info(name);
     lowbit::detail::require(io::is_float_dtype(t.dtype), file.source(), ": tensor '", name,
@@ -313,12 +324,25 @@ class HfTensors {
     expected += "]";
     lowbit::detail::require(t.shape == shape, file.source(), ": tensor '", name, "' has shape ",
                             t.shape_string(), ", config.json implies ", expected);
-    std::vector<float> values = file.floats(name);
-    file.release(name);  // converted: the mapped bytes need not stay resident
-    for (float v : values)
-      lowbit::detail::require(std::isfinite(v), file.source(), ": tensor '", name,
-                              "' has non-finite values");
-    return values;
+    return file;
+  }
+  // A rows x cols float tensor left in its mapped shard, read by rows
+  // (released after each read); checked finite now, a block at a time.
+  static MappedRows mapped_rows(const std::shared_ptr<const HfTensors>& tensors,
+                                const std::string& name, Index rows, Index cols) {
+    const io::SafetensorsReader& file = tensors->checked(name, {rows, cols});
+    MappedRows mapped{rows, cols, [tensors, &file, name, cols](Index first, Index count) {
+                        const auto begin = std::size_t(first * cols),
+                                   size = std::size_t(count * cols);
+                        const std::vector<float> v = file.floats(name, begin, size);
+                        file.release(name, begin, size);
+                        return MatrixF(Eigen::Map<const MatrixF>(v.data(), count, cols));
+                      }};
+    for (Index first = 0; first < rows; first += kMappedRowsPerBlock)
+      lowbit::detail::require(
+          mapped.read(first, std::min(kMappedRowsPerBlock, rows - first)).allFinite(),
+          file.source(), ": tensor '", name, "' has non-finite values");
+    return mapped;
   }
   MatrixF matrix(const std::string& name, Index rows, Index cols) const {
     const std::vector<float> v = read(name, {rows, cols});
@@ -371,8 +395,9 @@ class HfTensors {
 
 }  // namespace detail
 
-// Opens the model directory `dir`: reads config.json and the embeddings,
-// final norm and lm_head now, and a layer's weights when asked for it.
+// Opens the model directory `dir`: reads config.json and the final norm now,
+// the embeddings and lm_head by rows when needed (Model::mapped_embedding,
+// mapped_classifier) and a layer's weights when asked for it.
 inline ModelSource open_hf(const std::string& dir) {
   lowbit::detail::require(std::filesystem::is_directory(dir), dir,
                           ": not a directory (a Hugging Face model is a directory)");
@@ -382,8 +407,11 @@ inline ModelSource open_hf(const std::string& dir) {
   Model& m = source.globals;
   m.config = hf.config;
   const Config& c = m.config;
-  m.token_embedding = tensors->matrix("model.embed_tokens.weight", c.vocab_size, c.dim);
-  if (!hf.tied) m.classifier = tensors->matrix("lm_head.weight", c.vocab_size, c.dim);
+  m.mapped_embedding =
+      detail::HfTensors::mapped_rows(tensors, "model.embed_tokens.weight", c.vocab_size, c.dim);
+  if (!hf.tied)
+    m.mapped_classifier =
+        detail::HfTensors::mapped_rows(tensors, "lm_head.weight", c.vocab_size, c.dim);
   m.final_norm = tensors->vector("model.norm.weight", c.dim);
   m.rope = rope_tables(c);
   source.layer = [tensors, hf](int l) {

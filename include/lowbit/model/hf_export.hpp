@@ -24,6 +24,8 @@
 // for GPTQ and BPDQ, or F16 for a llama2.c model (F32 on disk; F16 is the activation
 // dtype vLLM's GPTQ kernels accept); always F16 for AWQ, whose kernels in
 // AutoAWQ and vLLM take only fp16 activations ("torch_dtype": "float16").
+// The embeddings and lm_head are never held in float: copied from the
+// source's mapped bytes when kept in their dtype, else converted by rows.
 //
 // v1 stores zero - 1 per field: a zero point of 0 borrows from the next field,
 // and only GPTQModel's loader undoes that (AutoGPTQ, vLLM and llama.cpp's
@@ -307,16 +309,16 @@ class HfDirectoryWriter {
   HfDirectoryWriter(const Model& m, std::string hf_source, HfQuantization quant,
                     std::uint64_t max_shard_bytes, io::StagedDirectory& out, LayerRange layers = {})
       : config_(m.config),
-        tied_(m.classifier.size() == 0),
+        tied_(m.tied()),
         source_(std::move(hf_source)),
         quant_(quant),
         out_(out),
         shards_(max_shard_bytes, out) {
     if (!source_.empty()) source_tensors_ = std::make_unique<detail::HfTensors>(source_);
     if (!layers.holds_globals()) return;
-    add_float("model.embed_tokens.weight", m.token_embedding);
+    add_vocab_matrix("model.embed_tokens.weight", m, embedding_rows);
     add_float("model.norm.weight", m.final_norm);
-    if (!tied_) add_float("lm_head.weight", m.classifier);
+    if (!tied_) add_vocab_matrix("lm_head.weight", m, output_rows);
   }
 
   // A GPTQ or AWQ linear.
@@ -413,11 +415,47 @@ class HfDirectoryWriter {
                                 "GPTQModel misread for 0; quantize with positive zero points");
   }
 
-  // A float tensor in its source dtype (AWQ: F16; llama2.c: F32 dequantized, else F16).
+  // A tensor that is not quantized: its dtype in the checkpoint, the source's
+  // (AWQ: F16; a llama2.c source: F32 in a dequantized directory, else F16).
+  io::Dtype stored_dtype(const std::string& name) const {
+    if (source_tensors_ && quant_.format != "awq") return source_tensors_->info(name).dtype;
+    return quant_.format == "dequantized" ? io::Dtype::F32 : io::Dtype::F16;
+  }
+
+  // The embeddings or lm_head (vocab x dim), without a float copy: the
+  // source's bytes when stored as they are (F32, F16 and BF16 convert to
+  // float and back exactly), else converted a block of rows at a time.
+  void add_vocab_matrix(const std::string& name, const Model& m,
+                        MatrixF (*rows)(const Model&, Index, Index)) {
+    const io::Dtype dtype = stored_dtype(name);
+    const std::vector<std::int64_t> shape{config_.vocab_size, config_.dim};
+    io::SafetensorsWriter group;
+    if (source_tensors_ && dtype == source_tensors_->info(name).dtype && dtype != io::Dtype::F64) {
+      const io::SafetensorsReader& shard = source_tensors_->shard_of(name);
+      const io::TensorInfo& t = shard.info(name);
+      lowbit::detail::require(t.shape == shape, shard.source(), ": tensor '", name, "' has shape ",
+                              t.shape_string(), ", expected [", shape[0], ", ", shape[1], "]");
+      group.add_borrowed(name, dtype, shape, shard.data(name), std::size_t(t.end - t.begin));
+    } else {
+      const Index vocab = config_.vocab_size;
+      const std::size_t row_bytes = std::size_t(config_.dim) * io::dtype_size(dtype);
+      std::vector<unsigned char> bytes(std::size_t(vocab) * row_bytes);
+      for (Index first = 0; first < vocab; first += kMappedRowsPerBlock) {
+        const MatrixF block = rows(m, first, std::min(kMappedRowsPerBlock, vocab - first));
+        for (Index i = 0; i < block.size(); ++i)  // throws when F16 overflows
+          io::detail::stored_value(block.data()[i], dtype, name);
+        io::SafetensorsWriter::store_floats(block.data(), std::size_t(block.size()), dtype,
+                                            bytes.data() + std::size_t(first) * row_bytes);
+      }
+      group.add_raw(name, dtype, shape, std::move(bytes));
+    }
+    shards_.add(std::move(group));
+  }
+
+  // A tensor that is not quantized, in stored_dtype.
   template <class Derived>
   void add_float(const std::string& name, const Eigen::MatrixBase<Derived>& values) {
-    io::Dtype dtype = quant_.format == "dequantized" ? io::Dtype::F32 : io::Dtype::F16;
-    if (source_tensors_ && quant_.format != "awq") dtype = source_tensors_->info(name).dtype;
+    const io::Dtype dtype = stored_dtype(name);
     const MatrixF m = values;
     for (Index i = 0; i < m.size(); ++i)  // throws when F16 overflows
       io::detail::stored_value(m.data()[i], dtype, name);

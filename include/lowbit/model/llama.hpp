@@ -127,18 +127,50 @@ inline void validate_layer(const Config& c, const Layer& layer, const std::strin
                           layer.ffn_norm.size(), " entries, expected dim = ", dim);
 }
 
+// A vocab x dim matrix left in a loader's memory-mapped file (the token
+// embeddings, lm_head): read(first, count) returns rows first..first+count-1
+// in float, so a model read layer by layer never holds either whole in float
+// (a 70B model's two: 8.4 GB). `rows` 0: none.
+struct MappedRows {
+  Index rows = 0, cols = 0;
+  std::function<MatrixF(Index first, Index count)> read;
+};
+
+// Rows read from mapped matrices at a time (a block of floats: rows x dim).
+// A multiple of every SIMD width, so a product by blocks rounds as the whole does.
+constexpr Index kMappedRowsPerBlock = 1024;
+
 struct Model {
   Config config;
-  MatrixF token_embedding;  // vocab x dim
-  MatrixF classifier;       // vocab x dim; empty: tied to the token embedding
+  MatrixF token_embedding;  // vocab x dim (empty when mapped_embedding reads it)
+  MatrixF classifier;       // vocab x dim; empty: tied to the token embedding (or mapped)
   std::vector<Layer> layers;
   VectorF final_norm;
   RopeTables rope;  // seq_len positions
+  // Set by loaders that leave the embeddings and lm_head in their mapped file
+  // (open_hf, open_llama2c); load_all reads them into the matrices above.
+  MappedRows mapped_embedding, mapped_classifier;
 
+  bool tied() const { return classifier.size() == 0 && mapped_classifier.rows == 0; }
   const MatrixF& output_weights() const {
+    lowbit::detail::require(mapped_embedding.rows == 0 && mapped_classifier.rows == 0,
+                            "Model: the output weights are in the mapped checkpoint; read them "
+                            "with output_rows() or load the model whole (load_all)");
     return classifier.size() != 0 ? classifier : token_embedding;
   }
 };
+
+// Rows first..first+count-1 of the token embeddings or the output weights
+// (lm_head, or the embeddings when tied), held or mapped.
+inline MatrixF embedding_rows(const Model& m, Index first, Index count) {
+  if (m.mapped_embedding.rows != 0) return m.mapped_embedding.read(first, count);
+  return m.token_embedding.middleRows(first, count);
+}
+inline MatrixF output_rows(const Model& m, Index first, Index count) {
+  if (m.mapped_classifier.rows != 0) return m.mapped_classifier.read(first, count);
+  if (m.classifier.size() != 0) return m.classifier.middleRows(first, count);
+  return embedding_rows(m, first, count);
+}
 
 inline RopeTables rope_tables(const Config& c) {
   return rope_tables(c.seq_len, c.head_size(), c.rope_theta, c.rope_style, c.rope_scaling);
@@ -155,6 +187,10 @@ struct ModelSource {
 // The whole model in memory.
 inline Model load_all(const ModelSource& source) {
   Model m = source.globals;
+  const Index vocab = m.config.vocab_size;
+  if (m.mapped_embedding.rows != 0) m.token_embedding = embedding_rows(m, 0, vocab);
+  if (m.mapped_classifier.rows != 0) m.classifier = output_rows(m, 0, vocab);
+  m.mapped_embedding = m.mapped_classifier = MappedRows{};
   for (int l = 0; l < m.config.n_layers; ++l) m.layers.push_back(source.layer(l));
   return m;
 }

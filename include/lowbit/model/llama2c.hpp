@@ -3,9 +3,11 @@
 // vocab_size, seq_len), then float32 arrays: token embedding, each kind of
 // per-layer weight for all layers in turn, the final norm, RoPE tables (not
 // needed: recomputed), and, when vocab_size is negative, a separate classifier.
-// open_llama2c reads a layer only when asked for it (ModelSource).
+// open_llama2c reads a layer only when asked for it (ModelSource), the
+// embeddings and classifier by rows when needed.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +61,26 @@ inline MatrixF llama2c_matrix(const io::MappedBytes& file, const std::string& pa
   return out;
 }
 
+// rows x cols floats at float index `offset` left in the mapped file, read by
+// rows (released after each read); checked finite now, a block at a time.
+inline MappedRows llama2c_mapped_rows(const io::MappedBytes& file, const std::string& path,
+                                      std::int64_t offset, Index rows, Index cols,
+                                      const std::string& what) {
+  MappedRows mapped{rows, cols, [file, offset, cols](Index first, Index count) {
+                      MatrixF out(count, cols);
+                      const std::size_t begin = 28 + 4 * std::size_t(offset + first * cols),
+                                        size = 4 * std::size_t(count * cols);
+                      std::memcpy(out.data(), file.data() + begin, size);
+                      file.release(begin, begin + size);
+                      return out;
+                    }};
+  for (Index first = 0; first < rows; first += kMappedRowsPerBlock)
+    lowbit::detail::require(
+        mapped.read(first, std::min(kMappedRowsPerBlock, rows - first)).allFinite(), path, ": ",
+        what, " has non-finite values");
+  return mapped;
+}
+
 }  // namespace detail
 
 // Opens a checkpoint (memory-mapped) to read one layer at a time. The file
@@ -96,12 +118,14 @@ inline ModelSource open_llama2c(const std::string& path) {
           ", the file has ", size, size < 28 + 4 * floats ? " (truncated)" : " (trailing data)");
 
   const std::int64_t final_norm = embedding + layers * per_layer;
-  m.token_embedding = detail::llama2c_matrix(file, path, 0, c.vocab_size, dim, "token_embedding");
+  m.mapped_embedding =
+      detail::llama2c_mapped_rows(file, path, 0, c.vocab_size, dim, "token_embedding");
   m.final_norm =
       detail::llama2c_matrix(file, path, final_norm, 1, dim, "rms_final").row(0).transpose();
   const std::int64_t classifier = final_norm + dim + std::int64_t(c.seq_len) * c.head_size();
   if (!tied)
-    m.classifier = detail::llama2c_matrix(file, path, classifier, c.vocab_size, dim, "classifier");
+    m.mapped_classifier =
+        detail::llama2c_mapped_rows(file, path, classifier, c.vocab_size, dim, "classifier");
   m.rope = rope_tables(c);  // the file's own tables are not needed
 
   source.layer = [file, path, c, embedding](int l) {
