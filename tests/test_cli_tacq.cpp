@@ -333,7 +333,8 @@ TEST_F(CliTacq, AnInterruptedRunLeavesNoDirectory) {
   test::expect_interrupted_runs_leave_nothing(
       dir,
       "quantize-model --model " + dir.file("m.bin") +
-          " --method tacq --format dequantized --calib-samples 4 --max-shard-size 100KB",
+          " --method tacq --format dequantized --calib-samples 2 --calib-length 16 "
+          "--max-shard-size 100KB",
       "m.bin", "q");
 }
 

@@ -536,7 +536,9 @@ TEST_F(CliGptqDirectory, AnInterruptedRunLeavesNoDirectory) {
   test::write_file(dir.file("m.bin"),
                    test::llama2c_bytes(test::tiny_model(43, Config{256, 512, 6, 8, 8, 512, 64})));
   test::expect_interrupted_runs_leave_nothing(
-      dir, "quantize-model --model " + dir.file("m.bin") + " --method rtn --max-shard-size 200KB",
+      dir,
+      "quantize-model --model " + dir.file("m.bin") +
+          " --method rtn --calib-samples 2 --calib-length 8 --max-shard-size 200KB",
       "m.bin", "q");
 }
 
