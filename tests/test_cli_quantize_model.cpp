@@ -218,13 +218,20 @@ TEST_F(CliQuantizeModel, CalibrationFiles) {
   const Model m = test::tiny_model(31, Config{32, 24, 1, 4, 4, 23, 64});
   test::write_file(dir.file("tiny.bin"), test::llama2c_bytes(m));
   const std::string command = "quantize-model --model " + dir.file("tiny.bin") +
-                              " --method rtn --format bpdq --out " + dir.file("q");
+                              " --method gptq --format bpdq --out " + dir.file("q");
   const test::CommandResult sampled = lowbit(command + " --calib-samples 2 --calib-length 8");
   ASSERT_EQ(sampled.exit_code, 0) << sampled.output;
   std::filesystem::remove_all(dir.file("q"));
   EXPECT_NE(sampled.output.find("2 sequences of 8 tokens the float model samples itself"),
             std::string::npos)
       << sampled.output;
+  // RTN reads no calibration: nothing is sampled.
+  const test::CommandResult rtn = lowbit("quantize-model --model " + dir.file("tiny.bin") +
+                                         " --method rtn --format bpdq --out " + dir.file("q"));
+  ASSERT_EQ(rtn.exit_code, 0) << rtn.output;
+  std::filesystem::remove_all(dir.file("q"));
+  EXPECT_NE(rtn.output.find("--method rtn reads no calibration"), std::string::npos) << rtn.output;
+  EXPECT_EQ(rtn.output.find("samples itself"), std::string::npos) << rtn.output;
   const test::CommandResult floated = lowbit(command + " --calibration float --calib-samples 2");
   EXPECT_EQ(floated.exit_code, 0) << floated.output;
   std::filesystem::remove_all(dir.file("q"));

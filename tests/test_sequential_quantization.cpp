@@ -196,7 +196,7 @@ TEST_F(SequentialQuantization, RejectsMisuse) {
   const Model m = pad_hidden(test::tiny_model(5), 16);
   const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);
   EXPECT_THROW(quantize_model(m, calibration, {"no-such-method", 4, 8}), Error);
-  EXPECT_THROW(quantize_model(m, {}, {"rtn", 4, 8}), Error);
+  EXPECT_THROW(quantize_model(m, {}, {"gptq", 4, 8}), Error);
   SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), {"rtn", 4, 8});
   EXPECT_THROW(quantizer.quantize_next(test::tiny_model(5).layers[0]), Error);  // unpadded w1
   quantizer.quantize_next(m.layers[0]);
@@ -205,6 +205,28 @@ TEST_F(SequentialQuantization, RejectsMisuse) {
   Layer twice = quantized;  // a quantized layer has no float weights to quantize
   SequentialQuantizer again(m.config, embed_sequences(m, calibration), {"rtn", 4, 8});
   EXPECT_THROW(again.quantize_next(twice), Error);
+}
+
+// RTN reads no activations, so it needs no calibration sequences and runs
+// none through the layers: each linear is quantize_rtn of its float weights,
+// with or without sequences.
+TEST_F(SequentialQuantization, RtnNeedsNoCalibration) {
+  const Model m = pad_hidden(test::tiny_model(5), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);
+  RtnConfig config;
+  config.bits = 3;
+  config.group_size = 8;
+  for (const std::vector<Sequence>& sequences : {calibration, std::vector<Sequence>{}}) {
+    int linears = 0;
+    quantize_model(m, sequences, {"rtn", 3, 8}, {},
+                   [&](int l, LinearKind k, const QuantizedLinear& r) {
+                     const MatrixF& w = float_weight(m.layers[std::size_t(l)], k);
+                     EXPECT_EQ(effective_weight(r), quantize_rtn(w, config).weights.dequantize())
+                         << l << " " << name(k);
+                     ++linears;
+                   });
+    EXPECT_EQ(linears, 2 * kLinearsPerLayer);
+  }
 }
 
 // A norm weight of 1e30 keeps w1/w3's inputs finite, but their products

@@ -370,9 +370,21 @@ std::string calibration_identity(const std::string& path) {
   return text;
 }
 
+// A method that reads no activations (rtn into a checkpoint) gets none: a
+// --calib file is still checked, but no sequence is sampled or run.
 std::vector<model::Sequence> calibration_sequences(const ModelJob& job,
                                                    const model::ModelSource& source) {
-  if (!job.calib.empty()) return read_calibration(job, source.globals.config);
+  const bool reads = model::activation_use(job.spec.method) != model::ActivationUse::nothing;
+  if (!job.calib.empty()) {
+    std::vector<model::Sequence> sequences = read_calibration(job, source.globals.config);
+    if (!reads) sequences.clear();
+    return sequences;
+  }
+  if (!reads) {
+    std::cerr << "quantize-model: --method " << job.spec.method
+              << " reads no calibration: no sequences sampled\n";
+    return {};
+  }
   const int length = std::min(job.length, source.globals.config.seq_len);
   std::cerr << "quantize-model: no --calib given: calibrating on " << job.samples
             << " sequences of " << length << " tokens the float model samples itself\n";
@@ -590,8 +602,8 @@ Command quantize_model_command() {
       "llama.cpp's fallback for rows its blocks do not divide; --method gptq quantizes\n"
       "into that type with GPTQ, awq with AWQ's scales (folded into the norms), rtn with\n"
       "llama.cpp's quantizer. Calibration: the token ids of --calib, else sequences the\n"
-      "float model samples itself; --calibration sequential calibrates each layer on the\n"
-      "outputs of the quantized layers before it,\n"
+      "float model samples itself (rtn into a directory reads none); --calibration\n"
+      "sequential calibrates each layer on the outputs of the quantized layers before it,\n"
       "float on the float model's. The hidden dimension is padded with zero units to a\n"
       "multiple of 64 (exact). Methods: the ones whose result is a plain uniform or\n"
       "bit-plane linear.\n"

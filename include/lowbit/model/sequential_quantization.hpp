@@ -45,7 +45,9 @@ enum class Propagation { quantized, float_model };
 class SequentialQuantizer {
  public:
   // `states`: the residual stream of each calibration sequence entering
-  // layer 0 (embed_sequences). Throws for an unknown method or no sequences.
+  // layer 0 (embed_sequences). A method that reads no activations (rtn)
+  // takes none and drops any given, so no layer runs on them. Throws for an
+  // unknown method, or no sequences for a method that reads them.
   SequentialQuantizer(const Config& config, std::vector<MatrixF> states, QuantSpec spec,
                       Propagation propagation = Propagation::quantized)
       : config_(config),
@@ -53,8 +55,10 @@ class SequentialQuantizer {
         states_(std::move(states)),
         spec_(std::move(spec)),
         propagation_(propagation) {
-    is_w8a8(spec_.method);  // an unknown method fails here
-    lowbit::detail::require(!states_.empty(), "SequentialQuantizer: no calibration sequences");
+    if (activation_use(spec_.method) == ActivationUse::nothing)
+      states_.clear();
+    else
+      lowbit::detail::require(!states_.empty(), "SequentialQuantizer: no calibration sequences");
   }
 
   // Quantizes `layer`, the float weights of layer next_layer(), on the inputs
