@@ -2,6 +2,7 @@
 // output error, the 8-bit init, the first fit, the kept rounds and GAR
 // permutations), the algorithm's invariants, any-precision truncation, and
 // bad input.
+#include <Eigen/Dense>
 #include <lowbit/quant/bpdq.hpp>
 
 #include "bpdq_golden.hpp"
@@ -75,6 +76,56 @@ double rel_out_err(const Layer& layer, const MatrixF& q) {
   const MatrixD x = layer.x.cast<double>();
   const MatrixD w = layer.w.cast<double>();
   return ((w - q.cast<double>()) * x.transpose()).norm() / (w * x.transpose()).norm();
+}
+
+// The (k+1)-square systems: LU when regular; a singular one (ridge 0, e.g.
+// a plane constant over a group) takes the least-squares solution of least
+// norm, as the reference's lstsq does.
+using BpdqSystem = double[detail::bpdq::max_features][detail::bpdq::max_features];
+using BpdqRight = double[detail::bpdq::max_features];
+
+TEST(BpdqSolve, SingularSystemsTakeTheLeastNormSolution) {
+  {  // By hand: [[1, 1], [1, 1]] x = [2, 2] holds on the line x0 + x1 = 2; nearest 0 is (1, 1).
+    BpdqSystem a = {{1, 1}, {1, 1}};
+    BpdqRight b = {2, 2};
+    detail::bpdq::solve_small(2, a, b);
+    EXPECT_NEAR(b[0], 1, 1e-15);
+    EXPECT_NEAR(b[1], 1, 1e-15);
+  }
+  {  // A zero row and column (a plane that is 0 over the group): its part of b is unreachable.
+    BpdqSystem a = {{2, 0, 0}, {0, 0, 0}, {0, 0, 4}};
+    BpdqRight b = {2, 5, 8};
+    detail::bpdq::solve_small(3, a, b);
+    EXPECT_NEAR(b[0], 1, 1e-15);
+    EXPECT_EQ(b[1], 0);
+    EXPECT_NEAR(b[2], 2, 1e-15);
+  }
+  // Rank 3 of 5: the Gram matrix of 0/1 features of which two repeat (LU
+  // meets an exact zero pivot, as with planes), against the pseudo-inverse
+  // through Eigen's complete orthogonal decomposition.
+  Eigen::MatrixXd features(8, 5);
+  features << 1, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1,
+      0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1;
+  features.col(2) = features.col(1);
+  features.col(4) = features.col(0);
+  const Eigen::MatrixXd gram = features.transpose() * features;
+  const Eigen::VectorXd right = Eigen::VectorXd::LinSpaced(5, -1, 3);
+  const Eigen::VectorXd expected = gram.completeOrthogonalDecomposition().solve(right);
+  ASSERT_EQ(gram.completeOrthogonalDecomposition().rank(), 3);
+  BpdqSystem a = {};
+  BpdqRight b = {};
+  for (int i = 0; i < 5; ++i) {
+    b[i] = right(i);
+    for (int j = 0; j < 5; ++j) a[i][j] = gram(i, j);
+  }
+  detail::bpdq::solve_small(5, a, b);
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(b[i], expected(i), 1e-12 * expected.norm()) << i;
+  // And a regular system keeps LU's solution.
+  BpdqSystem regular = {{4, 1}, {1, 3}};
+  BpdqRight x = {1, 2};
+  detail::bpdq::solve_small(2, regular, x);
+  EXPECT_NEAR(x[0], 1.0 / 11, 1e-15);
+  EXPECT_NEAR(x[1], 7.0 / 11, 1e-15);
 }
 
 TEST(Bpdq, ResultIsAValidBitPlaneModelAndBeatsItsInit) {

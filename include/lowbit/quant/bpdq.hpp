@@ -50,11 +50,11 @@
 #define LOWBIT_PUBLIC_HEADER
 
 #include <Eigen/Core>
-#include <Eigen/Dense>
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -118,9 +118,65 @@ inline std::uint8_t code_of_candidate(int candidate, int k) {
   return static_cast<std::uint8_t>(code);
 }
 
+// The least-squares solution of least norm of a x = b for a symmetric
+// positive semidefinite a (n <= max_features), into b: a = V diag(l) V^T by
+// cyclic Jacobi rotations, x = sum over l_i above the rank threshold of
+// (v_i . b / l_i) v_i. The threshold, n eps max l, is LAPACK's default rcond
+// for the reference's lstsq. (Written out rather than through an Eigen
+// decomposition: every file including this header would compile one.)
+inline void solve_least_norm(int n, const double (&a)[max_features][max_features],
+                             double (&b)[max_features]) {
+  double d[max_features][max_features], v[max_features][max_features] = {};
+  std::copy(&a[0][0], &a[0][0] + max_features * max_features, &d[0][0]);
+  for (int i = 0; i < n; ++i) v[i][i] = 1;
+  for (int sweep = 0; sweep < 64; ++sweep) {
+    double off = 0, diagonal = 0;
+    for (int p = 0; p < n; ++p) {
+      diagonal += d[p][p] * d[p][p];
+      for (int q = p + 1; q < n; ++q) off += d[p][q] * d[p][q];
+    }
+    if (off <= 1e-34 * diagonal) break;  // off-diagonal below double rounding
+    for (int p = 0; p < n; ++p)
+      for (int q = p + 1; q < n; ++q) {
+        if (d[p][q] == 0) continue;
+        // The rotation (c, s) in the (p, q) plane that zeroes d[p][q].
+        const double theta = (d[q][q] - d[p][p]) / (2 * d[p][q]);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::hypot(theta, 1.0));
+        const double c = 1 / std::hypot(t, 1.0), s = t * c;
+        for (int r = 0; r < n; ++r) {  // d J, then J^T (d J); V J
+          const double rp = d[r][p], rq = d[r][q];
+          d[r][p] = c * rp - s * rq;
+          d[r][q] = s * rp + c * rq;
+        }
+        for (int r = 0; r < n; ++r) {
+          const double pr = d[p][r], qr = d[q][r];
+          d[p][r] = c * pr - s * qr;
+          d[q][r] = s * pr + c * qr;
+        }
+        for (int r = 0; r < n; ++r) {
+          const double rp = v[r][p], rq = v[r][q];
+          v[r][p] = c * rp - s * rq;
+          v[r][q] = s * rp + c * rq;
+        }
+      }
+  }
+  double largest = 0;
+  for (int i = 0; i < n; ++i) largest = std::max(largest, std::abs(d[i][i]));
+  const double threshold = n * std::numeric_limits<double>::epsilon() * largest;
+  double x[max_features] = {};
+  for (int i = 0; i < n; ++i) {
+    if (d[i][i] <= threshold) continue;
+    double along = 0;
+    for (int r = 0; r < n; ++r) along += v[r][i] * b[r];
+    for (int r = 0; r < n; ++r) x[r] += along / d[i][i] * v[r][i];
+  }
+  std::copy(x, x + n, b);
+}
+
 // Solves a x = b in place (x into b) for n <= max_features, as solve_ex's LU
 // with partial pivoting; a singular system (possible only with ridge 0)
-// takes the least-squares solution, as the reference's lstsq fallback.
+// takes the least-squares solution of least norm, as the reference's lstsq
+// fallback.
 inline void solve_small(int n, double (&a)[max_features][max_features], double (&b)[max_features]) {
   double lu[max_features][max_features], x[max_features];
   std::copy(&a[0][0], &a[0][0] + max_features * max_features, &lu[0][0]);
@@ -139,23 +195,13 @@ inline void solve_small(int n, double (&a)[max_features][max_features], double (
       x[r] -= f * x[c];
     }
   }
-  if (!singular) {
-    for (int i = n - 1; i >= 0; --i) {
-      double t = x[i];
-      for (int j = i + 1; j < n; ++j) t -= lu[i][j] * x[j];
-      x[i] = t / lu[i][i];
-    }
-    std::copy(x, x + n, b);
-    return;
+  if (singular) return solve_least_norm(n, a, b);
+  for (int i = n - 1; i >= 0; --i) {
+    double t = x[i];
+    for (int j = i + 1; j < n; ++j) t -= lu[i][j] * x[j];
+    x[i] = t / lu[i][i];
   }
-  Eigen::MatrixXd m(n, n);
-  Eigen::VectorXd v(n);
-  for (int i = 0; i < n; ++i) {
-    v(i) = b[i];
-    for (int j = 0; j < n; ++j) m(i, j) = a[i][j];
-  }
-  const Eigen::VectorXd solution = m.completeOrthogonalDecomposition().solve(v);
-  for (int i = 0; i < n; ++i) b[i] = solution(i);
+  std::copy(x, x + n, b);
 }
 
 // One group's data over all outputs, transposed like the working matrix:
