@@ -56,6 +56,11 @@ namespace lowbit {
 //   f32:  exact float tables (the reference path).
 enum class TableType { int8, f32 };
 
+// Which path a call takes: by_batch picks the faster one for the number of
+// tokens loaded (detail::bitplane::use_dense); tables and dense force one
+// (for measuring and testing both).
+enum class BitplanePath { by_batch, tables, dense };
+
 // How packed coefficients are stored: f16 halves the bytes streamed per
 // group (checkpoints store them in 16 bits too); f32 keeps them exactly.
 enum class CoefficientStorage { f16, f32 };
@@ -326,8 +331,8 @@ class BitplaneContext {
  public:
   BitplaneContext() = default;
   BitplaneContext(const PackedBitplanes& w, Index max_tokens = 1,
-                  TableType tables = TableType::int8)
-      : type_(tables), max_tokens_(max_tokens) {
+                  TableType tables = TableType::int8, BitplanePath path = BitplanePath::by_batch)
+      : type_(tables), path_(path), max_tokens_(max_tokens) {
     using namespace detail::bitplane;
     detail::require(max_tokens >= 1, "BitplaneContext: max_tokens must be >= 1, got ", max_tokens);
     const Layout l = w.layout();
@@ -348,6 +353,7 @@ class BitplaneContext {
   }
 
   TableType table_type() const { return type_; }
+  BitplanePath path() const { return path_; }
   Index max_tokens() const { return max_tokens_; }
   Index tokens() const { return tokens_; }  // loaded by the last bitplane_load
   bool fits(const PackedBitplanes& w) const {
@@ -367,6 +373,7 @@ class BitplaneContext {
     t.xsum = xsum_.data();
     t.x = x_.data();
     t.padded_cols = padded_cols_;
+    t.dense = dense_;
     return t;
   }
 
@@ -377,12 +384,17 @@ class BitplaneContext {
   float* entries() { return entries_.data(); }
   float* scale() { return scale_.data(); }
   float* xsum() { return xsum_.data(); }
-  void set_tokens(Index tokens) { tokens_ = tokens; }
+  void set_tokens(Index tokens, bool dense) {
+    tokens_ = tokens;
+    dense_ = dense;
+  }
 
  private:
   TableType type_ = TableType::int8;
+  BitplanePath path_ = BitplanePath::by_batch;
   Index max_tokens_ = 0;
   Index tokens_ = 0;
+  bool dense_ = false;
   Index padded_cols_ = 0, chunks_ = 0, segments_ = 0, groups_ = 0;
   detail::bitplane::AlignedArray<float> x_;
   detail::bitplane::AlignedArray<std::int8_t> q_;
@@ -424,15 +436,21 @@ inline float int8_inverse_scale(float* entries, Index chunks, float largest) noe
 //   float table_entries(x, chunks, out)   the 16 centred entries per chunk; returns max |entry|
 //   void quantize_tables(entries, chunks, inverse_scale, out)   round half to even to int8
 //   void multiply_blocks(layout, tables, y, ldy, row_begin, row_end)   the dense part
+//   the large-batch path's primitives (bitplane_layout.hpp, multiply_dense), and
+//   bool dense_tiles_fast: whether by_batch may choose that path (a vector kernel)
 // (SIMD kernel sets implement multiply_blocks with the shared block loop,
 // detail::bitplane::multiply_blocks in bitplane_layout.hpp).
 //
 // load gathers x, builds each segment's tables with the ISA's primitives, and
-// the group sums (in one fixed order, shared by every ISA).
+// the group sums (in one fixed order, shared by every ISA); the large-batch
+// path needs x alone.
 template <class Isa>
 void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
           BitplaneContext& ctx) noexcept {
   const Layout l = w.layout();
+  const bool dense = ctx.path() == BitplanePath::dense ||
+                     (ctx.path() == BitplanePath::by_batch && Isa::dense_tiles_fast &&
+                      use_dense(ctx.table_type(), w.planes(), tokens));
   for (Index t = 0; t < tokens; ++t) {
     float* xg = ctx.x() + t * l.padded_cols();  // x in packed column order, zero padding
     if (w.identity_gather())
@@ -440,6 +458,7 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
     else
       for (std::size_t j = 0; j < w.gather().size(); ++j)
         xg[j] = w.gather()[j] < 0 ? 0.0f : x[t * ldx + w.gather()[j]];
+    if (dense) continue;
     Index chunk = 0;
     for (Index g = 0; g < l.groups; ++g) {
       float sum = 0.0f;
@@ -466,15 +485,19 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
       }
     }
   }
-  ctx.set_tokens(tokens);
+  ctx.set_tokens(tokens, dense);
 }
 
-// The dense part by the ISA's block kernels, then the sparse outliers.
+// The dense part by the ISA's block kernels (or the large-batch path), then
+// the sparse outliers.
 template <class Isa>
 void multiply(const PackedBitplanes& w, const BitplaneContext& ctx, float* y, Index ldy,
               Index row_begin, Index row_end) noexcept {
   const Tables tables = ctx.tables();
-  Isa::multiply_blocks(w.layout(), tables, y, ldy, row_begin, row_end);
+  if (tables.dense)
+    multiply_dense<Isa>(w.layout(), tables, y, ldy, row_begin, row_end);
+  else
+    Isa::multiply_blocks(w.layout(), tables, y, ldy, row_begin, row_end);
   const std::vector<std::int32_t>& rowptr = w.outlier_rowptr();
   if (rowptr.empty()) return;
   for (Index t = 0; t < tables.tokens; ++t) {
@@ -494,16 +517,27 @@ constexpr BitplaneKernels kernels() {
   return {Isa::name, &load<Isa>, &multiply<Isa>};
 }
 
-// All rows, split over OpenMP threads when available (whole blocks of 64
-// rows per thread; the result does not depend on the thread count).
+// All rows, split over OpenMP threads when available: each thread one run of
+// whole blocks of 64 rows (so the kernel's L2 blocking spans it); the result
+// does not depend on the thread count.
 inline void multiply_parallel(const BitplaneKernels& kernels, const PackedBitplanes& w,
                               const BitplaneContext& ctx, float* y, Index ldy) noexcept {
   const Index blocks = w.layout().blocks;
+  int threads = 1;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (blocks >= 8)
+  if (blocks >= 8) threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
-  for (Index b = 0; b < blocks; ++b)
-    kernels.multiply(w, ctx, y, ldy, b * kBlockRows, std::min(w.rows(), (b + 1) * kBlockRows));
+  {
+    int count = 1, thread = 0;
+#ifdef _OPENMP
+    count = omp_get_num_threads();
+    thread = omp_get_thread_num();
+#endif
+    const Index first = blocks * thread / count, last = blocks * (thread + 1) / count;
+    kernels.multiply(w, ctx, y, ldy, std::min(w.rows(), first * kBlockRows),
+                     std::min(w.rows(), last * kBlockRows));
+  }
 }
 
 }  // namespace detail::bitplane
@@ -641,7 +675,7 @@ inline VectorF bitplane_error_bound(const PackedBitplanes& w, const BitplaneCont
       double sum_c = 0.0;
       for (int p = 0; p < l.planes; ++p) sum_c += std::fabs(coefficient(l, group, p, r));
       looked_up += static_cast<double>(2 * l.group_pairs) * sum_c;
-      if (t.type == TableType::int8)
+      if (t.type == TableType::int8 && !t.dense)
         for (Index s = 0; s < l.segments_per_group; ++s)
           table += t.scale[token * l.segments() + g * l.segments_per_group + s] * (0.5 + 1e-4) *
                    static_cast<double>(2 * l.segment_pairs(s)) * sum_c;
