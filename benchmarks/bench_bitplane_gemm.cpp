@@ -12,7 +12,9 @@
 //        BM_BitplaneStack/<planes>/<group>/<layers>/<rows>/<cols> (layers used in turn,
 //        far beyond the last-level cache), BM_DenseGemv/<rows>/<cols>,
 //        BM_DenseGemm/<rows>/<cols>/<batch>, BM_MemoryRead/<KiB>;
-//        .../threads:2: the same with two OpenMP threads (rows split as bitplane_gemm does).
+//        BM_MemoryReadThreads/<KiB>/<threads>, BM_BitplaneGemvThreads/<planes>/<group>/<rows>/
+//        <cols>/<threads>, BM_BitplaneStackThreads/.../<threads>: on OpenMP threads (rows split
+//        as bitplane_gemm splits them), wall time.
 // Single-threaded cases run on the calling thread; pin it (taskset -c 1).
 #include <benchmark/benchmark.h>
 
@@ -134,11 +136,10 @@ void BM_DenseGemm(benchmark::State& state) {
 }
 
 // A model's worth of layers, one GEMV per layer in turn: nothing stays in cache.
-void BM_BitplaneStack(benchmark::State& state) {
+void stack_case(benchmark::State& state, int threads) {
   const int planes = static_cast<int>(state.range(0));
   const Index group = state.range(1), layers = state.range(2), rows = state.range(3),
               cols = state.range(4);
-  const int threads = state.range(5) ? static_cast<int>(state.range(5)) : 1;
   const lowbit::PackedBitplanes first = random_packed(planes, group, rows, cols);
   std::vector<lowbit::PackedBitplanes> stack(static_cast<std::size_t>(layers),
                                              first);  // separate copies
@@ -156,6 +157,11 @@ void BM_BitplaneStack(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(first.weight_bytes()));
 }
 
+void BM_BitplaneStack(benchmark::State& state) { stack_case(state, 1); }
+void BM_BitplaneStackThreads(benchmark::State& state) {
+  stack_case(state, static_cast<int>(state.range(5)));
+}
+
 // Plain streaming read: the sum of 64-bit words of a buffer of <KiB>, on <threads>
 // OpenMP threads (halves of the buffer) when given.
 std::uint64_t sum_words(const std::uint64_t* buffer, std::size_t words) {
@@ -169,9 +175,8 @@ std::uint64_t sum_words(const std::uint64_t* buffer, std::size_t words) {
   return s0 + s1 + s2 + s3;
 }
 
-void BM_MemoryRead(benchmark::State& state) {
+void memory_read_case(benchmark::State& state, int threads) {
   const std::size_t words = static_cast<std::size_t>(state.range(0)) * 1024 / sizeof(std::uint64_t);
-  const int threads = state.range(1) ? static_cast<int>(state.range(1)) : 1;
   std::vector<std::uint64_t> buffer(words);
   for (std::size_t i = 0; i < words; ++i) buffer[i] = i * 0x9e3779b97f4a7c15ull;
   const std::size_t share = words / static_cast<std::size_t>(threads);
@@ -189,6 +194,11 @@ void BM_MemoryRead(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() *
                           static_cast<std::int64_t>(words * sizeof(std::uint64_t)));
+}
+
+void BM_MemoryRead(benchmark::State& state) { memory_read_case(state, 1); }
+void BM_MemoryReadThreads(benchmark::State& state) {
+  memory_read_case(state, static_cast<int>(state.range(1)));
 }
 
 const std::vector<std::pair<Index, Index>> kShapes{{4096, 4096}, {11008, 4096}, {4096, 11008}};
@@ -240,13 +250,13 @@ BENCHMARK(BM_BitplaneGemm)->Apply(gemm_args)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_BitplaneStack)->Apply(stack_args)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_BitplaneGemm)->Apply(prefill_args)->Unit(benchmark::kMicrosecond);
 // Two threads: GEMV from L3 and the DRAM-resident stack, beside a 2-thread read of DRAM.
-BENCHMARK(BM_MemoryRead)->Args({1048576, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MemoryReadThreads)->Args({1048576, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_BitplaneGemvThreads)
     ->Args({2, 64, 4096, 4096, 2})
     ->Args({4, 128, 4096, 4096, 2})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
-BENCHMARK(BM_BitplaneStack)
+BENCHMARK(BM_BitplaneStackThreads)
     ->Args({2, 64, 32, 4096, 11008, 2})
     ->Args({4, 128, 32, 4096, 11008, 2})
     ->Unit(benchmark::kMicrosecond)

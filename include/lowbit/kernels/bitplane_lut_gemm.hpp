@@ -22,7 +22,10 @@
 // scaled by the plane coefficient. TableType::int8 quantizes each segment's
 // tables to int8 with one scale and sums them in int16 (vpshufb / vqtbl1q),
 // within bitplane_error_bound() of the exact product; TableType::f32 sums
-// the float entries.
+// the float entries. For large batches with float tables the call instead
+// dequantizes tiles of weights to float and multiplies every token with them
+// (BitplanePath, detail::bitplane::use_dense: chosen by the number of tokens
+// loaded, as measured faster).
 //
 // Instruction sets (detail/isa.hpp): the unqualified entry points use the
 // widest kernels the translation unit is compiled for; lowbit::scalar,
@@ -517,27 +520,16 @@ constexpr BitplaneKernels kernels() {
   return {Isa::name, &load<Isa>, &multiply<Isa>};
 }
 
-// All rows, split over OpenMP threads when available: each thread one run of
-// whole blocks of 64 rows (so the kernel's L2 blocking spans it); the result
-// does not depend on the thread count.
+// All rows, split over OpenMP threads when available (whole blocks of 64
+// rows per thread; the result does not depend on the thread count).
 inline void multiply_parallel(const BitplaneKernels& kernels, const PackedBitplanes& w,
                               const BitplaneContext& ctx, float* y, Index ldy) noexcept {
   const Index blocks = w.layout().blocks;
-  int threads = 1;
 #ifdef _OPENMP
-  if (blocks >= 8) threads = omp_get_max_threads();
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(static) if (blocks >= 8)
 #endif
-  {
-    int count = 1, thread = 0;
-#ifdef _OPENMP
-    count = omp_get_num_threads();
-    thread = omp_get_thread_num();
-#endif
-    const Index first = blocks * thread / count, last = blocks * (thread + 1) / count;
-    kernels.multiply(w, ctx, y, ldy, std::min(w.rows(), first * kBlockRows),
-                     std::min(w.rows(), last * kBlockRows));
-  }
+  for (Index b = 0; b < blocks; ++b)
+    kernels.multiply(w, ctx, y, ldy, b * kBlockRows, std::min(w.rows(), (b + 1) * kBlockRows));
 }
 
 }  // namespace detail::bitplane

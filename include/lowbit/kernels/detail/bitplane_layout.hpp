@@ -152,55 +152,45 @@ struct Tables {
   bool dense = false;  // the large-batch path: x only, no tables (multiply_dense)
 };
 
-// The block loop the SIMD kernels share: rows in runs of blocks whose packed
-// bytes fit in L2 (kRunBytes), tokens in tiles of up to 4; each tile's tables
-// are used for every block of the run (one pass over a block's plane bytes
-// per tile), so a call reads the tables of all tokens once per run instead of
-// once per block: at 128 tokens they no longer fit in L2 and that traffic
-// dominated. Then the requested rows are copied out. Isa provides the
-// coefficient readers Isa::F16 and Isa::F32 and two block kernels that
-// compute at least rows [first, last) of a block (they may compute all of it):
+// The block loop the SIMD kernels share: for each block of kBlockRows rows,
+// tokens in tiles of up to 4 (one pass over the block's plane bytes per tile),
+// then the requested rows copied out. Isa provides the coefficient readers
+// Isa::F16 and Isa::F32 and two block kernels that compute at least rows
+// [first, last) of a block (they may compute all of it):
 //   Isa::block_f32<Coeff>(l, tb, group, first, last, token, out[kBlockRows])
 //   Isa::block_int8<Coeff, T>(l, tb, group, first, last, t0, out[T][kBlockRows])
-constexpr std::size_t kRunBytes = 256 * 1024;
-
 template <class Isa, class Coeff>
 void multiply_blocks_with(const Layout& l, const Tables& tb, float* y, Index ldy, Index row_begin,
                           Index row_end) noexcept {
   constexpr int kTile = 4;
   alignas(64) float out[kTile][kBlockRows];
-  const Index run = std::max<Index>(1, static_cast<Index>(kRunBytes / l.block_bytes));
-  const Index end_block = (row_end + kBlockRows - 1) / kBlockRows;
-  for (Index run_begin = row_begin / kBlockRows; run_begin < end_block; run_begin += run) {
-    const Index run_end = std::min(end_block, run_begin + run);
+  for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
+    const std::uint8_t* group = l.group_data(block, 0);
+    const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
+    const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
     for (Index t0 = 0; t0 < tb.tokens; t0 += kTile) {
       const Index n = std::min<Index>(kTile, tb.tokens - t0);
-      for (Index block = run_begin; block < run_end; ++block) {
-        const std::uint8_t* group = l.group_data(block, 0);
-        const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
-        const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
-        if (tb.type == TableType::f32) {
-          for (Index t = 0; t < n; ++t)
-            Isa::template block_f32<Coeff>(l, tb, group, first, last, t0 + t, out[t]);
-        } else {
-          switch (n) {
-            case 1:
-              Isa::template block_int8<Coeff, 1>(l, tb, group, first, last, t0, out);
-              break;
-            case 2:
-              Isa::template block_int8<Coeff, 2>(l, tb, group, first, last, t0, out);
-              break;
-            case 3:
-              Isa::template block_int8<Coeff, 3>(l, tb, group, first, last, t0, out);
-              break;
-            default:
-              Isa::template block_int8<Coeff, 4>(l, tb, group, first, last, t0, out);
-              break;
-          }
-        }
+      if (tb.type == TableType::f32) {
         for (Index t = 0; t < n; ++t)
-          std::copy(out[t] + first, out[t] + last, y + (t0 + t) * ldy + block * kBlockRows + first);
+          Isa::template block_f32<Coeff>(l, tb, group, first, last, t0 + t, out[t]);
+      } else {
+        switch (n) {
+          case 1:
+            Isa::template block_int8<Coeff, 1>(l, tb, group, first, last, t0, out);
+            break;
+          case 2:
+            Isa::template block_int8<Coeff, 2>(l, tb, group, first, last, t0, out);
+            break;
+          case 3:
+            Isa::template block_int8<Coeff, 3>(l, tb, group, first, last, t0, out);
+            break;
+          default:
+            Isa::template block_int8<Coeff, 4>(l, tb, group, first, last, t0, out);
+            break;
+        }
       }
+      for (Index t = 0; t < n; ++t)
+        std::copy(out[t] + first, out[t] + last, y + (t0 + t) * ldy + block * kBlockRows + first);
     }
   }
 }
@@ -216,11 +206,12 @@ void multiply_blocks(const Layout& l, const Tables& tb, float* y, Index ldy, Ind
 
 // The large-batch path. Dequantizing a tile of weights to float once serves
 // any number of tokens, each at one FMA per weight; the table path costs a
-// lookup per plane, pair and row and token. Measured on AVX2 (README's kernel
-// section), int8 tables stay faster at every batch up to 512 for 2 to 8
-// planes, so by_batch keeps them; float tables (the exact path) lose to the
-// tiles from 16 tokens at 2 planes and 8 at 4 (cost grows with the planes;
-// 3 planes taken as 4, 1 plane never measured to lose). Then bitplane_load
+// lookup per plane, pair, row and token. Measured on AVX2 (README's kernel
+// section), int8 tables stay faster at every batch up to 512 for 2 and 4
+// planes (and at 32 and 128 tokens for 6 and 8), so by_batch keeps them;
+// float tables (the exact path) lose to the tiles from 16 tokens at 2 planes
+// and 8 at 4 (their cost grows with the planes: 3 and more planes take 4's
+// threshold, 1 plane, half of 2's cost, keeps its tables). Then bitplane_load
 // only gathers x and bitplane_multiply dequantizes one segment of one block
 // (64 rows x at most 128 columns, 32 KB on the stack: rows run concurrently
 // with one shared context, so the tile is per call) and multiplies every
