@@ -439,8 +439,7 @@ inline float int8_inverse_scale(float* entries, Index chunks, float largest) noe
 //   float table_entries(x, chunks, out)   the 16 centred entries per chunk; returns max |entry|
 //   void quantize_tables(entries, chunks, inverse_scale, out)   round half to even to int8
 //   void multiply_blocks(layout, tables, y, ldy, row_begin, row_end)   the dense part
-//   the large-batch path's primitives (bitplane_layout.hpp, multiply_dense), and
-//   bool dense_tiles_fast: whether by_batch may choose that path (a vector kernel)
+//   the large-batch path's primitives (bitplane_layout.hpp, multiply_dense)
 // (SIMD kernel sets implement multiply_blocks with the shared block loop,
 // detail::bitplane::multiply_blocks in bitplane_layout.hpp).
 //
@@ -451,9 +450,10 @@ template <class Isa>
 void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
           BitplaneContext& ctx) noexcept {
   const Layout l = w.layout();
-  const bool dense = ctx.path() == BitplanePath::dense ||
-                     (ctx.path() == BitplanePath::by_batch && Isa::dense_tiles_fast &&
-                      use_dense(ctx.table_type(), w.planes(), tokens));
+  // The same choice in every ISA, so every build gives the same bits.
+  const bool dense =
+      ctx.path() == BitplanePath::dense ||
+      (ctx.path() == BitplanePath::by_batch && use_dense(ctx.table_type(), w.planes(), tokens));
   for (Index t = 0; t < tokens; ++t) {
     float* xg = ctx.x() + t * l.padded_cols();  // x in packed column order, zero padding
     if (w.identity_gather())

@@ -346,7 +346,6 @@ inline void accumulate_segment(const float* tile, Index cols, const float* x, In
 
 struct Isa {
   static constexpr const char* name = "avx2";
-  static constexpr bool dense_tiles_fast = true;
   using F16 = CoeffF16;
   using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {

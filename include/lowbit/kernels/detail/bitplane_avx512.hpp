@@ -177,7 +177,6 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
 // The kernel set (see detail::bitplane::load and multiply).
 struct Isa {
   static constexpr const char* name = "avx512";
-  static constexpr bool dense_tiles_fast = true;
   using F16 = CoeffF16;
   using F32 = CoeffF32;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {

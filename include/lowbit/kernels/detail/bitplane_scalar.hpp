@@ -147,7 +147,6 @@ inline void accumulate_segment(const float* tile, Index cols, const float* x, In
 // The kernel set (see detail::bitplane::load and multiply).
 struct Isa {
   static constexpr const char* name = "scalar";
-  static constexpr bool dense_tiles_fast = false;
   static float table_entries(const float* x, Index chunks, float* out) noexcept {
     return bitplane_scalar::table_entries(x, chunks, out);
   }
