@@ -1,5 +1,6 @@
 // kernels/bitplane_lut_gemm.hpp: the SIMD paths against the scalar oracle
-// (int8 tables bit for bit, float tables bit for bit), every path against the
+// (int8 tables, float tables and the large-batch path of dequantized tiles,
+// each bit for bit), every path against the
 // exact product within the documented bound, on shapes that straddle every
 // blocking boundary; row splits and thread counts; packing and its errors.
 #include <limits>
@@ -82,6 +83,25 @@ MatrixD exact_product(const BitPlaneWeights& w, const MatrixF& x,
         dense(r, outliers->col[static_cast<std::size_t>(i)]) =
             outliers->values[static_cast<std::size_t>(i)];
   return x.cast<double>() * dense.transpose();
+}
+
+// The three ways a product is computed: int8 tables, float tables, dequantized tiles.
+struct BitplaneMode {
+  TableType type;
+  BitplanePath path;
+};
+
+std::ostream& operator<<(std::ostream& out, const BitplaneMode& m) {
+  return out << (m.path == BitplanePath::dense ? " dense tiles"
+                 : m.type == TableType::int8   ? " int8 tables"
+                                               : " f32 tables");
+}
+
+const std::vector<BitplaneMode>& bitplane_modes() {
+  static const std::vector<BitplaneMode> m{{TableType::int8, BitplanePath::tables},
+                                           {TableType::f32, BitplanePath::tables},
+                                           {TableType::int8, BitplanePath::dense}};
+  return m;
 }
 
 // Every SIMD kernel set compiled into this binary (the default is the widest).
@@ -170,15 +190,15 @@ TEST(BitplaneLutGemm, SimdEqualsScalarBitForBit) {
     unsigned seed = 10;
     for (const Shape& s : shapes())
       for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
-        for (TableType type : {TableType::int8, TableType::f32}) {
-          SCOPED_TRACE(testing::Message() << kernels.isa << " " << s << " seed " << seed
-                                          << (storage == CoefficientStorage::f16 ? " f16" : " f32")
-                                          << (type == TableType::int8 ? " int8" : " f32 tables"));
+        for (const BitplaneMode& mode : bitplane_modes()) {
+          SCOPED_TRACE(testing::Message()
+                       << kernels.isa << " " << s << " seed " << seed
+                       << (storage == CoefficientStorage::f16 ? " f16" : " f32") << mode);
           const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, seed), {storage});
-          const MatrixF x =
-              test::random_activations(6, s.cols, seed + 1);  // a tile of 4 tokens and 2 more
+          // tiles of 4 tokens (tables) and of 6 (dense), and a remainder of each
+          const MatrixF x = test::random_activations(7, s.cols, seed + 1);
           ++seed;
-          BitplaneContext simd(w, 6, type), reference(w, 6, type);
+          BitplaneContext simd(w, 7, mode.type, mode.path), reference(w, 7, mode.type, mode.path);
           const MatrixF y_simd = run_with(kernels, w, x, simd);
           const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
           EXPECT_TRUE(identical(y_simd, y_scalar))
@@ -195,12 +215,11 @@ TEST(BitplaneLutGemm, EveryPathWithinTheDocumentedBound) {
     const MatrixD exact = exact_product(planes, x);
     ++seed;
     for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
-      for (TableType type : {TableType::int8, TableType::f32}) {
+      for (const BitplaneMode& mode : bitplane_modes()) {
         SCOPED_TRACE(testing::Message()
-                     << s << (storage == CoefficientStorage::f16 ? " f16" : " f32")
-                     << (type == TableType::int8 ? " int8" : " f32 tables"));
+                     << s << (storage == CoefficientStorage::f16 ? " f16" : " f32") << mode);
         const PackedBitplanes w = pack_bitplanes(planes, {storage});
-        BitplaneContext ctx(w, 5, type);
+        BitplaneContext ctx(w, 5, mode.type, mode.path);
         const MatrixF y = run(w, x, ctx, false);
         expect_within_bound(w, x, ctx, y, exact);
         expect_within_bound(w, x, ctx, run(w, x, ctx, true), exact);
@@ -244,15 +263,15 @@ TEST(BitplaneLutGemm, SubnormalZeroAndHugeActivationsWithinTheBound) {
     const MatrixD exact = exact_product(planes, x);
     ++seed;
     for (CoefficientStorage storage : {CoefficientStorage::f16, CoefficientStorage::f32})
-      for (TableType type : {TableType::int8, TableType::f32}) {
+      for (const BitplaneMode& mode : bitplane_modes()) {
         const PackedBitplanes w = pack_bitplanes(planes, {storage});
-        BitplaneContext reference(w, x.rows(), type);
+        BitplaneContext reference(w, x.rows(), mode.type, mode.path);
         const MatrixF y_scalar = run_with(scalar::bitplane_kernels, w, x, reference);
         for (const BitplaneKernels& kernels : every) {
-          SCOPED_TRACE(testing::Message() << kernels.isa << " " << s
-                                          << (storage == CoefficientStorage::f16 ? " f16" : " f32")
-                                          << (type == TableType::int8 ? " int8" : " f32 tables"));
-          BitplaneContext ctx(w, x.rows(), type);
+          SCOPED_TRACE(testing::Message()
+                       << kernels.isa << " " << s
+                       << (storage == CoefficientStorage::f16 ? " f16" : " f32") << mode);
+          BitplaneContext ctx(w, x.rows(), mode.type, mode.path);
           const MatrixF y = run_with(kernels, w, x, ctx);
           ASSERT_TRUE(y.allFinite());
           EXPECT_TRUE(identical(y, y_scalar));
@@ -412,8 +431,10 @@ TEST(BitplaneLutGemm, RowSplitsAndThreadsGiveIdenticalResults) {
   const Shape s{101, 320, 64, 2, true};
   const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, 50));
   const MatrixF x = test::random_activations(5, s.cols, 51);
-  for (TableType type : {TableType::int8, TableType::f32}) {
-    BitplaneContext ctx(w, 5, type);
+  for (const BitplaneMode& mode : bitplane_modes()) {
+    SCOPED_TRACE(testing::Message() << mode);
+    const TableType type = mode.type;
+    BitplaneContext ctx(w, 5, type, mode.path);
     const MatrixF whole = run(w, x, ctx, false);
     MatrixF pieces(5, s.rows);
     const Index cuts[] = {0, 1, 5, 31, 32, 33, 64, 100, 101};
@@ -421,7 +442,7 @@ TEST(BitplaneLutGemm, RowSplitsAndThreadsGiveIdenticalResults) {
       bitplane_multiply(w, ctx, pieces.data(), s.rows, cuts[i], cuts[i + 1]);
     EXPECT_TRUE(identical(whole, pieces));
     // One token at a time (another tiling of the tokens) gives the same rows.
-    BitplaneContext one(w, 1, type);
+    BitplaneContext one(w, 1, type, mode.path);
     MatrixF single(5, s.rows);
     for (Index t = 0; t < 5; ++t) {
       bitplane_load(w, x.data() + t * s.cols, 1, s.cols, one);
@@ -434,12 +455,40 @@ TEST(BitplaneLutGemm, RowSplitsAndThreadsGiveIdenticalResults) {
       omp_set_num_threads(threads);
 #endif
       for (Index capacity : {2, 16}) {
-        BitplaneContext c(w, capacity, type);
+        BitplaneContext c(w, capacity, type, mode.path);
         MatrixF y(5, s.rows);
         bitplane_gemm(w, x, y, c);
         EXPECT_TRUE(identical(whole, y)) << threads << " threads, capacity " << capacity;
       }
     }
+  }
+}
+
+// by_batch takes the path measured faster: float tables give way to dequantized
+// tiles from 16 tokens at 2 planes and 8 at 4; int8 tables are kept at every
+// batch. The choice is the same in every build (scalar twins included).
+TEST(BitplaneLutGemm, ByBatchChoosesThePathByTokenCount) {
+  struct Case {
+    int planes;
+    Index tokens;
+    TableType type;
+    bool dense;
+  };
+  const Case cases[] = {{2, 15, TableType::f32, false}, {2, 16, TableType::f32, true},
+                        {4, 7, TableType::f32, false},  {4, 8, TableType::f32, true},
+                        {1, 40, TableType::f32, false}, {4, 40, TableType::int8, false}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << c.planes << " planes, " << c.tokens << " tokens");
+    const PackedBitplanes w = pack_bitplanes(random_bitplanes({70, 256, 128, c.planes, false}, 80));
+    const MatrixF x = test::random_activations(c.tokens, 256, 81);
+    BitplaneContext by_batch(w, c.tokens, c.type);
+    BitplaneContext forced(w, c.tokens, c.type,
+                           c.dense ? BitplanePath::dense : BitplanePath::tables);
+    const MatrixF y = run(w, x, by_batch, false);
+    EXPECT_EQ(by_batch.tables().dense, c.dense);
+    EXPECT_TRUE(identical(y, run(w, x, forced, false)));
+    BitplaneContext reference(w, c.tokens, c.type);  // the scalar kernels choose alike
+    EXPECT_TRUE(identical(y, run(w, x, reference, true)));
   }
 }
 

@@ -22,7 +22,10 @@
 // scaled by the plane coefficient. TableType::int8 quantizes each segment's
 // tables to int8 with one scale and sums them in int16 (vpshufb / vqtbl1q),
 // within bitplane_error_bound() of the exact product; TableType::f32 sums
-// the float entries.
+// the float entries. For large batches with float tables the call instead
+// dequantizes tiles of weights to float and multiplies every token with them
+// (BitplanePath, detail::bitplane::use_dense: chosen by the number of tokens
+// loaded, as measured faster).
 //
 // Instruction sets (detail/isa.hpp): the unqualified entry points use the
 // widest kernels the translation unit is compiled for; lowbit::scalar,
@@ -55,6 +58,11 @@ namespace lowbit {
 //   int8: each table quantized to int8 with one scale per segment (fast path);
 //   f32:  exact float tables (the reference path).
 enum class TableType { int8, f32 };
+
+// Which path a call takes: by_batch picks the faster one for the number of
+// tokens loaded (detail::bitplane::use_dense); tables and dense force one
+// (for measuring and testing both).
+enum class BitplanePath { by_batch, tables, dense };
 
 // How packed coefficients are stored: f16 halves the bytes streamed per
 // group (checkpoints store them in 16 bits too); f32 keeps them exactly.
@@ -326,8 +334,8 @@ class BitplaneContext {
  public:
   BitplaneContext() = default;
   BitplaneContext(const PackedBitplanes& w, Index max_tokens = 1,
-                  TableType tables = TableType::int8)
-      : type_(tables), max_tokens_(max_tokens) {
+                  TableType tables = TableType::int8, BitplanePath path = BitplanePath::by_batch)
+      : type_(tables), path_(path), max_tokens_(max_tokens) {
     using namespace detail::bitplane;
     detail::require(max_tokens >= 1, "BitplaneContext: max_tokens must be >= 1, got ", max_tokens);
     const Layout l = w.layout();
@@ -348,6 +356,7 @@ class BitplaneContext {
   }
 
   TableType table_type() const { return type_; }
+  BitplanePath path() const { return path_; }
   Index max_tokens() const { return max_tokens_; }
   Index tokens() const { return tokens_; }  // loaded by the last bitplane_load
   bool fits(const PackedBitplanes& w) const {
@@ -367,6 +376,7 @@ class BitplaneContext {
     t.xsum = xsum_.data();
     t.x = x_.data();
     t.padded_cols = padded_cols_;
+    t.dense = dense_;
     return t;
   }
 
@@ -377,12 +387,17 @@ class BitplaneContext {
   float* entries() { return entries_.data(); }
   float* scale() { return scale_.data(); }
   float* xsum() { return xsum_.data(); }
-  void set_tokens(Index tokens) { tokens_ = tokens; }
+  void set_tokens(Index tokens, bool dense) {
+    tokens_ = tokens;
+    dense_ = dense;
+  }
 
  private:
   TableType type_ = TableType::int8;
+  BitplanePath path_ = BitplanePath::by_batch;
   Index max_tokens_ = 0;
   Index tokens_ = 0;
+  bool dense_ = false;
   Index padded_cols_ = 0, chunks_ = 0, segments_ = 0, groups_ = 0;
   detail::bitplane::AlignedArray<float> x_;
   detail::bitplane::AlignedArray<std::int8_t> q_;
@@ -424,15 +439,21 @@ inline float int8_inverse_scale(float* entries, Index chunks, float largest) noe
 //   float table_entries(x, chunks, out)   the 16 centred entries per chunk; returns max |entry|
 //   void quantize_tables(entries, chunks, inverse_scale, out)   round half to even to int8
 //   void multiply_blocks(layout, tables, y, ldy, row_begin, row_end)   the dense part
+//   the large-batch path's primitives (bitplane_layout.hpp, multiply_dense)
 // (SIMD kernel sets implement multiply_blocks with the shared block loop,
 // detail::bitplane::multiply_blocks in bitplane_layout.hpp).
 //
 // load gathers x, builds each segment's tables with the ISA's primitives, and
-// the group sums (in one fixed order, shared by every ISA).
+// the group sums (in one fixed order, shared by every ISA); the large-batch
+// path needs x alone.
 template <class Isa>
 void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
           BitplaneContext& ctx) noexcept {
   const Layout l = w.layout();
+  // The same choice in every ISA, so every build gives the same bits.
+  const bool dense =
+      ctx.path() == BitplanePath::dense ||
+      (ctx.path() == BitplanePath::by_batch && use_dense(ctx.table_type(), w.planes(), tokens));
   for (Index t = 0; t < tokens; ++t) {
     float* xg = ctx.x() + t * l.padded_cols();  // x in packed column order, zero padding
     if (w.identity_gather())
@@ -440,6 +461,7 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
     else
       for (std::size_t j = 0; j < w.gather().size(); ++j)
         xg[j] = w.gather()[j] < 0 ? 0.0f : x[t * ldx + w.gather()[j]];
+    if (dense) continue;
     Index chunk = 0;
     for (Index g = 0; g < l.groups; ++g) {
       float sum = 0.0f;
@@ -466,15 +488,19 @@ void load(const PackedBitplanes& w, const float* x, Index tokens, Index ldx,
       }
     }
   }
-  ctx.set_tokens(tokens);
+  ctx.set_tokens(tokens, dense);
 }
 
-// The dense part by the ISA's block kernels, then the sparse outliers.
+// The dense part by the ISA's block kernels (or the large-batch path), then
+// the sparse outliers.
 template <class Isa>
 void multiply(const PackedBitplanes& w, const BitplaneContext& ctx, float* y, Index ldy,
               Index row_begin, Index row_end) noexcept {
   const Tables tables = ctx.tables();
-  Isa::multiply_blocks(w.layout(), tables, y, ldy, row_begin, row_end);
+  if (tables.dense)
+    multiply_dense<Isa>(w.layout(), tables, y, ldy, row_begin, row_end);
+  else
+    Isa::multiply_blocks(w.layout(), tables, y, ldy, row_begin, row_end);
   const std::vector<std::int32_t>& rowptr = w.outlier_rowptr();
   if (rowptr.empty()) return;
   for (Index t = 0; t < tables.tokens; ++t) {
@@ -641,7 +667,7 @@ inline VectorF bitplane_error_bound(const PackedBitplanes& w, const BitplaneCont
       double sum_c = 0.0;
       for (int p = 0; p < l.planes; ++p) sum_c += std::fabs(coefficient(l, group, p, r));
       looked_up += static_cast<double>(2 * l.group_pairs) * sum_c;
-      if (t.type == TableType::int8)
+      if (t.type == TableType::int8 && !t.dense)
         for (Index s = 0; s < l.segments_per_group; ++s)
           table += t.scale[token * l.segments() + g * l.segments_per_group + s] * (0.5 + 1e-4) *
                    static_cast<double>(2 * l.segment_pairs(s)) * sum_c;

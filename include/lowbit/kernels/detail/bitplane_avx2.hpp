@@ -250,6 +250,100 @@ void block_f32(const Layout& l, const Tables& tb, const std::uint8_t* group, Ind
 }
 
 // The kernel set (see detail::bitplane::load and multiply).
+// The large-batch path's primitives (scalar twins in bitplane_scalar.hpp).
+// Dequantizing: 8 rows' plane bytes widened to 32-bit lanes once per pair,
+// then per column the bit shifted into the sign, which selects +-c_p / 2.
+inline void dequantize_segment(const float* bias, const float* half_c, int planes,
+                               const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+  for (Index r = 0; r < kBlockRows; r += 8) {
+    const __m256 b0 = _mm256_load_ps(bias + r);
+    for (Index q = 0; q < pairs; ++q) {
+      __m256i bits[8];
+      for (int p = 0; p < planes; ++p)
+        bits[p] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+            reinterpret_cast<const __m128i*>(bytes + (p * pairs + q) * kPairBytes + r)));
+      for (Index b = 0; b < kPairCols; ++b) {
+        const __m128i shift = _mm_cvtsi32_si128(31 - static_cast<int>(b));
+        __m256 v = b0;
+        for (int p = 0; p < planes; ++p) {
+          const __m256 h = _mm256_load_ps(half_c + p * kBlockRows + r);
+          const __m256 sign = _mm256_castsi256_ps(_mm256_sll_epi32(bits[p], shift));
+          v = _mm256_add_ps(v, _mm256_blendv_ps(_mm256_sub_ps(_mm256_setzero_ps(), h), h, sign));
+        }
+        _mm256_store_ps(tile + (q * kPairCols + b) * kBlockRows + r, v);
+      }
+    }
+  }
+}
+
+// 16 rows x T tokens of one segment: 2T accumulators, one broadcast of x per
+// token and column, two loads of the tile per column.
+template <int T>
+inline void accumulate_rows(const float* tile, Index cols, const float* x, Index ldx, Index r0,
+                            bool assign, Index first, Index last, float* y, Index ldy) noexcept {
+  __m256 acc[T][2];
+  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (Index k = 0; k < cols; ++k) {
+    const __m256 w0 = _mm256_load_ps(tile + k * kBlockRows + r0);
+    const __m256 w1 = _mm256_load_ps(tile + k * kBlockRows + r0 + 8);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_broadcast_ss(x + t * ldx + k);
+      acc[t][0] = _mm256_fmadd_ps(w0, xv, acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(w1, xv, acc[t][1]);
+    }
+  }
+  const bool whole = first <= r0 && r0 + 16 <= last;
+  for (int t = 0; t < T; ++t) {
+    float* out = y + t * ldy + r0;
+    if (whole) {
+      for (int h = 0; h < 2; ++h) {
+        const __m256 s =
+            assign ? acc[t][h] : _mm256_add_ps(_mm256_loadu_ps(out + 8 * h), acc[t][h]);
+        _mm256_storeu_ps(out + 8 * h, s);
+      }
+    } else {
+      alignas(32) float s[16];
+      _mm256_store_ps(s, acc[t][0]);
+      _mm256_store_ps(s + 8, acc[t][1]);
+      for (Index r = std::max(first, r0); r < std::min(last, r0 + 16); ++r)
+        out[r - r0] = assign ? s[r - r0] : out[r - r0] + s[r - r0];
+    }
+  }
+}
+
+inline void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                               Index tokens, bool assign, Index first, Index last, float* y,
+                               Index ldy) noexcept {
+  constexpr int kTokens = 6;
+  for (Index t0 = 0; t0 < tokens; t0 += kTokens) {
+    const Index n = std::min<Index>(kTokens, tokens - t0);
+    const float* xt = x + t0 * ldx;
+    float* yt = y + t0 * ldy;
+    for (Index r0 = first / 16 * 16; r0 < last; r0 += 16) {
+      switch (n) {
+        case 1:
+          accumulate_rows<1>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+        case 2:
+          accumulate_rows<2>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+        case 3:
+          accumulate_rows<3>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+        case 4:
+          accumulate_rows<4>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+        case 5:
+          accumulate_rows<5>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+        default:
+          accumulate_rows<6>(tile, cols, xt, ldx, r0, assign, first, last, yt, ldy);
+          break;
+      }
+    }
+  }
+}
+
 struct Isa {
   static constexpr const char* name = "avx2";
   using F16 = CoeffF16;
@@ -274,6 +368,15 @@ struct Isa {
   static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
                               Index r1) noexcept {
     bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
+  }
+  static void dequantize_segment(const float* bias, const float* half_c, int planes,
+                                 const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+    bitplane_avx2::dequantize_segment(bias, half_c, planes, bytes, pairs, tile);
+  }
+  static void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                                 Index tokens, bool assign, Index first, Index last, float* y,
+                                 Index ldy) noexcept {
+    bitplane_avx2::accumulate_segment(tile, cols, x, ldx, tokens, assign, first, last, y, ldy);
   }
 };
 

@@ -200,6 +200,15 @@ struct Isa {
                               Index r1) noexcept {
     bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
   }
+  static void dequantize_segment(const float* bias, const float* half_c, int planes,
+                                 const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+    bitplane_avx2::dequantize_segment(bias, half_c, planes, bytes, pairs, tile);
+  }
+  static void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                                 Index tokens, bool assign, Index first, Index last, float* y,
+                                 Index ldy) noexcept {
+    bitplane_avx2::accumulate_segment(tile, cols, x, ldx, tokens, assign, first, last, y, ldy);
+  }
 };
 
 }  // namespace bitplane_avx512

@@ -149,6 +149,7 @@ struct Tables {
   const float* xsum = nullptr;     // [token][group]: sum of the group's activations
   const float* x = nullptr;        // [token][packed column]: the gathered activations
   Index padded_cols = 0;
+  bool dense = false;  // the large-batch path: x only, no tables (multiply_dense)
 };
 
 // The block loop the SIMD kernels share: for each block of kBlockRows rows,
@@ -201,6 +202,65 @@ void multiply_blocks(const Layout& l, const Tables& tb, float* y, Index ldy, Ind
     multiply_blocks_with<Isa, typename Isa::F16>(l, tb, y, ldy, row_begin, row_end);
   else
     multiply_blocks_with<Isa, typename Isa::F32>(l, tb, y, ldy, row_begin, row_end);
+}
+
+// The large-batch path. Dequantizing a tile of weights to float once serves
+// any number of tokens, each at one FMA per weight; the table path costs a
+// lookup per plane, pair, row and token. Measured on AVX2 (README's kernel
+// section), int8 tables stay faster at every batch up to 512 for 2 and 4
+// planes (and at 32 and 128 tokens for 6 and 8), so by_batch keeps them;
+// float tables (the exact path) lose to the tiles from 16 tokens at 2 planes
+// and 8 at 4 (their cost grows with the planes: 3 and more planes take 4's
+// threshold, 1 plane, half of 2's cost, keeps its tables). Then bitplane_load
+// only gathers x and bitplane_multiply dequantizes one segment of one block
+// (64 rows x at most 128 columns, 32 KB on the stack: rows run concurrently
+// with one shared context, so the tile is per call) and multiplies every
+// token with it. Each weight is the stored bias' plus +-c_p / 2 per plane
+// (dense_value's sum, in float, planes in order); each output is a fused
+// multiply-add chain over the segment's columns in order, added to the sums
+// of the previous segments: the same bits in every ISA and for every split.
+inline bool use_dense(TableType tables, int planes, Index tokens) {
+  if (tables == TableType::int8 || planes < 2) return false;
+  return tokens >= (planes == 2 ? 16 : 8);
+}
+
+constexpr Index kDenseTileCols = kMaxSegmentPairs * kPairCols;
+
+// Isa provides, noexcept:
+//   dequantize_segment(bias, half_c, planes, bytes, pairs, tile)
+//       tile[k * kBlockRows + r] = bias[r] + sum_p (bit ? half_c : -half_c)[p * kBlockRows + r]
+//       for the 8 * pairs columns k of the segment whose plane bytes start at bytes;
+//   accumulate_segment(tile, cols, x, ldx, tokens, assign, first, last, y, ldy)
+//       for r in [first, last): s = fma chain over k of tile[k][r] * x[t * ldx + k];
+//       y[t * ldy + r] = assign ? s : y[t * ldy + r] + s.
+template <class Isa>
+void multiply_dense(const Layout& l, const Tables& tb, float* y, Index ldy, Index row_begin,
+                    Index row_end) noexcept {
+  alignas(64) float tile[kDenseTileCols * kBlockRows];
+  alignas(64) float bias[kBlockRows];
+  alignas(64) float half_c[8 * kBlockRows];  // at most 8 planes
+  for (Index block = row_begin / kBlockRows; block * kBlockRows < row_end; ++block) {
+    const Index first = std::max(row_begin, block * kBlockRows) - block * kBlockRows;
+    const Index last = std::min(row_end, (block + 1) * kBlockRows) - block * kBlockRows;
+    Index col = 0;
+    for (Index g = 0; g < l.groups; ++g) {
+      const std::uint8_t* group = l.group_data(block, g);
+      for (Index r = 0; r < kBlockRows; ++r) {
+        bias[r] = coefficient(l, group, l.planes, r);
+        for (int p = 0; p < l.planes; ++p)
+          half_c[p * kBlockRows + r] = 0.5f * coefficient(l, group, p, r);
+      }
+      const std::uint8_t* bytes = group + l.coeff_bytes;
+      for (Index s = 0; s < l.segments_per_group; ++s) {
+        const Index pairs = l.segment_pairs(s);
+        Isa::dequantize_segment(bias, half_c, l.planes, bytes, pairs, tile);
+        Isa::accumulate_segment(tile, kPairCols * pairs, tb.x + col, tb.padded_cols, tb.tokens,
+                                col == 0, first, last, y + block * kBlockRows, ldy);
+        bytes += pairs * l.planes * kPairBytes;
+        col += kPairCols * pairs;
+      }
+    }
+  }
 }
 
 // A 64-byte aligned array of trivially copyable values (no value-initialization

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "lowbit/kernels/detail/bitplane_layout.hpp"
+#include "lowbit/kernels/detail/bitplane_scalar.hpp"
 #include "lowbit/kernels/detail/isa.hpp"
 
 namespace lowbit::detail {
@@ -242,6 +243,16 @@ struct Isa {
   static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
                               Index r1) noexcept {
     bitplane::multiply_blocks<Isa>(l, t, y, ldy, r0, r1);
+  }
+  // The large-batch path runs the scalar twin here (no NEON micro-kernel yet).
+  static void dequantize_segment(const float* bias, const float* half_c, int planes,
+                                 const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+    bitplane_scalar::dequantize_segment(bias, half_c, planes, bytes, pairs, tile);
+  }
+  static void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                                 Index tokens, bool assign, Index first, Index last, float* y,
+                                 Index ldy) noexcept {
+    bitplane_scalar::accumulate_segment(tile, cols, x, ldx, tokens, assign, first, last, y, ldy);
   }
 };
 

@@ -118,6 +118,32 @@ inline void multiply_blocks(const Layout& layout, const Tables& tables, float* y
     }
 }
 
+// The large-batch path's primitives (bitplane_layout.hpp, multiply_dense).
+inline void dequantize_segment(const float* bias, const float* half_c, int planes,
+                               const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+  for (Index q = 0; q < pairs; ++q)
+    for (Index b = 0; b < kPairCols; ++b)
+      for (Index r = 0; r < kBlockRows; ++r) {
+        float v = bias[r];
+        for (int p = 0; p < planes; ++p) {
+          const float h = half_c[p * kBlockRows + r];
+          v += (bytes[(p * pairs + q) * kPairBytes + r] >> b) & 1 ? h : -h;
+        }
+        tile[(q * kPairCols + b) * kBlockRows + r] = v;
+      }
+}
+
+inline void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                               Index tokens, bool assign, Index first, Index last, float* y,
+                               Index ldy) noexcept {
+  for (Index t = 0; t < tokens; ++t)
+    for (Index r = first; r < last; ++r) {
+      float s = 0.0f;
+      for (Index k = 0; k < cols; ++k) s = std::fma(tile[k * kBlockRows + r], x[t * ldx + k], s);
+      y[t * ldy + r] = assign ? s : y[t * ldy + r] + s;
+    }
+}
+
 // The kernel set (see detail::bitplane::load and multiply).
 struct Isa {
   static constexpr const char* name = "scalar";
@@ -130,6 +156,15 @@ struct Isa {
   static void multiply_blocks(const Layout& l, const Tables& t, float* y, Index ldy, Index r0,
                               Index r1) noexcept {
     bitplane_scalar::multiply_blocks(l, t, y, ldy, r0, r1);
+  }
+  static void dequantize_segment(const float* bias, const float* half_c, int planes,
+                                 const std::uint8_t* bytes, Index pairs, float* tile) noexcept {
+    bitplane_scalar::dequantize_segment(bias, half_c, planes, bytes, pairs, tile);
+  }
+  static void accumulate_segment(const float* tile, Index cols, const float* x, Index ldx,
+                                 Index tokens, bool assign, Index first, Index last, float* y,
+                                 Index ldy) noexcept {
+    bitplane_scalar::accumulate_segment(tile, cols, x, ldx, tokens, assign, first, last, y, ldy);
   }
 };
 
