@@ -271,6 +271,58 @@ TEST_F(CliQuantizeModel, CalibrationFiles) {
   }
 }
 
+// --scratch-dir (the residual stream's file): a directory that is missing,
+// not a directory or not writable exits with 2 before any work (the default,
+// --out's directory, is the output's to check: test_hf_export.cpp); a size the
+// filesystem cannot reserve (a file size limit standing in for a full disk)
+// exits with 1 naming the scratch file, leaving nothing behind.
+TEST_F(CliQuantizeModel, ScratchDirectory) {
+  test::write_file(dir.file("m.bin"),
+                   test::llama2c_bytes(test::tiny_model(33, Config{64, 128, 1, 4, 4, 64, 512})));
+  std::filesystem::create_directory(dir.file("scratch"));
+  test::write_text(dir.file("afile"), "x");
+  const std::string out = " --out " + dir.file("q");
+  const std::string command =
+      "quantize-model --model " + dir.file("m.bin") + " --calib-samples 4 --calib-length 256";
+  struct Case {
+    std::string args, message;
+  };
+  std::vector<Case> cases{
+      {out + " --scratch-dir " + dir.file("missing"),
+       "option --scratch-dir: '" + dir.file("missing") + "' is not a directory"},
+      {out + " --scratch-dir " + dir.file("afile"),
+       "option --scratch-dir: '" + dir.file("afile") + "' is not a directory"}};
+  if (::geteuid() != 0) {  // root writes anywhere
+    std::filesystem::create_directory(dir.file("locked"));
+    std::filesystem::permissions(dir.file("locked"), std::filesystem::perms::owner_read |
+                                                         std::filesystem::perms::owner_exec);
+    cases.push_back({out + " --scratch-dir " + dir.file("locked"),
+                     "option --scratch-dir: '" + dir.file("locked") + "' is not writable"});
+  }
+  for (const Case& c : cases) {
+    const test::CommandResult r = lowbit(command + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_EQ(r.output.find("calibrating"), std::string::npos) << r.output;  // no work began
+  }
+  // 4 x 256 tokens x 64 floats: 256 KiB, over a 64-block limit in any unit.
+  const test::CommandResult full =
+      test::run_command("trap '' XFSZ; ulimit -f 64; exec " + *test::cli_path() + " " + command +
+                        out + " --scratch-dir " + dir.file("scratch"));
+  EXPECT_EQ(full.exit_code, 1) << full.output;
+  EXPECT_NE(full.output.find("the residual stream of the calibration sequences (1024 tokens x 64 "
+                             "floats): a scratch file in " +
+                             dir.file("scratch") + ": cannot reserve 262144 bytes"),
+            std::string::npos)
+      << full.output;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.file("scratch")));
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("")))  // no q, no q.tmpPID
+    EXPECT_NE(e.path().filename().string().substr(0, 1), "q") << e.path();
+  const test::CommandResult fits = lowbit(command + out + " --scratch-dir " + dir.file("scratch"));
+  EXPECT_EQ(fits.exit_code, 0) << fits.output;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.file("scratch")));
+}
+
 TEST_F(CliQuantizeModel, MisuseExitsWithTwo) {
   const std::string out = dir.file("q.safetensors");
   const std::string model = " --model " + dir.file("absent.bin") + " --out " + out;

@@ -335,7 +335,7 @@ TEST_F(CliTacq, AnInterruptedRunLeavesNoDirectory) {
       "quantize-model --model " + dir.file("m.bin") +
           " --method tacq --format dequantized --calib-samples 2 --calib-length 16 "
           "--max-shard-size 100KB",
-      "m.bin", "q");
+      "m.bin", "q", [] {}, "scratch");
 }
 
 }  // namespace

@@ -539,7 +539,7 @@ TEST_F(CliGptqDirectory, AnInterruptedRunLeavesNoDirectory) {
       dir,
       "quantize-model --model " + dir.file("m.bin") +
           " --method rtn --calib-samples 2 --calib-length 8 --max-shard-size 200KB",
-      "m.bin", "q");
+      "m.bin", "q", [] {}, "scratch");
 }
 
 TEST_F(CliGptqDirectory, MisuseExitsWithTwoAndFailuresLeaveNothing) {

@@ -192,6 +192,31 @@ TEST_F(SequentialQuantization, SkippedLayersGiveTheNextLayerItsFloatInputs) {
   EXPECT_THROW(slice.skip_next(m.layers[0]), Error);  // every layer is done
 }
 
+// The states kept in a scratch file (quantize-model's --scratch-dir) give
+// every layer the bits they give in memory, under both propagations.
+TEST_F(SequentialQuantization, AStreamInAScratchFileGivesTheSameResults) {
+  const Model m = pad_hidden(test::tiny_model(8), 16);
+  const std::vector<Sequence> calibration = sample_sequences(m, 3, 12, 1.0f, 4);
+  const test::TempDir dir;
+  for (const Propagation propagation : {Propagation::quantized, Propagation::float_model})
+    for (const std::string method : {"gptq", "awq"}) {
+      SCOPED_TRACE(method);
+      const auto run = [&](const StreamStorage& storage) {
+        SequentialQuantizer quantizer(m.config, embed_stream(m, calibration, storage),
+                                      {method, 3, 8}, propagation);
+        std::vector<MatrixF> weights;
+        for (const Layer& layer : m.layers)
+          quantizer.quantize_next(layer, {}, [&](int, LinearKind, const QuantizedLinear& q) {
+            weights.push_back(q.uniform->dequantize());
+          });
+        return weights;
+      };
+      const std::vector<MatrixF> in_memory = run({}), in_file = run({dir.file("")});
+      ASSERT_EQ(in_file.size(), in_memory.size());
+      for (std::size_t i = 0; i < in_memory.size(); ++i) EXPECT_EQ(in_file[i], in_memory[i]) << i;
+    }
+}
+
 TEST_F(SequentialQuantization, RejectsMisuse) {
   const Model m = pad_hidden(test::tiny_model(5), 16);
   const std::vector<Sequence> calibration = sample_sequences(m, 2, 8, 1.0f, 1);

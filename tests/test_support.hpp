@@ -253,18 +253,30 @@ class ToolTest : public ::testing::Test {
 // after OUT was renamed into place (whole) but before the process ended also
 // exits 128 + the signal and leaves OUT, which `check_whole` then reads (as
 // after the first run): never anything else. Expects at least one run to be
-// interrupted before its output was in place.
+// interrupted before its output was in place. With `scratch` (quantize-model),
+// the runs get --scratch-dir dir/SCRATCH, which must be empty after each.
 inline void expect_interrupted_runs_leave_nothing(
     const TempDir& dir, const std::string& args, const std::string& input, const std::string& out,
-    const std::function<void()>& check_whole = [] {}) {
-  const std::string command = *cli_path() + " " + args + " --out " + dir.file(out);
-  std::vector<std::string> both{input, out};
+    const std::function<void()>& check_whole = [] {}, const std::string& scratch = "") {
+  std::string command = *cli_path() + " " + args + " --out " + dir.file(out);
+  std::vector<std::string> kept{input};  // what every run leaves
+  if (!scratch.empty()) {
+    std::filesystem::create_directory(dir.file(scratch));
+    command += " --scratch-dir " + dir.file(scratch);
+    kept.push_back(scratch);
+  }
+  std::sort(kept.begin(), kept.end());
+  std::vector<std::string> both = kept;
+  both.push_back(out);
   std::sort(both.begin(), both.end());
   const auto files_left = [&] {
     std::vector<std::string> left;
     for (const auto& e : std::filesystem::directory_iterator(dir.file("")))
       left.push_back(e.path().filename().string());
     std::sort(left.begin(), left.end());
+    if (!scratch.empty()) {
+      EXPECT_TRUE(std::filesystem::is_empty(dir.file(scratch)));
+    }
     return left;
   };
   const auto start = std::chrono::steady_clock::now();
@@ -295,7 +307,7 @@ inline void expect_interrupted_runs_leave_nothing(
       continue;
     }
     ++interrupted;
-    EXPECT_EQ(left, std::vector<std::string>{input});
+    EXPECT_EQ(left, kept);
   }
   EXPECT_GT(interrupted, 0);
 }

@@ -168,6 +168,9 @@ const OptionTable& option_catalogue() {
       entry("calibration", "MODE",
             "quantize-model: sequential (on the quantized layers' outputs) or float",
             one_of({"sequential", "float"})),
+      entry("scratch-dir", "DIR",
+            "quantize-model: directory of the calibration's residual stream file "
+            "(default: the one --out goes in)"),
   };
   return catalogue;
 }

@@ -8,11 +8,11 @@
 //                                     {"gptq", 4, 32});
 //
 // SequentialQuantizer holds the residual stream of the calibration sequences
-// and, while a layer is quantized, each group's statistics (H: in x in,
-// whatever the number of tokens; the tokens themselves only for AWQ, which
-// searches on them). A layer's float weights are needed only while it is
-// quantized, so a loader supplies the model one layer at a time
-// (ModelSource). With
+// (in memory or in a scratch file: residual_stream.hpp) and, while a layer is
+// quantized, each group's statistics (H: in x in, whatever the number of
+// tokens; the tokens themselves only for AWQ, which searches on them). A
+// layer's float weights are needed only while it is quantized, so a loader
+// supplies the model one layer at a time (ModelSource). With
 // Propagation::float_model the states advance through the float layers
 // instead: every layer is calibrated on the float model's activations.
 #pragma once
@@ -28,6 +28,7 @@
 #include "lowbit/model/forward.hpp"
 #include "lowbit/model/group_quantization.hpp"
 #include "lowbit/model/llama.hpp"
+#include "lowbit/model/residual_stream.hpp"
 #include "lowbit/model/sequences.hpp"
 #include "lowbit/model/task_gradients.hpp"
 
@@ -44,22 +45,30 @@ enum class Propagation { quantized, float_model };
 
 class SequentialQuantizer {
  public:
-  // `states`: the residual stream of each calibration sequence entering
-  // layer 0 (embed_sequences). A method that reads no activations (rtn)
-  // takes none and drops any given, so no layer runs on them. Throws for an
+  // `states`: the residual stream of the calibration sequences entering
+  // layer 0 (embed_stream). A method that reads no activations (rtn) takes
+  // none and drops any given, so no layer runs on them. Throws for an
   // unknown method, or no sequences for a method that reads them.
-  SequentialQuantizer(const Config& config, std::vector<MatrixF> states, QuantSpec spec,
+  SequentialQuantizer(const Config& config, ResidualStream states, QuantSpec spec,
                       Propagation propagation = Propagation::quantized)
       : config_(config),
         rope_(rope_tables(config)),
         states_(std::move(states)),
         spec_(std::move(spec)),
         propagation_(propagation) {
-    if (activation_use(spec_.method) == ActivationUse::nothing)
-      states_.clear();
-    else
-      lowbit::detail::require(!states_.empty(), "SequentialQuantizer: no calibration sequences");
+    if (activation_use(spec_.method) == ActivationUse::nothing) {
+      states_ = ResidualStream(std::vector<Index>{}, config_.dim);
+      return;
+    }
+    lowbit::detail::require(states_.sequences() > 0,
+                            "SequentialQuantizer: no calibration sequences");
+    lowbit::detail::require(states_.dim() == config_.dim, "SequentialQuantizer: states of width ",
+                            states_.dim(), " for a model of dim ", config_.dim);
   }
+  // The same with a copy of `states` (embed_sequences) in memory.
+  SequentialQuantizer(const Config& config, const std::vector<MatrixF>& states, QuantSpec spec,
+                      Propagation propagation = Propagation::quantized)
+      : SequentialQuantizer(config, ResidualStream(states), std::move(spec), propagation) {}
 
   // Quantizes `layer`, the float weights of layer next_layer(), on the inputs
   // its linears see, then advances the states through the quantized layer,
@@ -108,8 +117,7 @@ class SequentialQuantizer {
     if (done)
       for (const LinearGroup& group : linear_groups())
         for (LinearKind k : group.kinds) done(l, k, results[index(k)]);
-    if (propagation_ == Propagation::quantized)
-      run_layer_on_sequences(config_, rope_, quantized, l, states_);
+    if (propagation_ == Propagation::quantized) advance(quantized, l);
     ++layer_;
     return quantized;
   }
@@ -125,7 +133,7 @@ class SequentialQuantizer {
     lowbit::detail::require(layer_ < config_.n_layers, "SequentialQuantizer: all ",
                             config_.n_layers, " layers are done already");
     validate_layer(config_, layer, "SequentialQuantizer: layer " + std::to_string(layer_));
-    run_layer_on_sequences(config_, rope_, layer, layer_, states_);
+    advance(layer, layer_);
     ++layer_;
   }
 
@@ -154,6 +162,15 @@ class SequentialQuantizer {
     return std::nullopt;
   }
 
+  // Runs `layer`, layer l, over the states in place, one sequence at a time.
+  void advance(const Layer& layer, int l, const LinearObserver& observe = {}) {
+    for (std::size_t s = 0; s < states_.sequences(); ++s) {
+      MatrixF x = states_.read(s);
+      run_layer_on_sequence(config_, rope_, layer, l, x, observe);
+      states_.write(s, x);
+    }
+  }
+
   // What each group of linear_groups() reads in `layer`, the float layer l:
   // the states run through it one sequence at a time, so only one
   // sequence's copy and each group's statistics (in x in) are alive, not
@@ -161,8 +178,7 @@ class SequentialQuantizer {
   // place (the next layer's inputs). Errors name the layer and the group.
   std::vector<GroupActivations> calibrate(const Layer& layer, int l) {
     const ActivationUse use = activation_use(spec_.method);
-    Index tokens = 0;
-    for (const MatrixF& state : states_) tokens += state.rows();
+    const Index tokens = states_.tokens();
     std::vector<GroupActivations> groups;
     std::array<int, kLinearsPerLayer> group_of;
     group_of.fill(-1);
@@ -180,11 +196,11 @@ class SequentialQuantizer {
                     group_names(linear_groups()[std::size_t(g)]) + "): " + e.what());
       }
     };
-    for (MatrixF& state : states_) {
-      if (propagation_ == Propagation::float_model) {
-        run_layer_on_sequence(config_, rope_, layer, l, state, observe);
-      } else if (use != ActivationUse::nothing) {
-        MatrixF probe = state;
+    if (propagation_ == Propagation::float_model) {
+      advance(layer, l, observe);
+    } else if (use != ActivationUse::nothing) {
+      for (std::size_t s = 0; s < states_.sequences(); ++s) {
+        MatrixF probe = states_.read(s);
         run_layer_on_sequence(config_, rope_, layer, l, probe, observe);
       }
     }
@@ -193,7 +209,7 @@ class SequentialQuantizer {
 
   Config config_;
   RopeTables rope_;
-  std::vector<MatrixF> states_;
+  ResidualStream states_;
   QuantSpec spec_;
   Propagation propagation_;
   int layer_ = 0;
@@ -215,7 +231,7 @@ inline QuantizedModel quantize_model_for_task(const Model& m,
                                               const std::vector<TaskSample>& task,
                                               const QuantProgress& progress = {},
                                               const QuantDone& done = {}) {
-  SequentialQuantizer quantizer(m.config, embed_sequences(m, calibration), spec);
+  SequentialQuantizer quantizer(m.config, embed_stream(m, calibration), spec);
   std::optional<TaskGradients> gradients;
   if (spec.method == "tacq") gradients = task_gradients(m, task);
   if (gradients) quantizer.use_task_gradients(&*gradients);
