@@ -492,6 +492,36 @@ TEST(BitplaneLutGemm, ByBatchChoosesThePathByTokenCount) {
   }
 }
 
+// A context holds tables only for the batches that take the table path: with
+// float tables by_batch switches to dequantized tiles at 8 tokens for 4 planes
+// and 16 for 2, so a 512-token context holds 7 or 15 tokens' tables; one made
+// for 4 planes then does not fit 2-plane weights of the same columns.
+TEST(BitplaneLutGemm, ContextHoldsTablesOnlyForTheTablePath) {
+  const PackedBitplanes w4 = pack_bitplanes(random_bitplanes({70, 256, 128, 4, false}, 82));
+  const PackedBitplanes w2 = pack_bitplanes(random_bitplanes({70, 256, 128, 2, false}, 83));
+  EXPECT_EQ(BitplaneContext(w4, 512, TableType::f32).table_tokens(), 7);
+  EXPECT_EQ(BitplaneContext(w2, 512, TableType::f32).table_tokens(), 15);
+  EXPECT_EQ(BitplaneContext(w4, 5, TableType::f32).table_tokens(), 5);
+  EXPECT_EQ(BitplaneContext(w4, 512).table_tokens(), 512);  // int8 tables at every batch
+  EXPECT_EQ(BitplaneContext(w4, 512, TableType::f32, BitplanePath::tables).table_tokens(), 512);
+  EXPECT_EQ(BitplaneContext(w4, 512, TableType::int8, BitplanePath::dense).table_tokens(), 0);
+  BitplaneContext ctx(w4, 40, TableType::f32);
+  EXPECT_FALSE(ctx.fits(w2));
+  MatrixF y(40, 70);
+  test::expect_error_containing(
+      [&] { bitplane_gemm(w2, test::random_activations(40, 256, 84), y, ctx); }, "another shape");
+  EXPECT_TRUE(BitplaneContext(w2, 40, TableType::f32).fits(w4));
+  // Every batch through the trimmed context, on both sides of the switch, as the scalar kernels
+  // compute it with a context of its own size.
+  for (Index tokens : {1, 7, 8, 40}) {
+    SCOPED_TRACE(testing::Message() << tokens << " tokens");
+    const MatrixF x = test::random_activations(tokens, 256, 85);
+    BitplaneContext reference(w4, tokens, TableType::f32, BitplanePath::tables);
+    if (tokens >= 8) reference = BitplaneContext(w4, tokens, TableType::f32, BitplanePath::dense);
+    EXPECT_TRUE(identical(run(w4, x, ctx, false), run(w4, x, reference, true)));
+  }
+}
+
 TEST(BitplaneLutGemm, MisalignedAndStridedBuffers) {
   const Shape s{40, 136, 8, 2, false};
   const PackedBitplanes w = pack_bitplanes(random_bitplanes(s, 60));

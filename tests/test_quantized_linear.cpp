@@ -29,6 +29,38 @@ TEST(QuantizedLinear, BitPlaneLinearIsTheProductOfItsWeights) {
   EXPECT_LT(relative_difference(y, x * q.dequantize().transpose()), 1e-2);  // int8 tables
 }
 
+// The kernel's context grows to the longest call so far, up to max_tokens;
+// longer inputs go through the kernel in chunks of max_tokens, and every
+// chunking gives the bits of one kernel call over all tokens.
+TEST(QuantizedLinear, BitPlaneLinearChunksGiveTheBitsOfOneCall) {
+  const MatrixF w = test::random_weights(70, 128, 9);
+  const MatrixF x = test::random_activations(37, 128, 10);
+  RtnConfig config;
+  config.bits = 3;
+  config.group_size = 64;
+  const PackedBitplanes packed = pack_bitplanes(quantize_rtn(w, config).weights);
+  BitplaneContext whole(packed, 37);
+  MatrixF expected(37, 70);
+  bitplane_gemm(packed, x, expected, whole);
+  for (Index max_tokens : {1, 3, 16, 37, 64}) {
+    SCOPED_TRACE(testing::Message() << "max_tokens " << max_tokens);
+    const BitPlaneLinear linear(packed, max_tokens);
+    EXPECT_EQ(linear.context_tokens(), 0);
+    MatrixF first(2, 70), y(37, 70), last(1, 70);
+    linear.apply(x.topRows(2), first);
+    EXPECT_EQ(linear.context_tokens(), std::min<Index>(2, max_tokens));
+    linear.apply(x, y);
+    EXPECT_EQ(linear.context_tokens(), std::min<Index>(37, max_tokens));
+    linear.apply(x.bottomRows(1), last);
+    EXPECT_EQ(linear.context_tokens(), std::min<Index>(37, max_tokens));  // kept, not shrunk
+    EXPECT_TRUE((y.array() == expected.array()).all());
+    EXPECT_TRUE((first.array() == expected.topRows(2).array()).all());
+    EXPECT_TRUE((last.array() == expected.bottomRows(1).array()).all());
+  }
+  EXPECT_EQ(BitPlaneLinear(packed).max_tokens(), BitPlaneLinear::kDefaultMaxTokens);
+  test::expect_error_containing([&] { BitPlaneLinear(packed, 0); }, "max_tokens");
+}
+
 // W8A8: integer products of per-token int8 activations and per-row int8
 // weights, equal to the float product of the two dequantized operands.
 TEST(QuantizedLinear, Int8LinearIsTheProductOfItsInt8Operands) {

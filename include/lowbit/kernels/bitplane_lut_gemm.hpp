@@ -326,10 +326,12 @@ inline MatrixF PackedBitplanes::dequantize() const {
   return w;
 }
 
-// Scratch for one call: the gathered activations, the tables, their scales
-// and the group sums, for up to max_tokens tokens. Made once per weight
-// shape (it fits every PackedBitplanes with the same column layout); the
-// same type in every translation unit.
+// Scratch for one call: the gathered activations for up to max_tokens
+// tokens; the tables, their scales and the group sums for the batches that
+// take the table path (table_tokens(): none when the path is forced dense,
+// below the switch under by_batch with float tables). Made once per weight
+// shape (it fits every PackedBitplanes with the same column layout whose
+// planes need no more tables); the same type in every translation unit.
 class BitplaneContext {
  public:
   BitplaneContext() = default;
@@ -343,8 +345,10 @@ class BitplaneContext {
     chunks_ = l.chunks();
     segments_ = l.segments();
     groups_ = l.groups;
-    const auto n = static_cast<std::size_t>(max_tokens);
-    x_ = AlignedArray<float>(n * static_cast<std::size_t>(padded_cols_));
+    x_ = AlignedArray<float>(static_cast<std::size_t>(max_tokens * padded_cols_));
+    table_tokens_ = detail::bitplane::table_tokens(tables, path, l.planes, max_tokens);
+    if (table_tokens_ == 0) return;
+    const auto n = static_cast<std::size_t>(table_tokens_);
     if (tables == TableType::int8) {
       q_ = AlignedArray<std::int8_t>(n * static_cast<std::size_t>(chunks_ * kTableEntries));
       entries_ = AlignedArray<float>(static_cast<std::size_t>(kMaxSegmentChunks * kTableEntries));
@@ -358,11 +362,13 @@ class BitplaneContext {
   TableType table_type() const { return type_; }
   BitplanePath path() const { return path_; }
   Index max_tokens() const { return max_tokens_; }
-  Index tokens() const { return tokens_; }  // loaded by the last bitplane_load
+  Index table_tokens() const { return table_tokens_; }  // tokens whose tables it holds
+  Index tokens() const { return tokens_; }              // loaded by the last bitplane_load
   bool fits(const PackedBitplanes& w) const {
     const detail::bitplane::Layout l = w.layout();
     return max_tokens_ > 0 && l.padded_cols() == padded_cols_ && l.segments() == segments_ &&
-           l.groups == groups_;
+           l.groups == groups_ &&
+           detail::bitplane::table_tokens(type_, path_, l.planes, max_tokens_) <= table_tokens_;
   }
 
   detail::bitplane::Tables tables() const {
@@ -396,6 +402,7 @@ class BitplaneContext {
   TableType type_ = TableType::int8;
   BitplanePath path_ = BitplanePath::by_batch;
   Index max_tokens_ = 0;
+  Index table_tokens_ = 0;
   Index tokens_ = 0;
   bool dense_ = false;
   Index padded_cols_ = 0, chunks_ = 0, segments_ = 0, groups_ = 0;

@@ -8,6 +8,7 @@
 //                   activations per token, integer products.
 #pragma once
 
+#include <algorithm>
 #include <utility>
 
 #include "lowbit/core/int8_weights.hpp"
@@ -17,20 +18,36 @@
 
 namespace lowbit::model {
 
+// The kernel's context (activations and int8 tables, about 8 bytes per input
+// feature and token) is sized to the longest call so far, up to max_tokens;
+// longer inputs go through the kernel max_tokens tokens at a time, with the
+// same result bits for any max_tokens. With int8 tables the cost per token is
+// flat from 4 tokens on, so the default chunk of 16 costs a 512-token
+// prefill nothing measurable (README, "An engine-shaped benchmark"), and a
+// 7B model's 224 contexts, 9 MB per token, hold 0.15 GB (at 512 tokens they
+// would hold 4.7 GB); a model that only decodes holds one token's.
 class BitPlaneLinear final : public Linear {
  public:
-  explicit BitPlaneLinear(PackedBitplanes packed)
-      : packed_(std::move(packed)), context_(packed_, kMaxTokens) {}
+  static constexpr Index kDefaultMaxTokens = 16;
+  explicit BitPlaneLinear(PackedBitplanes packed, Index max_tokens = kDefaultMaxTokens)
+      : packed_(std::move(packed)), max_tokens_(max_tokens) {
+    lowbit::detail::require(max_tokens >= 1, "BitPlaneLinear: max_tokens must be >= 1, got ",
+                            max_tokens);
+  }
   const PackedBitplanes& packed() const { return packed_; }
   Index in_features() const override { return packed_.cols(); }
   Index out_features() const override { return packed_.rows(); }
+  Index max_tokens() const { return max_tokens_; }
+  Index context_tokens() const { return context_.max_tokens(); }  // 0 before the first call
   void apply(MatrixFRef x, Eigen::Ref<MatrixF> y) const override {
+    const Index tokens = std::min(std::max<Index>(x.rows(), 1), max_tokens_);
+    if (context_.max_tokens() < tokens) context_ = BitplaneContext(packed_, tokens);
     bitplane_gemm(packed_, x, y, context_);
   }
 
  private:
-  static constexpr Index kMaxTokens = 16;  // tables built per call; longer inputs go in chunks
   PackedBitplanes packed_;
+  Index max_tokens_;
   mutable BitplaneContext context_;
 };
 

@@ -44,6 +44,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <utility>
 
@@ -219,9 +220,22 @@ void multiply_blocks(const Layout& l, const Tables& tb, float* y, Index ldy, Ind
 // (dense_value's sum, in float, planes in order); each output is a fused
 // multiply-add chain over the segment's columns in order, added to the sums
 // of the previous segments: the same bits in every ISA and for every split.
+// The smallest batch that by_batch sends to the large-batch path (none: the maximum Index).
+inline Index dense_from(TableType tables, int planes) {
+  if (tables == TableType::int8 || planes < 2) return std::numeric_limits<Index>::max();
+  return planes == 2 ? 16 : 8;
+}
 inline bool use_dense(TableType tables, int planes, Index tokens) {
-  if (tables == TableType::int8 || planes < 2) return false;
-  return tokens >= (planes == 2 ? 16 : 8);
+  return tokens >= dense_from(tables, planes);
+}
+
+// Tokens whose tables a context must hold to take up to max_tokens tokens of weights with
+// `planes` planes: the large-batch path needs none, so neither a forced one nor by_batch above
+// its switch allocates tables.
+inline Index table_tokens(TableType tables, BitplanePath path, int planes, Index max_tokens) {
+  if (path == BitplanePath::dense) return 0;
+  if (path == BitplanePath::tables) return max_tokens;
+  return std::min(max_tokens, dense_from(tables, planes) - 1);
 }
 
 constexpr Index kDenseTileCols = kMaxSegmentPairs * kPairCols;
