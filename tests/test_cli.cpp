@@ -153,7 +153,7 @@ TEST_F(Cli, OutputsThatAreNotRegularFilesAreWrittenThroughOrRefused) {
 // 128 + the signal unless it had finished, and leaves no temporary or partial file.
 TEST_F(Cli, AnInterruptedRunLeavesNothingBehind) {
   io::SafetensorsWriter big;
-  big.add_matrix("W", test::random_weights(3072, 4096, 5));
+  big.add_matrix("W", test::random_weights(1024, 4096, 5));
   big.write(dir.file("in.safetensors"));
   test::expect_interrupted_runs_leave_nothing(
       dir, "quantize rtn --bits 4 --group-size 128 --in " + dir.file("in.safetensors"),

@@ -351,7 +351,7 @@ TEST_F(GgufModelCli, stories260k_streamed_file_is_the_in_memory_one) {
 // and leaves neither the file nor its temporary.
 TEST_F(GgufModelCli, AnInterruptedRunLeavesNoFile) {
   test::write_file(dir.file("m.bin"),
-                   test::llama2c_bytes(test::tiny_model(44, Config{256, 512, 6, 8, 8, 512, 64})));
+                   test::llama2c_bytes(test::tiny_model(44, Config{256, 512, 3, 8, 8, 512, 64})));
   test::expect_interrupted_runs_leave_nothing(
       dir,
       "quantize-model --model " + dir.file("m.bin") +

@@ -534,7 +534,7 @@ TEST_F(CliGptqDirectory, QuantizedDirectoriesRunOnTheKernels) {
 // leaves no staging directory.
 TEST_F(CliGptqDirectory, AnInterruptedRunLeavesNoDirectory) {
   test::write_file(dir.file("m.bin"),
-                   test::llama2c_bytes(test::tiny_model(43, Config{256, 512, 6, 8, 8, 512, 64})));
+                   test::llama2c_bytes(test::tiny_model(43, Config{256, 512, 3, 8, 8, 512, 64})));
   test::expect_interrupted_runs_leave_nothing(
       dir,
       "quantize-model --model " + dir.file("m.bin") +

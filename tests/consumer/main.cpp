@@ -1,7 +1,12 @@
 // Quantizes a small matrix, converts it to bit planes, round-trips it through
-// safetensors in memory, and checks the results agree.
-#include <lowbit/io.hpp>
-#include <lowbit/lowbit.hpp>
+// safetensors in memory, and checks the results agree: the targets' include
+// paths and dependencies (Eigen for lowbit::lowbit, nlohmann/json for
+// lowbit::io). It includes the headers it uses, not the umbrella ones: the
+// tests compile those, every header is installed, and the umbrella would
+// make each consumer compile the whole library (four times the CPU time).
+#include <lowbit/core/bitplane_weights.hpp>
+#include <lowbit/io/safetensors.hpp>
+#include <lowbit/quant/rtn.hpp>
 
 #include <cstdio>
 
