@@ -18,6 +18,8 @@
 // Single-threaded cases run on the calling thread; pin it (taskset -c 1).
 #include <benchmark/benchmark.h>
 
+#include "random_codes.hpp"
+
 #include <cstdint>
 #include <lowbit/kernels/bitplane_lut_gemm.hpp>
 #include <memory>
@@ -37,13 +39,7 @@ lowbit::PackedBitplanes random_packed(int planes, Index group, Index rows, Index
   lowbit::BitPlaneWeights w;
   w.planes = planes;
   w.group_size = group;
-  w.codes.resize(rows, cols);
-  const std::uint64_t mask = 0x0101010101010101ull * static_cast<std::uint64_t>((1u << planes) - 1);
-  for (Index i = 0; i < w.codes.size(); i += 8) {
-    const std::uint64_t bits = rng() & mask;
-    for (Index b = 0; b < 8 && i + b < w.codes.size(); ++b)
-      w.codes.data()[i + b] = static_cast<std::uint8_t>(bits >> (8 * b));
-  }
+  w.codes = random_plane_codes(planes, rows, cols, rng);
   std::normal_distribution<double> n(0.0, 0.01);
   w.coeffs.resize((cols / group) * (planes + 1), rows);
   for (Index i = 0; i < w.coeffs.size(); ++i) w.coeffs.data()[i] = n(rng);

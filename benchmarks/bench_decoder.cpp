@@ -21,7 +21,9 @@
 // process's peak resident set so far. Times are wall times (UseRealTime) so that one and two
 // threads compare; the CPU column is the whole process's CPU time (MeasureProcessCPUTime).
 #include <benchmark/benchmark.h>
+
 #include <sys/resource.h>
+#include "random_codes.hpp"
 
 #include <array>
 #include <chrono>
@@ -64,21 +66,14 @@ struct DecoderFormat {
 };
 const DecoderFormat kDecoderFormats[] = {{0, 0}, {2, 64}, {3, 128}, {4, 128}};
 
-// Random planes and coefficients of the RTN scale (their values do not change the work):
-// generating codes 8 at a time from 64 random bits keeps a 7B layer's setup to seconds.
+// Random planes and coefficients of the RTN scale (their values do not change the work).
 lowbit::PackedBitplanes decoder_random_packed(int planes, Index group, Index rows, Index cols,
                                               std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   lowbit::BitPlaneWeights w;
   w.planes = planes;
   w.group_size = group;
-  w.codes.resize(rows, cols);
-  const std::uint64_t mask = 0x0101010101010101ull * static_cast<std::uint64_t>((1u << planes) - 1);
-  for (Index i = 0; i < w.codes.size(); i += 8) {
-    const std::uint64_t bits = rng() & mask;
-    for (Index b = 0; b < 8 && i + b < w.codes.size(); ++b)
-      w.codes.data()[i + b] = static_cast<std::uint8_t>(bits >> (8 * b));
-  }
+  w.codes = random_plane_codes(planes, rows, cols, rng);
   // A uniform grid per row and group (plane p: step * 2^p, centred), its range about 0.08 as
   // for N(0, 0.02) weights: outputs stay of the order of their inputs through 32 layers.
   std::uniform_real_distribution<double> scale(0.5, 1.5);
