@@ -46,7 +46,7 @@ configure() {  # configure DIR [cmake args...]
   cmake -G Ninja -S . -B "$dir" -DLOWBIT_UNITY_BATCH_SIZE="$unity_batch" "$@" >/dev/null
 }
 
-# Release at -O2 (Debian builds its packages at -O2; CMake's -O3 took 1.15x
+# Release at -O2 (Debian builds its packages at -O2; CMake's -O3 took 1.13x
 # the CPU time on the tool, README, "How long the test command takes").
 build_and_test() {  # build_and_test DIR [cmake args...]
   local dir=$1; shift
