@@ -94,8 +94,8 @@ side_steps() {
     side_step "fuzzers (bounded)"
     # -O1 without debug information, as for the sanitizer step: the fuzzers
     # compile in less time than they then run.
-    configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -DNDEBUG" -DLOWBIT_BUILD_FUZZERS=ON \
+    configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DLOWBIT_BUILD_FUZZERS=ON \
       -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF \
       -DLOWBIT_BUILD_TOOLS=OFF
     cmake --build build/ci-fuzz -j"$jobs"
@@ -160,8 +160,8 @@ step "sanitizers (ASan, UBSan)${plain_avx2:+ on the plain AVX2 kernels}"
 # On an x86 machine with AVX2 this build is also the plain AVX2 one: every
 # test, the kernels' against their scalar twins among them, runs the AVX2
 # paths whatever wider paths the native step took.
-build_and_test build/ci-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -DNDEBUG" -DLOWBIT_SANITIZE=ON \
+build_and_test build/ci-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DLOWBIT_SANITIZE=ON \
   ${plain_avx2:+-DLOWBIT_ARCH_FLAGS="$plain_avx2"} \
   -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_GOLDEN_DIR="$golden"
 
