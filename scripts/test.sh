@@ -156,7 +156,8 @@ step "sanitizers (ASan, UBSan)${plain_avx2:+ on the plain AVX2 kernels}"
 # -O2 -g (README, "How long the test command takes"). The native step is g++.
 # No debug information: line tables cost a tenth of the build's CPU time, and
 # a report still names every function on its stacks (symbol table); rebuild
-# with -g1 for file and line.
+# with -g1 for file and line. Its -O1 replaces build_and_test's -O2 (CMake
+# keeps the last -D of a variable).
 # On an x86 machine with AVX2 this build is also the plain AVX2 one: every
 # test, the kernels' against their scalar twins among them, runs the AVX2
 # paths whatever wider paths the native step took.
